@@ -1,0 +1,364 @@
+"""Declarative search space: ``SearchSpace`` loaded from YAML.
+
+A space declares, per stage, a depth range and output-width choices, the
+unit choices (ShuffleNet V1 group counts, ShuffleNet V2 split ratios), the
+stem and the last-conv choices. ``num_classes`` and the small-input stem are
+properties of the task, not searched: they are passed to ``sample`` and
+``suggest`` and checked against the space's allowed values by ``validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._arch import NUM_STAGES, STAGE_NAMES, Arch, Block, Stage, _check_block
+
+__all__ = ["SearchSpace", "StageSpace"]
+
+
+@dataclass(frozen=True)
+class StageSpace:
+    min_depth: int
+    max_depth: int
+    channels: tuple[int, ...]
+
+
+def _int_list(v: Any, where: str, *, allow_zero: bool = False) -> tuple[int, ...]:
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{where}: expected a non-empty list of integers, got {v!r}")
+    lo = 0 if allow_zero else 1
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int) or x < lo:
+            raise ValueError(f"{where}: {x!r} is not an integer >= {lo}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"{where}: duplicate values in {v}")
+    return tuple(v)
+
+
+def _keys(d: Any, allowed: set[str], where: str, required: set[str] = frozenset()) -> dict:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise ValueError(f"{where}: unknown key(s) {extra}; allowed {sorted(allowed)}")
+    missing = sorted(required - set(d))
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing}")
+    return d
+
+
+class SearchSpace:
+    """A declared space of ShuffleNet V1/V2 architectures.
+
+    Build with :meth:`load` (a built-in name such as ``"default"`` or a YAML
+    path) or :meth:`from_dict`. All randomness comes from the explicit
+    ``numpy.random.Generator`` passed to :meth:`sample`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        stem_channels: tuple[int, ...],
+        small_input: tuple[bool, ...],
+        stages: tuple[StageSpace, ...],
+        groups: tuple[int, ...],
+        splits: tuple[float, ...],
+        last_conv: tuple[int, ...],
+    ) -> None:
+        self.name = name
+        self.stem_channels = tuple(stem_channels)
+        self.small_input = tuple(small_input)
+        self.stages = tuple(stages)
+        self.groups = tuple(groups)
+        self.splits = tuple(float(s) for s in splits)
+        self.last_conv = tuple(last_conv)
+        self._check_options()
+
+    # ------------------------------------------------------------------ load
+    @classmethod
+    def load(cls, name_or_path: str | Path = "default") -> "SearchSpace":
+        """Load a built-in space by name (``search_space/spaces/<name>.yaml``) or a YAML file."""
+        import yaml
+
+        p = Path(str(name_or_path))
+        if p.suffix in (".yaml", ".yml") or p.exists():
+            if not p.is_file():
+                raise ValueError(f"space: no such file {str(p)!r}")
+            text, name = p.read_text(), p.stem
+        else:
+            f = resources.files("search_space") / "spaces" / f"{name_or_path}.yaml"
+            if not f.is_file():
+                raise ValueError(f"space: unknown space {str(name_or_path)!r}; built-in spaces: {cls.builtin()}")
+            text, name = f.read_text(), str(name_or_path)
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"space: {p} is not valid YAML ({e})") from None
+        d = dict(d or {})
+        d.setdefault("name", name)
+        return cls.from_dict(d)
+
+    @staticmethod
+    def builtin() -> list[str]:
+        d = resources.files("search_space") / "spaces"
+        return sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
+        _keys(d, {"name", "stem", "stages", "units", "last_conv"}, "space", {"stem", "stages", "units", "last_conv"})
+        stem = _keys(d["stem"], {"channels", "small_input"}, "stem", {"channels"})
+        small = stem.get("small_input", [False, True])
+        if not isinstance(small, list) or not small or not all(isinstance(x, bool) for x in small):
+            raise ValueError(f"stem.small_input: expected a non-empty list of booleans, got {small!r}")
+        if not isinstance(d["stages"], list) or len(d["stages"]) != NUM_STAGES:
+            raise ValueError(f"stages: expected a list of {NUM_STAGES} stages")
+        stages = []
+        for i, st in enumerate(d["stages"]):
+            where = f"stages[{i}]"
+            _keys(st, {"depth", "channels"}, where, {"depth", "channels"})
+            dep = st["depth"]
+            if (
+                not isinstance(dep, list)
+                or len(dep) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in dep)
+                or not 1 <= dep[0] <= dep[1]
+            ):
+                raise ValueError(f"{where}.depth: expected [min, max] with 1 <= min <= max, got {dep!r}")
+            stages.append(StageSpace(dep[0], dep[1], _int_list(st["channels"], f"{where}.channels")))
+        units = _keys(d["units"], {"v1", "v2"}, "units")
+        if not units:
+            raise ValueError("units: declare at least one of 'v1' and 'v2'")
+        groups: tuple[int, ...] = ()
+        splits: tuple[float, ...] = ()
+        if "v1" in units:
+            groups = _int_list(_keys(units["v1"], {"groups"}, "units.v1", {"groups"})["groups"], "units.v1.groups")
+        if "v2" in units:
+            sp = _keys(units["v2"], {"split"}, "units.v2", {"split"})["split"]
+            if not isinstance(sp, list) or not sp:
+                raise ValueError(f"units.v2.split: expected a non-empty list, got {sp!r}")
+            for x in sp:
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+                    raise ValueError(f"units.v2.split: {x!r} is not a number strictly between 0 and 1")
+            splits = tuple(float(x) for x in sp)
+        return cls(
+            name=str(d.get("name", "custom")),
+            stem_channels=_int_list(stem["channels"], "stem.channels"),
+            small_input=tuple(small),
+            stages=tuple(stages),
+            groups=groups,
+            splits=splits,
+            last_conv=_int_list(d["last_conv"], "last_conv", allow_zero=True),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        units: dict[str, Any] = {}
+        if self.groups:
+            units["v1"] = {"groups": list(self.groups)}
+        if self.splits:
+            units["v2"] = {"split": list(self.splits)}
+        return {
+            "name": self.name,
+            "stem": {"channels": list(self.stem_channels), "small_input": list(self.small_input)},
+            "stages": [
+                {"depth": [s.min_depth, s.max_depth], "channels": list(s.channels)} for s in self.stages
+            ],
+            "units": units,
+            "last_conv": list(self.last_conv),
+        }
+
+    def __repr__(self) -> str:
+        return f"SearchSpace(name={self.name!r}, size={self.size():.3e})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict()))
+
+    # ------------------------------------------------------------------ options
+    @property
+    def unit_options(self) -> tuple[Block, ...]:
+        """Every block choice, in a fixed order (v1 groups, then v2 splits)."""
+        return tuple(Block.v1(g) for g in self.groups) + tuple(Block.v2(s) for s in self.splits)
+
+    def valid_blocks(self, cin: int, cout: int, stride: int, first_grouped: bool = True) -> tuple[Block, ...]:
+        """Block choices that are buildable between ``cin`` and ``cout`` channels."""
+        return _valid_blocks(self.unit_options, cin, cout, stride, first_grouped)
+
+    def _check_options(self) -> None:
+        # every declared width must leave at least one buildable unit, whatever came before
+        prev: tuple[int, ...] = self.stem_channels
+        for i, st in enumerate(self.stages):
+            for c in st.channels:
+                if not self.valid_blocks(c, c, 1):
+                    raise ValueError(f"stages[{i}].channels: no unit choice is buildable at {c} channels")
+                for p in prev:
+                    if not self.valid_blocks(p, c, 2, first_grouped=i > 0):
+                        raise ValueError(
+                            f"stages[{i}].channels: no unit choice can go from {p} to {c} channels"
+                        )
+            prev = st.channels
+
+    # ------------------------------------------------------------------ membership
+    def validate(self, arch: Arch) -> Arch:
+        """Return ``arch`` if it belongs to the space, else raise ``ValueError`` naming the field."""
+        if not isinstance(arch, Arch):
+            raise ValueError(f"arch: expected an Arch, got {type(arch).__name__}")
+        if arch.stem not in self.stem_channels:
+            raise ValueError(f"stem: {arch.stem} channels not in the space's choices {list(self.stem_channels)}")
+        if arch.small_input not in self.small_input:
+            raise ValueError(f"small_input: {arch.small_input} not allowed by the space ({list(self.small_input)})")
+        if arch.last_conv not in self.last_conv:
+            raise ValueError(f"last_conv: {arch.last_conv} not in the space's choices {list(self.last_conv)}")
+        for i, (st, ss) in enumerate(zip(arch.stages, self.stages)):
+            if st.channels not in ss.channels:
+                raise ValueError(
+                    f"stages[{i}].channels: {st.channels} not in the space's choices {list(ss.channels)}"
+                )
+            if not ss.min_depth <= st.depth <= ss.max_depth:
+                raise ValueError(
+                    f"stages[{i}].depth: {st.depth} outside the space's range [{ss.min_depth}, {ss.max_depth}]"
+                )
+            for j, b in enumerate(st.blocks):
+                where = f"stages[{i}].blocks[{j}]"
+                if b.unit == "v1" and b.groups not in self.groups:
+                    if not self.groups:
+                        raise ValueError(f"{where}.unit: v1 units are not in this space")
+                    raise ValueError(f"{where}.groups: {b.groups} not in the space's choices {list(self.groups)}")
+                if b.unit == "v2" and b.split not in self.splits:
+                    if not self.splits:
+                        raise ValueError(f"{where}.unit: v2 units are not in this space")
+                    raise ValueError(f"{where}.split: {b.split} not in the space's choices {list(self.splits)}")
+        return arch
+
+    def contains(self, arch: Arch) -> bool:
+        try:
+            self.validate(arch)
+        except ValueError:
+            return False
+        return True
+
+    __contains__ = contains
+
+    def _context(self, small_input: bool | None) -> bool:
+        if small_input is None:
+            return self.small_input[0]
+        if small_input not in self.small_input:
+            raise ValueError(f"small_input: {small_input} not allowed by the space ({list(self.small_input)})")
+        return small_input
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, rng: np.random.Generator, *, num_classes: int = 1000, small_input: bool | None = None) -> Arch:
+        """Draw one architecture, each decision uniform among its buildable choices (SPOS)."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("sample() needs an explicit numpy.random.Generator (np.random.default_rng(seed))")
+        small = self._context(small_input)
+        stem = int(rng.choice(self.stem_channels))
+        cin, stages = stem, []
+        for i, ss in enumerate(self.stages):
+            cout = int(rng.choice(ss.channels))
+            depth = int(rng.integers(ss.min_depth, ss.max_depth + 1))
+            first = self.valid_blocks(cin, cout, 2, first_grouped=i > 0)
+            rest = self.valid_blocks(cout, cout, 1)
+            blocks = [first[int(rng.integers(len(first)))]]
+            blocks += [rest[int(rng.integers(len(rest)))] for _ in range(depth - 1)]
+            stages.append(Stage(cout, tuple(blocks)))
+            cin = cout
+        last = int(rng.choice(self.last_conv))
+        return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=num_classes, small_input=small)
+
+    def size(self) -> int:
+        """Exact number of distinct architectures for one input variant and class count."""
+        total = 0
+        for stem in self.stem_channels:
+            counts = {stem: 1}  # ways to reach each "previous stage width"
+            for i, ss in enumerate(self.stages):
+                nxt: dict[int, int] = {}
+                for cout in ss.channels:
+                    n_rest = len(self.valid_blocks(cout, cout, 1))
+                    per_depth = sum(n_rest ** (d - 1) for d in range(ss.min_depth, ss.max_depth + 1))
+                    ways = sum(
+                        n * len(self.valid_blocks(cin, cout, 2, first_grouped=i > 0)) * per_depth
+                        for cin, n in counts.items()
+                    )
+                    nxt[cout] = nxt.get(cout, 0) + ways
+                counts = nxt
+            total += sum(counts.values())
+        return total * len(self.last_conv)
+
+    # ------------------------------------------------------------------ Optuna bridge
+    def suggest(self, trial: Any, *, num_classes: int = 1000, small_input: bool | None = None) -> Arch:
+        """Define-by-run Optuna bridge: one architecture from ``trial``.
+
+        Parameter names are stable (``stem``, ``stage2.channels``, ``stage2.depth``,
+        ``stage2.block0`` ... ``last_conv``) and every distribution is a fixed
+        categorical/int over primitive values, so TPE/NSGA-II model them across
+        trials. A block choice that is not buildable at the chosen widths (a group
+        count that does not divide them, a v1 downsampling unit that cannot grow)
+        is repaired deterministically by :meth:`repair_block`.
+        """
+        small = self._context(small_input)
+        names = [str(b) for b in self.unit_options]
+        stem = trial.suggest_categorical("stem", list(self.stem_channels))
+        cin, stages = stem, []
+        for i, ss in enumerate(self.stages):
+            p = STAGE_NAMES[i]
+            cout = trial.suggest_categorical(f"{p}.channels", list(ss.channels))
+            depth = trial.suggest_int(f"{p}.depth", ss.min_depth, ss.max_depth)
+            blocks = []
+            for j in range(depth):
+                choice = Block.parse(trial.suggest_categorical(f"{p}.block{j}", names))
+                stride, bin_ = (2, cin) if j == 0 else (1, cout)
+                blocks.append(self.repair_block(choice, bin_, cout, stride, first_grouped=not (i == 0 and j == 0)))
+            stages.append(Stage(cout, tuple(blocks)))
+            cin = cout
+        last = trial.suggest_categorical("last_conv", list(self.last_conv))
+        return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=num_classes, small_input=small)
+
+    def repair_block(self, block: Block, cin: int, cout: int, stride: int, first_grouped: bool = True) -> Block:
+        """``block`` if buildable; else the closest buildable choice of the same unit type
+        (largest smaller group count, nearest split), else the nearest v2 split."""
+        valid = self.valid_blocks(cin, cout, stride, first_grouped)
+        if block in valid:
+            return block
+        same = [b for b in valid if b.unit == block.unit]
+        if block.unit == "v1" and same:
+            smaller = [b for b in same if b.groups < block.groups]
+            return max(smaller, key=lambda b: b.groups) if smaller else min(same, key=lambda b: b.groups)
+        if block.unit == "v2" and same:
+            return min(same, key=lambda b: (abs(b.split - block.split), b.split))
+        v2 = [b for b in valid if b.unit == "v2"]
+        if v2:
+            return min(v2, key=lambda b: (abs(b.split - 0.5), b.split))
+        return valid[0]
+
+    def params_from_arch(self, arch: Arch) -> dict[str, Any]:
+        """Optuna parameters that make :meth:`suggest` return ``arch`` (for enqueueing seeds)."""
+        self.validate(arch)
+        params: dict[str, Any] = {"stem": arch.stem, "last_conv": arch.last_conv}
+        for i, st in enumerate(arch.stages):
+            p = STAGE_NAMES[i]
+            params[f"{p}.channels"] = st.channels
+            params[f"{p}.depth"] = st.depth
+            for j, b in enumerate(st.blocks):
+                params[f"{p}.block{j}"] = str(b)
+        return params
+
+
+@lru_cache(maxsize=65536)
+def _valid_blocks(options: tuple[Block, ...], cin: int, cout: int, stride: int, first_grouped: bool) -> tuple[Block, ...]:
+    out = []
+    for b in options:
+        try:
+            _check_block("block", cin, cout, b, stride, first_grouped)
+        except ValueError:
+            continue
+        out.append(b)
+    return tuple(out)

@@ -1,0 +1,67 @@
+"""``ShuffleNet(arch)``: the one static model class (export, retraining, latency).
+
+Macro layout and attribute names are torchvision's ``ShuffleNetV2``
+(``conv1``, ``maxpool``, ``stage2``-``stage4``, ``conv5``, ``fc``), so for any
+pure-v2 arch with split 0.5, the standard stem and a last 1x1 conv, the
+``state_dict`` loads into and from ``torchvision.models.ShuffleNetV2`` with
+``strict=True``. A small-input arch uses a stride-1 ``conv1`` and an identity
+``maxpool``; ``last_conv=0`` makes ``conv5`` an identity (ShuffleNet V1).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from search_space import Arch
+
+from .units import make_unit
+
+__all__ = ["ShuffleNet"]
+
+
+class ShuffleNet(nn.Module):
+    """A ShuffleNet V1/V2 network built from an :class:`~search_space.Arch`.
+
+    Args:
+        arch: the architecture (``Arch`` or its canonical string).
+    """
+
+    def __init__(self, arch: Arch | str) -> None:
+        super().__init__()
+        if isinstance(arch, str):
+            arch = Arch.parse(arch)
+        if not isinstance(arch, Arch):
+            raise ValueError(f"arch: expected an Arch or an arch string, got {type(arch).__name__}")
+        self.arch = arch
+        stride = 1 if arch.small_input else 2
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, arch.stem, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(arch.stem),
+            nn.ReLU(inplace=True),
+        )
+        self.maxpool = nn.Identity() if arch.small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        stages: list[list[nn.Module]] = [[] for _ in arch.stages]
+        for i, j, cin, cout, block in arch.iter_blocks():
+            stages[i].append(make_unit(block, cin, cout, 2 if j == 0 else 1, first_grouped=not (i == 0 and j == 0)))
+        self.stage2, self.stage3, self.stage4 = (nn.Sequential(*s) for s in stages)
+        c = arch.stages[-1].channels
+        if arch.last_conv:
+            self.conv5 = nn.Sequential(
+                nn.Conv2d(c, arch.last_conv, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(arch.last_conv),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.conv5 = nn.Identity()
+        self.fc = nn.Linear(arch.feature_channels, arch.num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.stage4(self.stage3(self.stage2(x)))
+        return self.conv5(x).mean([2, 3])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.forward_features(x))
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}"
