@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from search_space import Arch
 
-from .units import make_unit
+from .units import ShuffleV1Unit, make_unit
 
 __all__ = ["ShuffleNet"]
 
@@ -54,6 +54,11 @@ class ShuffleNet(nn.Module):
         else:
             self.conv5 = nn.Identity()
         self.fc = nn.Linear(arch.feature_channels, arch.num_classes)
+        for m in self.modules():
+            if isinstance(m, ShuffleV1Unit) and m.stride == 1:
+                # zero-init the residual branch's last BN (Goyal et al. 2017): every V1 unit starts
+                # as the identity; without it deep V1 stacks (no conv5) diverge at lr 0.05 here
+                nn.init.zeros_(m.branch_main_2[3].weight)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.conv1(x))

@@ -1,0 +1,395 @@
+"""Weight-sharing supernet: every architecture of a space in one set of weights.
+
+``SuperNet(space, num_classes=...)`` holds shared tensors at the largest size
+each choice needs; ``supernet(x, arch)`` runs exactly ``arch`` and
+``extract(supernet, arch)`` returns the static :class:`~supernet.ShuffleNet`
+with the inherited weights. There is no mutable "active" state: the forward
+pass is a pure function of ``(weights, x, arch)``, so a supernet can be
+pickled to Ray workers and used from several threads.
+
+One code path, by construction. ``supernet.subnet_state(arch)`` maps the
+shared tensors to the ``state_dict`` of ``ShuffleNet(arch)`` (names and shapes
+exactly those of the static model); ``supernet(x, arch)`` is
+``torch.func.functional_call(ShuffleNet(arch) on the meta device, that state,
+x)`` and ``extract`` loads a copy of the same state into a real
+``ShuffleNet(arch)``. The unit code therefore lives only in ``units.py``.
+
+Sharing scheme (as in once-for-all's ``get_active_filter`` / SPOS):
+
+* **Depth**: a stage of depth d uses the shared units at positions 0..d-1.
+* **Width**: every weight is stored at the largest size any architecture needs
+  at that position; a narrower choice takes the prefix slice
+  ``weight[:out, :in]`` (``width_sharing="separate"`` gives each stage width
+  its own units instead). BatchNorm affine parameters *and* running statistics
+  are sliced the same way (``[:c]``); slices are views, so BN statistics
+  updated during training land in the shared buffers.
+* **V1 group counts** share one dense 1x1 weight per pointwise conv: the
+  grouped conv with g groups uses the g diagonal blocks of ``weight[:out, :in]``
+  (g = 1 uses it whole). The depthwise conv and BNs are shared across g.
+* **V2 split ratios** share by slicing: the conv branch has b = c*split hidden
+  channels (prefix ``[:b]``); branch1 of a stride-2 unit has c-b outputs.
+* **Channel labels** (see the note above ``_SharedV2``): input and output
+  channels of every weight are indexed by a channel *label* that follows the
+  channel through the shuffles, so a unit choice at one position does not
+  scramble what later weights see. The gathers are differentiable
+  (``index_select``); gathered BN statistics are written back after a training
+  forward.
+* **V1 and V2 units at one position have their own weights**.
+* The stem conv, conv5 and the classifier are sliced by width; the classifier
+  of networks without conv5 (``last_conv=0``) is separate from the one after
+  conv5, since their inputs mean different things.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from search_space import Arch, Block, SearchSpace
+from search_space._arch import STAGE_NAMES
+
+from .model import ShuffleNet
+
+__all__ = ["SuperNet", "extract", "get_active_filter", "block_diagonal"]
+
+
+# --------------------------------------------------------------------- slicing helpers
+def get_active_filter(weight: Tensor, out_channels: int, in_channels: int | None = None) -> Tensor:
+    """Prefix slice ``weight[:out, :in]`` (once-for-all)."""
+    w = weight[:out_channels]
+    return w if in_channels is None else w[:, :in_channels]
+
+
+def block_diagonal(weight: Tensor, groups: int) -> Tensor:
+    """Grouped-conv weight from a dense one: the ``groups`` diagonal blocks.
+
+    ``weight`` has shape ``(out, in, k, k)``; the result ``(out, in // groups, k, k)``
+    is the weight of ``Conv2d(in, out, groups=groups)`` whose group i maps input
+    channels ``[i*in/g, (i+1)*in/g)`` to output channels ``[i*out/g, (i+1)*out/g)``.
+    """
+    if groups == 1:
+        return weight
+    o, i = weight.shape[:2]
+    og, ig = o // groups, i // groups
+    w = weight.reshape(groups, og, groups, ig, *weight.shape[2:])
+    d = torch.diagonal(w, dim1=0, dim2=2)  # (og, ig, k, k, groups)
+    return d.permute(d.dim() - 1, *range(d.dim() - 1)).reshape(o, ig, *weight.shape[2:])
+
+
+def _take(t: Tensor, idx) -> Tensor:
+    """``t[idx]`` along dim 0: a view for a slice, a differentiable gather for label indices."""
+    return t[idx] if isinstance(idx, slice) else t.index_select(0, idx)
+
+
+def _cols(t: Tensor, idx) -> Tensor:
+    return t[:, idx] if isinstance(idx, slice) else t.index_select(1, idx)
+
+
+class _State(dict):
+    """A subnet ``state_dict`` plus the BN statistics gathered by label (written back after training)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writeback: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def bn(self, bn: nn.BatchNorm2d, idx, prefix: str) -> None:
+        self[prefix + "weight"] = _take(bn.weight, idx)
+        self[prefix + "bias"] = _take(bn.bias, idx)
+        for name in ("running_mean", "running_var"):
+            buf = getattr(bn, name)
+            t = _take(buf, idx)
+            if not isinstance(idx, slice):
+                t = t.clone()
+                self.writeback.append((buf, idx, t))
+            self[prefix + name] = t
+        self[prefix + "num_batches_tracked"] = bn.num_batches_tracked
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            for buf, idx, t in self.writeback:
+                buf.index_copy_(0, idx, t)
+
+
+def _shuffle2_src(c: int, device) -> Tensor:
+    """``channel_shuffle(x, 2)[:, p] == x[:, src[p]]``."""
+    return torch.arange(c, device=device).view(2, c // 2).t().reshape(-1)
+
+
+def _conv(out: int, inp: int, k: int = 1) -> nn.Parameter:
+    w = torch.empty(out, inp, k, k)
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    return nn.Parameter(w)
+
+
+# --------------------------------------------------------------------- shared units
+# Channel labels. A tensor between units has ``c`` channels; ``layout[p]`` is the
+# *label* of the channel at position p, and every shared weight is indexed by
+# label, not by position. Labels make the sharing consistent across choices:
+# a v2 unit's channel shuffle moves identity channels to other positions, and
+# how far depends on nothing but the width, whereas a v1 unit keeps positions.
+# Without labels, the unit choice at one position would scramble the channel
+# order every later weight sees (a supernet trained that way stays at chance
+# accuracy on digits). Units are label preserving: a stride-1 v2 branch writes
+# its outputs under the labels of the channels it consumed, a v1 unit adds
+# onto the same labels; a stride-2 unit opens a fresh label range 0..c-1.
+class _SharedV2(nn.Module):
+    """Shared tensors of the v2 unit at one position (max sizes; see the label note).
+
+    Stride 1: the branch's hidden channels are indexed by the labels it consumes
+    too (hidden channel k of a subnet <-> consumed label k), and the shared
+    weights start as a per-label identity (1x1 convs = I, depthwise = dirac), so
+    at initialisation every v2 unit, like every zero-initialised v1 unit, keeps
+    what each label means whatever the split. Stride 2 opens new labels and uses
+    prefix-sliced hidden channels.
+    """
+
+    def __init__(self, cin: int, cout: int, branch: int, left: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        if stride == 2:
+            # branch1 starts as a strided per-label identity: output label k < cin carries input
+            # label k, like the average-pooled shortcut of a v1 downsampling unit
+            dw = torch.zeros(cin, 1, 3, 3)
+            dw[:, 0, 1, 1] = 1.0
+            self.b1_dw = nn.Parameter(dw + 0.01 * torch.randn_like(dw))  # rows: input labels
+            self.b1_bn1 = nn.BatchNorm2d(cin)
+            pw = _conv(left, cin).data  # rows: output labels 0..left-1, cols: input labels
+            k = min(left, cin)
+            pw[:k] = _near_identity(cin)[:k]
+            self.b1_pw = nn.Parameter(pw)
+            self.b1_bn2 = nn.BatchNorm2d(left)
+            self.pw1 = _conv(branch, cin)  # rows: hidden (prefix), cols: input labels
+            self.bn1 = nn.BatchNorm2d(branch)
+            self.dw = _conv(branch, 1, 3)
+            self.bn2 = nn.BatchNorm2d(branch)
+            self.pw2 = _conv(cout, branch)  # rows: output labels, cols: hidden (prefix)
+        else:
+            hidden = cout  # hidden channels indexed by label
+            self.pw1 = nn.Parameter(_near_identity(hidden))
+            self.bn1 = nn.BatchNorm2d(hidden)
+            dw = torch.zeros(hidden, 1, 3, 3)
+            dw[:, 0, 1, 1] = 1.0
+            self.dw = nn.Parameter(dw + 0.01 * torch.randn_like(dw))
+            self.bn2 = nn.BatchNorm2d(hidden)
+            self.pw2 = nn.Parameter(_near_identity(hidden))
+        self.bn3 = nn.BatchNorm2d(cout)
+
+    def state(self, s: _State, layout: Tensor, cin: int, cout: int, split: float, prefix: str) -> Tensor:
+        b = round(cout * split)
+        left = cout - b
+        src = _shuffle2_src(cout, layout.device)
+        if self.stride == 2:
+            s[prefix + "branch1.0.weight"] = _take(self.b1_dw, layout)
+            s.bn(self.b1_bn1, layout, prefix + "branch1.1.")
+            s[prefix + "branch1.2.weight"] = _cols(self.b1_pw[:left], layout)
+            s.bn(self.b1_bn2, slice(0, left), prefix + "branch1.3.")
+            s[prefix + "branch2.0.weight"] = _cols(self.pw1[:b], layout)
+            hidden: slice | Tensor = slice(0, b)
+            out_labels: slice | Tensor = slice(left, cout)
+            new_layout = src
+        else:
+            hidden = out_labels = layout[left:cout]  # the labels this branch consumes and rewrites
+            s[prefix + "branch2.0.weight"] = _cols(_take(self.pw1, hidden), hidden)
+            new_layout = layout[src]
+        s.bn(self.bn1, hidden, prefix + "branch2.1.")
+        s[prefix + "branch2.3.weight"] = _take(self.dw, hidden)
+        s.bn(self.bn2, hidden, prefix + "branch2.4.")
+        s[prefix + "branch2.5.weight"] = _cols(_take(self.pw2, out_labels), hidden)
+        s.bn(self.bn3, out_labels, prefix + "branch2.6.")
+        return new_layout
+
+
+def _near_identity(n: int) -> Tensor:
+    return (torch.eye(n) + 0.01 * torch.randn(n, n)).view(n, n, 1, 1)
+
+
+class _SharedV1(nn.Module):
+    """Shared tensors of the v1 unit at one position: dense pointwise weights for every g."""
+
+    def __init__(self, cin: int, mid: int, out: int) -> None:
+        super().__init__()
+        self.pw1 = _conv(mid, cin)  # rows: hidden (prefix), cols: input labels
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.dw = _conv(mid, 1, 3)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.pw2 = _conv(out, mid)  # rows: output labels
+        self.bn3 = nn.BatchNorm2d(out)
+
+    def state(self, s: _State, layout: Tensor, cin: int, cout: int, groups: int, stride: int,
+              first_grouped: bool, prefix: str) -> Tensor:
+        mid = cout // 4
+        out_labels = slice(cin, cout) if stride == 2 else layout
+        s[prefix + "branch_main_1.0.weight"] = block_diagonal(_cols(self.pw1[:mid], layout), groups if first_grouped else 1)
+        s.bn(self.bn1, slice(0, mid), prefix + "branch_main_1.1.")
+        s[prefix + "branch_main_2.0.weight"] = self.dw[:mid]
+        s.bn(self.bn2, slice(0, mid), prefix + "branch_main_2.1.")
+        s[prefix + "branch_main_2.2.weight"] = block_diagonal(_take(self.pw2, out_labels)[:, :mid], groups)
+        s.bn(self.bn3, out_labels, prefix + "branch_main_2.3.")
+        if stride == 2:  # the pooled shortcut keeps its labels, the branch opens cin..cout-1
+            return torch.cat((layout, torch.arange(cin, cout, device=layout.device)))
+        return layout
+
+
+@lru_cache(maxsize=128)
+def _template(arch: Arch, training: bool) -> ShuffleNet:
+    """``ShuffleNet(arch)`` on the meta device: structure only, no memory, never mutated."""
+    with torch.device("meta"):
+        return ShuffleNet(arch).train(training)
+
+
+class _Head(nn.Module):
+    """conv5 (rows prefix-shared across last_conv choices) and one classifier per last_conv choice.
+
+    The classifier is not shared across last_conv choices: the mean-pooled ReLU
+    features have a large common component whose contribution to the logits
+    would scale with the number of features (1024 vs 2048), and sharing it made
+    supernet training diverge.
+    """
+
+    def __init__(self, c4: int, last_conv: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        last = max(last_conv)
+        if last:
+            self.conv5 = _conv(last, c4)  # cols: stage-4 labels
+            self.conv5_bn = nn.BatchNorm2d(last)
+        self.fc = nn.ModuleDict({f"l{c}": nn.Linear(c or c4, num_classes) for c in last_conv})
+
+    def state(self, s: _State, layout: Tensor, last_conv: int) -> None:
+        fc = self.fc[f"l{last_conv}"]
+        if last_conv:
+            s["conv5.0.weight"] = _cols(self.conv5[:last_conv], layout)
+            s.bn(self.conv5_bn, slice(0, last_conv), "conv5.1.")
+            s["fc.weight"] = fc.weight
+        else:
+            s["fc.weight"] = _cols(fc.weight, layout)
+        s["fc.bias"] = fc.bias
+
+
+WIDTH_SHARING = ("prefix", "separate")
+
+
+class SuperNet(nn.Module):
+    """One set of weights for every architecture of ``space`` (see module docstring).
+
+    Args:
+        space: the search space (``SearchSpace`` or a name/path for ``SearchSpace.load``).
+        num_classes: classifier outputs (fixed for the supernet).
+        width_sharing: ``"prefix"`` (default): all widths of a stage share one set of
+            units by prefix slicing (once-for-all style); ``"separate"``: each
+            stage-width choice has its own units (more memory; an ablation knob).
+    """
+
+    def __init__(self, space: SearchSpace | str, *, num_classes: int, width_sharing: str = "prefix") -> None:
+        super().__init__()
+        if not isinstance(space, SearchSpace):
+            space = SearchSpace.load(space)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: must be a positive integer, got {num_classes!r}")
+        if width_sharing not in WIDTH_SHARING:
+            raise ValueError(f"width_sharing: expected one of {list(WIDTH_SHARING)}, got {width_sharing!r}")
+        self.space = space
+        self.num_classes = num_classes
+        self.width_sharing = width_sharing
+        stem = max(space.stem_channels)
+        self.stem_conv = _conv(stem, 3, 3)
+        self.stem_bn = nn.BatchNorm2d(stem)
+        self.units = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        prev = space.stem_channels
+        for i, ss in enumerate(space.stages):
+            for widths in self._width_groups(ss.channels):
+                tag = self._tag(widths[0])
+                cout_max = max(widths)
+                for j in range(ss.max_depth):
+                    stride = 2 if j == 0 else 1
+                    pairs = [(ci, co) for co in widths for ci in prev] if j == 0 else [(co, co) for co in widths]
+                    cin_max = max(ci for ci, _ in pairs)
+                    key = f"{STAGE_NAMES[i]}_{j}{tag}"
+                    first_grouped = i > 0 or j > 0
+                    v2 = [round(co * r) for ci, co in pairs for r in space.splits
+                          if Block.v2(r) in space.valid_blocks(ci, co, stride, first_grouped)]
+                    if v2:
+                        self.units[key + "_v2"] = _SharedV2(cin_max, cout_max, max(v2), cout_max, stride)
+                    v1 = [co // 4 for ci, co in pairs
+                          if any(b.unit == "v1" for b in space.valid_blocks(ci, co, stride, first_grouped))]
+                    if v1:
+                        self.units[key + "_v1"] = _SharedV1(cin_max, max(v1), cout_max)
+                if i == len(space.stages) - 1:
+                    self.heads["head" + tag] = _Head(cout_max, space.last_conv, num_classes)
+            prev = ss.channels
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+        shift = float(__import__("os").environ.get("SHIFT", "3"))
+        for key, unit in self.units.items():
+            if isinstance(unit, _SharedV1) and key.split("_")[1] != "0":
+                nn.init.zeros_(unit.bn3.weight)  # stride-1 V1 units start as the identity (as in ShuffleNet)
+            if isinstance(unit, _SharedV2):
+                # with the identity-initialised weights, a BN bias of +3 keeps the ReLUs from
+                # clipping the standardised signal: each v2 branch starts as an affine map of
+                # the labels it consumes (what a zero-initialised v1 unit does exactly)
+                if unit.stride == 1:
+                    nn.init.constant_(unit.bn1.bias, shift)
+                    nn.init.constant_(unit.bn3.bias, shift)
+                else:
+                    nn.init.constant_(unit.b1_bn2.bias, shift)
+
+    def _width_groups(self, channels: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [tuple(channels)] if self.width_sharing == "prefix" else [(c,) for c in channels]
+
+    def _tag(self, width: int) -> str:
+        return "" if self.width_sharing == "prefix" else f"_c{width}"
+
+    def check(self, arch: Arch) -> Arch:
+        """Validate that ``arch`` belongs to the space and matches the supernet's classes."""
+        self.space.validate(arch)
+        if arch.num_classes != self.num_classes:
+            raise ValueError(f"num_classes: arch has {arch.num_classes}, the supernet {self.num_classes}")
+        return arch
+
+    def _state(self, arch: Arch) -> _State:
+        self.check(arch)
+        s = _State()
+        s["conv1.0.weight"] = self.stem_conv[: arch.stem]
+        s.bn(self.stem_bn, slice(0, arch.stem), "conv1.1.")
+        layout = torch.arange(arch.stem, device=self.stem_conv.device)
+        for i, j, cin, cout, b in arch.iter_blocks():
+            unit = self.units[f"{STAGE_NAMES[i]}_{j}{self._tag(cout)}_{b.unit}"]
+            prefix = f"{STAGE_NAMES[i]}.{j}."
+            if b.unit == "v2":
+                layout = unit.state(s, layout, cin, cout, b.split, prefix)
+            else:
+                layout = unit.state(s, layout, cin, cout, b.groups, 2 if j == 0 else 1, not (i == 0 and j == 0), prefix)
+        self.heads["head" + self._tag(arch.stages[-1].channels)].state(s, layout, arch.last_conv)
+        return s
+
+    def subnet_state(self, arch: Arch) -> dict[str, Tensor]:
+        """``state_dict`` of ``ShuffleNet(arch)`` as views / differentiable gathers of the shared tensors."""
+        return dict(self._state(arch))
+
+    def forward(self, x: Tensor, arch: Arch) -> Tensor:
+        """Run exactly ``arch`` with the shared weights (train or eval mode as set on the supernet)."""
+        s = self._state(arch)
+        out = functional_call(_template(arch, self.training), dict(s), (x,))
+        if self.training:
+            s.write_back()  # BN statistics gathered by label go back to the shared buffers
+        return out
+
+    def extra_repr(self) -> str:
+        return f"space={self.space.name!r}, num_classes={self.num_classes}"
+
+
+def extract(supernet: SuperNet, arch: Arch) -> ShuffleNet:
+    """A standalone ``ShuffleNet(arch)`` holding a copy of the inherited weights and BN statistics."""
+    state = {k: v.detach().clone().contiguous() for k, v in supernet.subnet_state(arch).items()}
+    ref = next(supernet.parameters())
+    model = ShuffleNet(arch).to(device=ref.device, dtype=ref.dtype)
+    model.load_state_dict(state, strict=True)
+    return model.train(supernet.training)

@@ -1,0 +1,386 @@
+"""SPOS supernet training (Guo et al., "Single Path One-Shot Neural Architecture
+Search with Uniform Sampling", ECCV 2020) and ``python -m supernet.train``.
+
+Every step samples one architecture uniformly from the space (each decision
+uniform among its buildable choices), optionally only inside a FLOPs window
+(as SPOS samples within a FLOPs range), and trains that single path with SGD
+(momentum, cosine schedule, label smoothing, no weight decay on BN/bias).
+channels_last on CPU (about 7x faster for depthwise/grouped convs on these
+machines), AMP (fp16 + GradScaler) on CUDA.
+
+Deterministic under a seed: the architecture sampler, the shuffling and the
+augmentation of epoch e draw from generators seeded by ``(seed, e)``; a
+checkpoint is written atomically after every epoch (write then rename), and
+``resume=True`` continues from it with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_space import Arch, SearchSpace, count_flops
+
+from .data import Data, load_data
+from .supernet import SuperNet
+
+__all__ = ["Recipe", "train_supernet", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
+
+log = logging.getLogger(__name__)
+CKPT_FORMAT = "shufflenas.supernet/1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training recipe, recorded in every checkpoint."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 0
+    grad_clip: float | None = 5.0  # max global grad norm (None = off); random paths spike the gradient
+    seed: int = 0
+    flops_min: float | None = None  # MFLOPs at the data's image size (SPOS FLOPs window)
+    flops_max: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        for name in ("lr", "weight_decay", "label_smoothing", "momentum"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {v!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs: must lie in [0, epochs), got {self.warmup_epochs}")
+        if self.flops_min is not None and self.flops_max is not None and self.flops_min > self.flops_max:
+            raise ValueError(f"flops_min: {self.flops_min} is above flops_max {self.flops_max}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"recipe: unknown key(s) {extra}; known {sorted(known)}")
+        return cls(**d)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """Resolve ``device`` (None = GPU when present, else CPU) with a clear error."""
+    dev = torch.device(device or default_device())
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but no CUDA GPU is available; available: ['cpu']")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: unsupported device {str(dev)!r}; available: ['cpu'] + (['cuda'] if a GPU is present)")
+    return dev
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename over ``path`` (never a torn checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD with weight decay on conv/linear weights only (not on BN parameters or biases)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+    )
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to 0, stepped every iteration."""
+    total = recipe.epochs * steps_per_epoch
+    warm = recipe.warmup_epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def make_sampler(space: SearchSpace, recipe: Recipe, *, num_classes: int, small_input: bool, image_size: int) -> Callable[[np.random.Generator], Arch]:
+    """Uniform single-path sampler, restricted to the recipe's FLOPs window if any."""
+    lo = -math.inf if recipe.flops_min is None else recipe.flops_min * 1e6
+    hi = math.inf if recipe.flops_max is None else recipe.flops_max * 1e6
+    windowed = recipe.flops_min is not None or recipe.flops_max is not None
+
+    def sample(rng: np.random.Generator) -> Arch:
+        for _ in range(10_000):
+            a = space.sample(rng, num_classes=num_classes, small_input=small_input)
+            if not windowed or lo <= count_flops(a, image_size) <= hi:
+                return a
+        raise ValueError(
+            f"flops window: no architecture of space {space.name!r} found in "
+            f"[{recipe.flops_min}, {recipe.flops_max}] MFLOPs at {image_size}x{image_size} after 10,000 draws"
+        )
+
+    if windowed:
+        sample(np.random.default_rng(recipe.seed))  # fail now, not mid-epoch
+    return sample
+
+
+@torch.no_grad()
+def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy (in %) of ``model`` over ``(x, y)`` batches."""
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    if total == 0:
+        raise ValueError("batches: no samples to evaluate")
+    return 100.0 * correct / total
+
+
+def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
+            width_sharing: str = "prefix") -> dict[str, Any]:
+    return {
+        "space": space.to_dict(),
+        "width_sharing": width_sharing,
+        "data": data.spec,
+        "image_size": data.image_size,
+        "num_classes": num_classes,
+        "small_input": small_input,
+        "recipe": asdict(recipe),
+    }
+
+
+def train_supernet(
+    space: SearchSpace,
+    data: Data,
+    recipe: Recipe = Recipe(),
+    *,
+    checkpoint: Path | str | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    small_input: bool = False,
+    width_sharing: str = "prefix",
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> tuple[SuperNet, dict[str, Any]]:
+    """Train a supernet on ``data`` with SPOS; return ``(supernet, checkpoint_dict)``.
+
+    Args:
+        space: the search space.
+        data: the dataset (``supernet.data.load_data``).
+        recipe: hyper-parameters and seed.
+        checkpoint: file written (atomically) after every epoch.
+        resume: continue from ``checkpoint`` if it exists (its config must match).
+        device: ``cpu``/``cuda``; default GPU when present.
+        small_input: sample architectures with the small-input stem (stride-1 conv1, no
+            maxpool); about 10x the compute at 32x32, so off by default.
+        width_sharing: see :class:`SuperNet`.
+        progress: show a tqdm progress bar.
+        stop_after_epoch: stop (as if interrupted) after this many epochs.
+    """
+    dev = check_device(device)
+    small = bool(small_input)
+    config = _config(space, data, recipe, data.num_classes, small, width_sharing)
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    state = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("resume: needs a checkpoint path")
+        if ckpt_path.is_file():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if state.get("format") != CKPT_FORMAT:
+                raise ValueError(f"resume: {ckpt_path} is not a supernet checkpoint")
+            diff = [k for k in config if state["config"].get(k) != config[k]]
+            if diff:
+                raise ValueError(
+                    f"resume: checkpoint {ckpt_path} was trained with a different {', '.join(diff)}; "
+                    f"use a new output folder or the same settings"
+                )
+    torch.manual_seed(recipe.seed)
+    supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing)
+    channels_last = dev.type == "cpu"
+    supernet.to(dev)
+    if channels_last:
+        supernet.to(memory_format=torch.channels_last)
+    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
+    opt = make_optimizer(supernet, recipe)
+    sched = make_scheduler(opt, recipe, steps)
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed = 0, 0.0
+    if state is not None:
+        supernet.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history = list(state["history"])
+        start_epoch, elapsed = state["epoch"], state["train_seconds"]
+        log.info("resuming %s at epoch %d/%d", ckpt_path, start_epoch, recipe.epochs)
+    sample = make_sampler(space, recipe, num_classes=data.num_classes, small_input=small, image_size=data.image_size)
+    crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    ckpt: dict[str, Any] = state or {}
+    for epoch in range(start_epoch, recipe.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        rng, gen = epoch_generators(recipe.seed, epoch)
+        supernet.train()
+        t0 = time.perf_counter()
+        tot_loss = tot_correct = tot_n = 0.0
+        bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress)
+        for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
+                                 generator=gen, device=dev, channels_last=channels_last):
+            arch = sample(rng)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                out = supernet(x, arch)
+                loss = crit(out, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if recipe.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(supernet.parameters(), recipe.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            n = y.numel()
+            tot_loss += float(loss.detach()) * n
+            tot_correct += int((out.argmax(1) == y).sum())
+            tot_n += n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}%")
+        if bar is not None:
+            bar.close()
+        elapsed += time.perf_counter() - t0
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": tot_loss / tot_n,
+            "train_acc": 100 * tot_correct / tot_n,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        })
+        log.info("epoch %d/%d loss %.4f acc %.2f%%", epoch + 1, recipe.epochs, history[-1]["train_loss"], history[-1]["train_acc"])
+        ckpt = {
+            "format": CKPT_FORMAT,
+            "config": config,
+            "epoch": epoch + 1,
+            "model": supernet.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "history": history,
+            "metrics": history[-1],
+            "train_seconds": elapsed,
+            "torch": torch.__version__,
+            "device": str(dev),
+        }
+        if ckpt_path is not None:
+            atomic_save(ckpt, ckpt_path)
+    return supernet, ckpt
+
+
+def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:
+    """Rebuild a trained supernet from its self-describing checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"supernet checkpoint: {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"supernet checkpoint: cannot read {str(path)!r} ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        raise ValueError(f"supernet checkpoint: {str(path)!r} is not a ShuffleNAS supernet checkpoint")
+    cfg = state["config"]
+    supernet = SuperNet(SearchSpace.from_dict(cfg["space"]), num_classes=cfg["num_classes"],
+                        width_sharing=cfg.get("width_sharing", "prefix"))
+    supernet.load_state_dict(state["model"])
+    return supernet.to(device), state
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m supernet.train", description="Train a weight-sharing supernet with SPOS.")
+    ap.add_argument("--data", default="digits", help="digits | cifar10[:ROOT] | imagefolder:PATH[@N]")
+    ap.add_argument("--space", default="default", help="built-in space name or YAML path")
+    ap.add_argument("--out", default="results/supernet", help="output folder (supernet.pt is written there)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/supernet.pt")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: GPU when present)")
+    ap.add_argument("--image-size", type=int, default=None, help="resize ImageFolder images (default 32)")
+    ap.add_argument("--small-input", action="store_true", help="train small-input-stem architectures (32x32 maps)")
+    ap.add_argument("--width-sharing", choices=["prefix", "separate"], default="prefix")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    d = Recipe()
+    for f in fields(Recipe):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            typ = int if isinstance(f.default, int) else float
+            ap.add_argument(flag, type=typ, default=getattr(d, f.name))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+        space = SearchSpace.load(args.space)
+        data = load_data(args.data, image_size=args.image_size)
+        out = Path(args.out)
+        ckpt = out / "supernet.pt"
+        if ckpt.exists() and not args.resume:
+            raise ValueError(f"out: {ckpt} exists; pass --resume to continue it or choose another --out")
+        _, state = train_supernet(space, data, recipe, checkpoint=ckpt, resume=args.resume, device=args.device,
+                                  small_input=args.small_input, width_sharing=args.width_sharing,
+                                  progress=not args.quiet)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python -m supernet.train --resume --out {args.out} (same flags)", file=sys.stderr)
+        return 130
+    m = state.get("metrics", {})
+    print(f"supernet: {ckpt} epoch {state.get('epoch')} train loss {m.get('train_loss', float('nan')):.4f} "
+          f"acc {m.get('train_acc', float('nan')):.2f}% in {state.get('train_seconds', 0):.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from search_space import Arch, SearchSpace, get_preset, list_presets
+from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
+from supernet.supernet import block_diagonal
+
+SPACE = SearchSpace.load("default")
+
+
+def _randomize_bn(model: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    torch.manual_seed(0)
+    s = SuperNet(SPACE, num_classes=7)
+    _randomize_bn(s, 1)
+    return s.eval()
+
+
+def _archs():
+    rng = np.random.default_rng(2024)
+    out = [get_preset(n, 7, small_input=s) for n in list_presets() for s in (False, True)]
+    out += [SPACE.sample(rng, num_classes=7, small_input=bool(k % 2)) for k in range(200)]
+    return out
+
+
+def test_extracted_subnets_equal_the_supernet(supernet):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    archs = _archs()
+    assert len(archs) == 218
+    worst = 0.0
+    with torch.no_grad():
+        for a in archs:
+            ref = supernet(x, a)
+            model = extract(supernet, a).eval()
+            assert isinstance(model, ShuffleNet) and str(model.arch) == str(a)
+            out = model(x)
+            assert ref.abs().max() > 1e-3  # not a trivially zero output
+            worst = max(worst, float((out - ref).abs().max()))
+    assert worst <= 1e-5, worst
+
+
+def test_extract_is_a_copy(supernet):
+    a = get_preset("shufflenet_v2_x0_5", 7)
+    m = extract(supernet, a)
+    with torch.no_grad():
+        m.conv1[0].weight.add_(1.0)
+    assert not torch.equal(m.conv1[0].weight, supernet.stem_conv[:24])
+
+
+def test_v1_group_counts_share_one_dense_weight(supernet):
+    base = "stem24|48:v2s0.5|{}|192:v2s0.5|conv0|cls7"
+    w = {}
+    for g in (1, 2, 4, 8):
+        a = Arch.parse(base.format(f"96:v2s0.5,v1g{g}"))
+        w[g] = extract(supernet, a).stage3[1].branch_main_2[2].weight  # (96, 24 // g, 1, 1)
+    dense = w[1]
+    for g in (2, 4, 8):
+        og, ig = 96 // g, 24 // g
+        for k in range(g):
+            torch.testing.assert_close(w[g][k * og : (k + 1) * og], dense[k * og : (k + 1) * og, k * ig : (k + 1) * ig], rtol=0, atol=0)
+
+
+def test_block_diagonal_is_the_grouped_conv():
+    torch.manual_seed(0)
+    dense = torch.randn(12, 8, 1, 1)
+    x = torch.randn(2, 8, 5, 5)
+    grouped = nn.functional.conv2d(x, block_diagonal(dense, 4), groups=4)
+    mask = torch.block_diag(*[torch.ones(3, 2)] * 4).view(12, 8, 1, 1)
+    torch.testing.assert_close(grouped, nn.functional.conv2d(x, dense * mask), rtol=0, atol=1e-6)
+
+
+def test_widths_share_prefix_slices(supernet):
+    small = extract(supernet, Arch.parse("stem24|48:v2s0.5|96:v2s0.5|192:v2s0.5|conv1024|cls7"))
+    large = extract(supernet, Arch.parse("stem24|116:v2s0.5|96:v2s0.5|192:v2s0.5|conv1024|cls7"))
+    # stage2 unit 0, branch2's first 1x1: hidden rows are a prefix, input labels = stem channels
+    torch.testing.assert_close(small.stage2[0].branch2[0].weight, large.stage2[0].branch2[0].weight[:24], rtol=0, atol=0)
+    torch.testing.assert_close(small.stage2[0].branch2[1].running_var, large.stage2[0].branch2[1].running_var[:24])
+
+
+def test_v1_and_v2_have_their_own_weights_and_depth_uses_first_blocks(supernet):
+    keys = set(supernet.units)
+    assert {"stage3_0_v1", "stage3_0_v2", "stage3_11_v1", "stage3_11_v2"} <= keys
+    assert "stage3_12_v2" not in keys  # max depth 12
+    shallow = extract(supernet, Arch.parse("stem24|48:v2s0.5|96:v2s0.5x2|192:v2s0.5|conv0|cls7"))
+    deep = extract(supernet, Arch.parse("stem24|48:v2s0.5|96:v2s0.5x5|192:v2s0.5|conv0|cls7"))
+    for j in range(2):
+        for (n1, t1), (n2, t2) in zip(shallow.stage3[j].state_dict().items(), deep.stage3[j].state_dict().items()):
+            assert n1 == n2 and torch.equal(t1, t2)
+
+
+def test_training_forward_updates_shared_weights_and_bn_statistics():
+    torch.manual_seed(0)
+    s = SuperNet(SPACE, num_classes=5).train()
+    a = Arch.parse("stem24|48:v2s0.5,v2s0.25x2|96:v1g2x2|192:v2s0.75x2|conv1024|cls5")
+    before = {k: v.clone() for k, v in s.state_dict().items()}
+    out = s(torch.randn(4, 3, 32, 32), a)
+    out.square().mean().backward()
+    # gradient reaches the shared tensors of the path, not the others
+    assert s.units["stage2_1_v2"].pw1.grad.abs().sum() > 0
+    assert s.units["stage2_1_v1"].pw1.grad is None
+    after = s.state_dict()
+    # BN statistics gathered by channel label were written back into the shared buffers
+    assert not torch.equal(before["units.stage2_1_v2.bn3.running_mean"], after["units.stage2_1_v2.bn3.running_mean"])
+    assert not torch.equal(before["units.stage3_1_v1.bn3.running_var"], after["units.stage3_1_v1.bn3.running_var"])
+    assert torch.equal(before["units.stage3_5_v1.bn3.running_var"], after["units.stage3_5_v1.bn3.running_var"])
+    # and the extracted model sees exactly those statistics
+    m = extract(s, a)
+    torch.testing.assert_close(m.stage3[1].branch_main_2[3].running_var, s.subnet_state(a)["stage3.1.branch_main_2.3.running_var"])
+
+
+def test_separate_width_sharing_also_extracts_exactly():
+    tiny = SearchSpace.from_dict({
+        "stem": {"channels": [8]},
+        "stages": [{"depth": [1, 2], "channels": [16, 24]}, {"depth": [1, 2], "channels": [24, 48]},
+                   {"depth": [1, 2], "channels": [48, 64]}],
+        "units": {"v1": {"groups": [1, 2]}, "v2": {"split": [0.25, 0.5]}},
+        "last_conv": [0, 32],
+    })
+    torch.manual_seed(0)
+    s = SuperNet(tiny, num_classes=3, width_sharing="separate")
+    _randomize_bn(s, 0)
+    s.eval()
+    assert "stage4_0_c48_v2" in s.units and "stage4_0_c64_v2" in s.units and "stage3_0_c24_v1" in s.units
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for _ in range(30):
+            a = tiny.sample(rng, num_classes=3, small_input=True)
+            torch.testing.assert_close(extract(s, a).eval()(x), s(x, a), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="width_sharing"):
+        SuperNet(tiny, num_classes=3, width_sharing="suffix")
+
+
+def test_supernet_refuses_foreign_archs(supernet):
+    with pytest.raises(ValueError, match=r"stages\[0\].channels"):
+        supernet(torch.zeros(1, 3, 16, 16), Arch.parse("stem24|50:v2s0.5|96:v2s0.5|192:v2s0.5|conv0|cls7"))
+    with pytest.raises(ValueError, match="num_classes"):
+        extract(supernet, get_preset("shufflenet_v2_x0_5", 10))
+    with pytest.raises(ValueError, match="num_classes"):
+        SuperNet(SPACE, num_classes=0)
+
+
+def test_supernet_is_stateless_and_picklable(supernet):
+    import pickle
+
+    a, b = get_preset("shufflenet_v1_g3", 7), get_preset("shufflenet_v2_x1_0", 7)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ya = supernet(x, a)
+        supernet(x, b)
+        clone = pickle.loads(pickle.dumps(supernet))
+        assert torch.equal(supernet(x, a), ya) and torch.equal(clone(x, a), ya)
+    assert not any("active" in k for k in vars(supernet))
+
+
+def test_recalibrate_bn_is_the_cumulative_average():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.3))
+    batches = [torch.randn(8, 3, 6, 6) * (k + 1) + k for k in range(3)]
+    with torch.no_grad():
+        feats = [model[0](b) for b in batches]
+    n = recalibrate_bn(model, batches)
+    assert n == 3 and not model.training and model[1].momentum == 0.3
+    mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    var = torch.stack([f.transpose(0, 1).reshape(4, -1).var(1, unbiased=True) for f in feats]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(model[1].running_var, var, rtol=1e-5, atol=1e-5)
+    assert recalibrate_bn(model, batches, max_batches=1) == 1
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_bn(model, [])

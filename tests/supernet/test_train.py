@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from search_space import SearchSpace
+from supernet.data import load_data
+from supernet.train import Recipe, load_supernet, main, train_supernet
+
+TINY = SearchSpace.from_dict({
+    "name": "tiny",
+    "stem": {"channels": [8]},
+    "stages": [{"depth": [1, 2], "channels": [16, 24]}, {"depth": [1, 2], "channels": [32, 48]},
+               {"depth": [1, 2], "channels": [64]}],
+    "units": {"v1": {"groups": [1, 2]}, "v2": {"split": [0.5]}},
+    "last_conv": [0, 64],
+})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def test_training_lowers_the_loss_and_writes_a_self_describing_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "supernet.pt"
+    recipe = Recipe(epochs=6, batch_size=64, lr=0.05, seed=0)
+    net, state = train_supernet(TINY, digits, recipe, checkpoint=ckpt, device="cpu", progress=False)
+    losses = [h["train_loss"] for h in state["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 6 and saved["config"]["data"] == "digits"
+    assert saved["config"]["recipe"]["lr"] == 0.05 and saved["config"]["space"]["name"] == "tiny"
+    assert saved["metrics"]["train_loss"] == losses[-1] and saved["train_seconds"] > 0
+    again, _ = load_supernet(ckpt)
+    for (k, a), (_, b) in zip(net.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path):
+    recipe = Recipe(epochs=3, batch_size=128, lr=0.05, seed=3, flops_max=2.0)
+    full, _ = train_supernet(TINY, digits, recipe, device="cpu", progress=False)
+    ckpt = tmp_path / "s.pt"
+    train_supernet(TINY, digits, recipe, checkpoint=ckpt, device="cpu", progress=False, stop_after_epoch=1)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    resumed, state = train_supernet(TINY, digits, recipe, checkpoint=ckpt, resume=True, device="cpu", progress=False)
+    assert state["epoch"] == 3 and len(state["history"]) == 3
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_resume_refuses_a_different_config(digits, tmp_path):
+    ckpt = tmp_path / "s.pt"
+    train_supernet(TINY, digits, Recipe(epochs=2, seed=0), checkpoint=ckpt, device="cpu", progress=False, stop_after_epoch=1)
+    with pytest.raises(ValueError, match="different recipe"):
+        train_supernet(TINY, digits, Recipe(epochs=2, seed=1), checkpoint=ckpt, resume=True, device="cpu", progress=False)
+
+
+def test_bad_inputs(digits, tmp_path):
+    with pytest.raises(ValueError, match="epochs"):
+        Recipe(epochs=0)
+    with pytest.raises(ValueError, match="flops_min"):
+        Recipe(flops_min=5, flops_max=1)
+    with pytest.raises(ValueError, match="no architecture"):
+        train_supernet(TINY, digits, Recipe(epochs=1, flops_max=0.001), device="cpu", progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train_supernet(TINY, digits, Recipe(epochs=1), device="cuda", progress=False)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_supernet(bad)
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["--data", "imagefolder:/no/such/dir", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data:") and "does not exist" in err[0]
+    assert main(["--epochs", "0", "--out", str(tmp_path)]) == 2
+    assert "epochs" in capsys.readouterr().err
