@@ -131,10 +131,13 @@ def _conv(out: int, inp: int, k: int = 1) -> nn.Parameter:
 # a v2 unit's channel shuffle moves identity channels to other positions, and
 # how far depends on nothing but the width, whereas a v1 unit keeps positions.
 # Without labels, the unit choice at one position would scramble the channel
-# order every later weight sees (a supernet trained that way stays at chance
-# accuracy on digits). Units are label preserving: a stride-1 v2 branch writes
-# its outputs under the labels of the channels it consumed, a v1 unit adds
-# onto the same labels; a stride-2 unit opens a fresh label range 0..c-1.
+# order every later weight sees. Units are label preserving: a stride-1 v2
+# branch writes its outputs under the labels of the channels it consumed, a v1
+# unit adds onto the same labels; a stride-2 unit keeps the labels 0..cin-1 for
+# its shortcut (the v1 average pool; the v2 branch1, initialised as a strided
+# identity) and gives its new channels the labels cin..c-1. Measured on digits
+# (8 epochs, uniform sampling of split ratios only): 15% train accuracy with
+# positional sharing, 83% with labels and identity initialisation.
 class _SharedV2(nn.Module):
     """Shared tensors of the v2 unit at one position (max sizes; see the label note).
 
@@ -327,19 +330,9 @@ class SuperNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-        shift = float(__import__("os").environ.get("SHIFT", "3"))
         for key, unit in self.units.items():
             if isinstance(unit, _SharedV1) and key.split("_")[1] != "0":
                 nn.init.zeros_(unit.bn3.weight)  # stride-1 V1 units start as the identity (as in ShuffleNet)
-            if isinstance(unit, _SharedV2):
-                # with the identity-initialised weights, a BN bias of +3 keeps the ReLUs from
-                # clipping the standardised signal: each v2 branch starts as an affine map of
-                # the labels it consumes (what a zero-initialised v1 unit does exactly)
-                if unit.stride == 1:
-                    nn.init.constant_(unit.bn1.bias, shift)
-                    nn.init.constant_(unit.bn3.bias, shift)
-                else:
-                    nn.init.constant_(unit.b1_bn2.bias, shift)
 
     def _width_groups(self, channels: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [tuple(channels)] if self.width_sharing == "prefix" else [(c,) for c in channels]

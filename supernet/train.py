@@ -47,12 +47,12 @@ class Recipe:
 
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    warmup_epochs: int = 0
+    warmup_epochs: int = 2
     grad_clip: float | None = 5.0  # max global grad norm (None = off); random paths spike the gradient
     seed: int = 0
     flops_min: float | None = None  # MFLOPs at the data's image size (SPOS FLOPs window)
@@ -71,8 +71,10 @@ class Recipe:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing: must lie in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs: must lie in [0, epochs), got {self.warmup_epochs}")
+        if not 0 <= self.warmup_epochs:
+            raise ValueError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip: must be > 0 or None, got {self.grad_clip}")
         if self.flops_min is not None and self.flops_max is not None and self.flops_min > self.flops_max:
             raise ValueError(f"flops_min: {self.flops_min} is above flops_max {self.flops_max}")
 
@@ -123,7 +125,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
 def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay to 0, stepped every iteration."""
     total = recipe.epochs * steps_per_epoch
-    warm = recipe.warmup_epochs * steps_per_epoch
+    warm = min(recipe.warmup_epochs, recipe.epochs - 1) * steps_per_epoch  # never the whole run
 
     def f(step: int) -> float:
         if step < warm:
