@@ -35,7 +35,7 @@ from search_space import Arch, SearchSpace, count_flops
 from .data import Data, load_data
 from .supernet import SuperNet
 
-__all__ = ["Recipe", "train_supernet", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
+__all__ = ["Recipe", "train_supernet", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
 
 log = logging.getLogger(__name__)
 CKPT_FORMAT = "shufflenas.supernet/1"
@@ -312,6 +312,62 @@ def train_supernet(
         if ckpt_path is not None:
             atomic_save(ckpt, ckpt_path)
     return supernet, ckpt
+
+
+def train_model(
+    model: nn.Module,
+    data: Data,
+    recipe: Recipe,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict[str, Any]]:
+    """Train a static model with the same recipe (SGD, schedule, smoothing, augmentation)
+    as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``."""
+    dev = check_device(device)
+    channels_last = dev.type == "cpu"
+    torch.manual_seed(recipe.seed)
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, steps)
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    history = []
+    for epoch in range(recipe.epochs):
+        _, gen = epoch_generators(recipe.seed, epoch)
+        model.train()
+        tot = correct = n = 0.0
+        bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress)
+        for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
+                                 generator=gen, device=dev, channels_last=channels_last):
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                out = model(x)
+                loss = crit(out, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if recipe.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            tot += float(loss.detach()) * y.numel()
+            correct += int((out.argmax(1) == y).sum())
+            n += y.numel()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{tot / n:.3f}", acc=f"{100 * correct / n:.1f}%")
+        if bar is not None:
+            bar.close()
+        model.eval()
+        val = accuracy(model, data.batches("val", batch_size=256, device=dev, channels_last=channels_last))
+        history.append({"epoch": epoch + 1, "train_loss": tot / n, "train_acc": 100 * correct / n, "val_acc": val})
+    return history
 
 
 def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:

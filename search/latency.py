@@ -1,0 +1,663 @@
+"""Latency on the target device: measurement protocol, A/B comparison, predictor.
+
+Protocol (GUIDE.md section 4): eval mode and ``torch.inference_mode()``; the
+input preallocated on the device, nothing copied in the timed region; explicit
+thread count on CPU; ``cudnn.benchmark`` and CUDA events + synchronize on GPU;
+warm-up of at least ``warmup_runs`` runs and ``warmup_s`` seconds; 100+ timed
+samples; the median with its IQR (raw samples kept); a re-measurement when
+IQR/median exceeds ``max_rel_iqr``. Every figure carries its environment:
+device name, torch version, runtime mode, dtype, memory format, batch,
+threads, input shape.
+
+Runtimes: ``eager`` (default), ``torchscript`` (trace + freeze), ``compile``
+(``torch.compile``). fp32 by default, fp16/bf16 on CUDA. Batch 1 by default.
+
+``LatencyPredictor``: a per-block lookup table measured on the device (keyed
+by unit type and configuration, channels, stride and feature-map size) plus a
+linear calibration fitted on end-to-end measurements of random architectures
+(features: table sum, number of blocks, constant). Persisted as JSON keyed by
+device, runtime, input shape, threads, dtype and torch version; a cache whose
+key differs, or that cannot be read, is rebuilt with a warning.
+
+CLI: ``python -m search.latency build|check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_space import Arch, SearchSpace
+from search_space._cost import spatial_sizes
+from supernet import ShuffleNet
+from supernet.units import make_unit
+
+__all__ = [
+    "RUNTIMES",
+    "DTYPES",
+    "Measurement",
+    "measure",
+    "measure_many",
+    "compare",
+    "LatencyPredictor",
+    "resolve_device",
+    "device_name",
+]
+
+log = logging.getLogger(__name__)
+RUNTIMES = ("eager", "torchscript", "compile")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CACHE_DIR = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "latency"
+PREDICTOR_FORMAT = "shufflenas.latency/1"
+
+
+# ---------------------------------------------------------------------------- checks
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The target device: ``None`` = the GPU when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: unknown device {device!r}; available: {_available()}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {str(device)!r} requested but no CUDA GPU is available; available: {_available()}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: unsupported device {str(device)!r}; available: {_available()}")
+    return dev
+
+
+def _available() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+        raise ValueError(f"input_shape: expected 4 integers (batch, channels, height, width), got {input_shape!r}")
+    if any(v <= 0 for v in shape):
+        raise ValueError(f"input_shape: every dimension must be positive, got {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: unknown runtime {runtime!r}; available: {list(RUNTIMES)}")
+    return runtime
+
+
+def _check_dtype(dtype: str, dev: torch.device) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: unknown dtype {dtype!r}; available: {list(DTYPES)}")
+    if dtype != "float32" and dev.type != "cuda":
+        raise ValueError(f"dtype: {dtype} is measured on CUDA only; on {dev.type} use float32")
+    return DTYPES[dtype]
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "cpu: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu: " + (platform.processor() or platform.machine())
+
+
+# ---------------------------------------------------------------------------- measurement
+@dataclass
+class Measurement:
+    """Latency of one model in milliseconds, with its raw samples and environment."""
+
+    median_ms: float
+    iqr_ms: float
+    q25_ms: float
+    q75_ms: float
+    samples_ms: list[float]
+    env: dict[str, Any]
+    attempts: int = 1
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+    def summary(self) -> str:
+        return f"{self.median_ms:.3f} ms (IQR {self.iqr_ms:.3f} ms, n={len(self.samples_ms)})"
+
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if not samples:
+            d.pop("samples_ms")
+        return d
+
+
+def _stats(samples: list[float], env: dict[str, Any], attempts: int) -> Measurement:
+    q25, med, q75 = np.percentile(samples, [25, 50, 75])
+    return Measurement(float(med), float(q75 - q25), float(q25), float(q75), list(samples), env, attempts)
+
+
+class _Runner:
+    """A model prepared for timing: runtime applied, input preallocated on the device."""
+
+    def __init__(self, model: nn.Module, input_shape, dev: torch.device, runtime: str, dtype: torch.dtype,
+                 memory_format: torch.memory_format) -> None:
+        model = model.eval().to(device=dev, dtype=dtype)
+        if memory_format == torch.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(input_shape, generator=g).to(device=dev, dtype=dtype)
+        self.x = x.contiguous(memory_format=memory_format)
+        self.dev = dev
+        with torch.inference_mode():
+            if runtime == "torchscript":
+                with warnings.catch_warnings():  # torch.jit is deprecated upstream but still ships
+                    warnings.simplefilter("ignore", FutureWarning)
+                    model = torch.jit.freeze(torch.jit.trace(model, self.x, check_trace=False))
+            elif runtime == "compile":
+                model = torch.compile(model)
+        self.model = model
+
+    def run(self) -> None:
+        self.model(self.x)
+
+    def time_once(self) -> float:
+        if self.dev.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.model(self.x)
+            end.record()
+            torch.cuda.synchronize(self.dev)
+            return float(start.elapsed_time(end))
+        t = time.perf_counter()
+        self.model(self.x)
+        return (time.perf_counter() - t) * 1e3
+
+
+class _Threads:
+    def __init__(self, threads: int | None, dev: torch.device) -> None:
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads: must be a positive integer, got {threads!r}")
+        self.dev = dev
+
+    def __enter__(self) -> int:
+        self.prev = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        if self.dev.type == "cuda":
+            self.prev_bench = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+        return self.threads
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.prev)
+        if self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = self.prev_bench
+
+
+def _env(dev, runtime, dtype, memory_format, input_shape, threads) -> dict[str, Any]:
+    return {
+        "device": str(dev),
+        "device_name": device_name(dev),
+        "torch": torch.__version__,
+        "runtime": runtime,
+        "dtype": dtype,
+        "memory_format": memory_format,
+        "batch": input_shape[0],
+        "input_shape": list(input_shape),
+        "threads": threads,
+    }
+
+
+def _memory_format(name: str | None, dev: torch.device) -> tuple[str, torch.memory_format]:
+    name = name or ("channels_last" if dev.type == "cpu" else "contiguous")
+    formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    if name not in formats:
+        raise ValueError(f"memory_format: unknown {name!r}; available: {list(formats)}")
+    return name, formats[name]
+
+
+def _warm(runner: _Runner, warmup_runs: int, warmup_s: float) -> None:
+    t0 = time.perf_counter()
+    n = 0
+    while n < warmup_runs or time.perf_counter() - t0 < warmup_s:
+        runner.run()
+        n += 1
+    if runner.dev.type == "cuda":
+        torch.cuda.synchronize(runner.dev)
+
+
+def measure(
+    model: nn.Module,
+    *,
+    input_shape: Sequence[int],
+    device: str | torch.device | None = None,
+    runtime: str = "eager",
+    threads: int | None = 1,
+    dtype: str = "float32",
+    memory_format: str | None = None,
+    samples: int = 100,
+    warmup_runs: int | None = None,
+    warmup_s: float = 0.5,
+    max_rel_iqr: float = 0.10,
+    retries: int = 2,
+) -> Measurement:
+    """Measure the latency of ``model`` (see module docstring for the protocol).
+
+    Args:
+        model: any module taking one ``input_shape`` tensor.
+        input_shape: ``(batch, channels, height, width)``, batch 1 for latency.
+        device: ``cpu``/``cuda``; default GPU when present.
+        runtime: ``eager``, ``torchscript`` or ``compile``.
+        threads: CPU threads during the measurement (default 1; explicit for reproducibility).
+        dtype: ``float32``; ``float16``/``bfloat16`` on CUDA.
+        memory_format: ``channels_last`` (CPU default) or ``contiguous`` (CUDA default).
+        samples: timed runs per attempt (>= 100 recommended).
+        warmup_runs: minimum warm-up runs (default 20 on CPU, 50 on CUDA), and at least ``warmup_s``.
+        max_rel_iqr: re-measure (up to ``retries`` times) while IQR/median is above this.
+    """
+    shape = _check_shape(input_shape)
+    dev = resolve_device(device)
+    _check_runtime(runtime)
+    tdtype = _check_dtype(dtype, dev)
+    mf_name, mf = _memory_format(memory_format, dev)
+    if samples < 5:
+        raise ValueError(f"samples: need at least 5, got {samples}")
+    warmup_runs = warmup_runs if warmup_runs is not None else (50 if dev.type == "cuda" else 20)
+    with _Threads(threads, dev) as nthreads, torch.inference_mode():
+        runner = _Runner(model, shape, dev, runtime, tdtype, mf)
+        env = _env(dev, runtime, dtype, mf_name, shape, nthreads)
+        best: Measurement | None = None
+        for attempt in range(1, retries + 2):
+            _warm(runner, warmup_runs, warmup_s)
+            m = _stats([runner.time_once() for _ in range(samples)], env, attempt)
+            if best is None or m.rel_iqr < best.rel_iqr:
+                best = m
+            if m.rel_iqr <= max_rel_iqr:
+                break
+        assert best is not None
+        best.attempts = attempt
+        env["stable"] = best.rel_iqr <= max_rel_iqr
+    return best
+
+
+def measure_many(
+    models: Sequence[nn.Module],
+    *,
+    input_shape: Sequence[int],
+    device: str | torch.device | None = None,
+    runtime: str = "eager",
+    threads: int | None = 1,
+    dtype: str = "float32",
+    memory_format: str | None = None,
+    rounds: int = 10,
+    per_round: int = 10,
+    warmup_runs: int | None = None,
+    warmup_s: float = 0.2,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Measurement]:
+    """Measure several models interleaved: ``rounds`` rounds, each timing every model
+    ``per_round`` times in a shuffled order, so machine drift hits all of them alike."""
+    shape = _check_shape(input_shape)
+    dev = resolve_device(device)
+    _check_runtime(runtime)
+    tdtype = _check_dtype(dtype, dev)
+    mf_name, mf = _memory_format(memory_format, dev)
+    warmup_runs = warmup_runs if warmup_runs is not None else (50 if dev.type == "cuda" else 20)
+    rng = np.random.default_rng(seed)
+    with _Threads(threads, dev) as nthreads, torch.inference_mode():
+        runners = [_Runner(m, shape, dev, runtime, tdtype, mf) for m in models]
+        env = _env(dev, runtime, dtype, mf_name, shape, nthreads)
+        for r in runners:
+            _warm(r, warmup_runs, warmup_s)
+        samples: list[list[float]] = [[] for _ in runners]
+        for k in range(rounds):
+            for i in rng.permutation(len(runners)):
+                runners[i].run()  # one untimed run re-warms caches after the previous model
+                samples[i].extend(runners[i].time_once() for _ in range(per_round))
+            if progress is not None:
+                progress(k + 1, rounds)
+    return [_stats(s, dict(env), 1) for s in samples]
+
+
+def compare(a: nn.Module, b: nn.Module, *, input_shape: Sequence[int], rounds: int = 20, per_round: int = 10,
+            **kw: Any) -> dict[str, Any]:
+    """A/B latency comparison, interleaved ABBA; returns both measurements and ``ratio = b / a``."""
+    shape = _check_shape(input_shape)
+    dev = resolve_device(kw.pop("device", None))
+    runtime = _check_runtime(kw.pop("runtime", "eager"))
+    tdtype = _check_dtype(kw.pop("dtype", "float32"), dev)
+    mf_name, mf = _memory_format(kw.pop("memory_format", None), dev)
+    threads = kw.pop("threads", 1)
+    if kw:
+        raise TypeError(f"compare: unexpected arguments {sorted(kw)}")
+    with _Threads(threads, dev) as nthreads, torch.inference_mode():
+        ra, rb = _Runner(a, shape, dev, runtime, tdtype, mf), _Runner(b, shape, dev, runtime, tdtype, mf)
+        env = _env(dev, runtime, "float32" if tdtype == torch.float32 else str(tdtype).split(".")[-1], mf_name, shape, nthreads)
+        warm = 50 if dev.type == "cuda" else 20
+        _warm(ra, warm, 0.3)
+        _warm(rb, warm, 0.3)
+        sa: list[float] = []
+        sb: list[float] = []
+        for _ in range(rounds):
+            for r, s in ((ra, sa), (rb, sb), (rb, sb), (ra, sa)):
+                r.run()
+                s.extend(r.time_once() for _ in range(per_round))
+    ma, mb = _stats(sa, env, 1), _stats(sb, dict(env), 1)
+    return {"a": ma, "b": mb, "ratio": mb.median_ms / ma.median_ms}
+
+
+# ---------------------------------------------------------------------------- predictor
+class _Stem(nn.Module):
+    def __init__(self, stem: int, small: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, stem, 3, 1 if small else 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+        self.maxpool = nn.Identity() if small else nn.MaxPool2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.maxpool(self.conv1(x))
+
+
+class _Head(nn.Module):
+    def __init__(self, c: int, last: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv5 = nn.Sequential(nn.Conv2d(c, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU(inplace=True)) if last else nn.Identity()
+        self.fc = nn.Linear(last or c, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv5(x).mean([2, 3]))
+
+
+def _entries(arch: Arch, input_size: int) -> list[tuple[str, tuple, tuple[int, ...]]]:
+    """(key string, constructor args, input shape) for every lookup-table entry of ``arch``."""
+    sizes = spatial_sizes(arch, input_size)
+    out = [(f"stem|{arch.stem}|{int(arch.small_input)}|{input_size}", ("stem", arch.stem, arch.small_input),
+            (1, 3, input_size, input_size))]
+    for i, j, cin, cout, b in arch.iter_blocks():
+        h = sizes[i] if j == 0 else sizes[i + 1]
+        stride = 2 if j == 0 else 1
+        fg = not (i == 0 and j == 0)
+        key = f"{b}|{cin}|{cout}|{stride}|{h}|{int(fg)}"
+        out.append((key, ("block", str(b), cin, cout, stride, fg), (1, cin, h, h)))
+    c, h = arch.stages[-1].channels, sizes[-1]
+    out.append((f"head|{c}|{arch.last_conv}|{arch.num_classes}|{h}", ("head", c, arch.last_conv, arch.num_classes),
+                (1, c, h, h)))
+    return out
+
+
+def _build_entry(spec: tuple) -> nn.Module:
+    from search_space import Block
+
+    if spec[0] == "stem":
+        return _Stem(spec[1], spec[2])
+    if spec[0] == "head":
+        return _Head(spec[1], spec[2], spec[3])
+    _, b, cin, cout, stride, fg = spec
+    return make_unit(Block.parse(b), cin, cout, stride, first_grouped=fg)
+
+
+@dataclass
+class LatencyPredictor:
+    """Lookup table + calibration for one (device, runtime, input shape, threads, dtype, torch).
+
+    Build with :meth:`build` (loads the JSON cache when its key matches);
+    :meth:`predict` returns milliseconds for any arch of the space.
+    """
+
+    key: dict[str, Any]
+    lut: dict[str, float]
+    coef: list[float]  # latency = coef[0] * lut_sum + coef[1] * n_blocks + coef[2]
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    FEATURES = ("lut_sum_ms", "n_blocks", "const")
+
+    # ---------------------------------------------------------------- prediction
+    def features(self, arch: Arch) -> list[float]:
+        missing = []
+        total = 0.0
+        for key, _, _ in _entries(arch, self.key["input_shape"][-1]):
+            if key not in self.lut:
+                missing.append(key)
+            else:
+                total += self.lut[key]
+        if missing:
+            raise ValueError(
+                f"arch: {len(missing)} block(s) not in the latency table (first: {missing[0]}); "
+                f"the predictor was built for another space or input size; rebuild it"
+            )
+        return [total, float(sum(arch.depths)), 1.0]
+
+    def raw(self, arch: Arch) -> float:
+        """Uncalibrated per-block table sum (ms)."""
+        return self.features(arch)[0]
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted end-to-end latency in milliseconds."""
+        return float(np.dot(self.coef, self.features(arch)))
+
+    # ---------------------------------------------------------------- persistence
+    @staticmethod
+    def make_key(space: SearchSpace, *, device: torch.device, runtime: str, input_shape, threads: int,
+                 dtype: str, num_classes: int, small_input: bool) -> dict[str, Any]:
+        return {
+            "format": PREDICTOR_FORMAT,
+            "device": device.type,
+            "device_name": device_name(device),
+            "runtime": runtime,
+            "input_shape": list(input_shape),
+            "threads": threads,
+            "dtype": dtype,
+            "torch": torch.__version__,
+            "space": hashlib.sha1(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+            "num_classes": num_classes,
+            "small_input": small_input,
+        }
+
+    @staticmethod
+    def cache_path(key: dict[str, Any], cache_dir: Path | None = None) -> Path:
+        h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(cache_dir or CACHE_DIR) / f"predictor-{key['device']}-{key['runtime']}-{h}.json"
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "lut": self.lut, "coef": self.coef, "fit": self.fit}, indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, expect_key: dict[str, Any] | None = None) -> "LatencyPredictor":
+        """Load a cache file; ``ValueError`` if unreadable or built for another key."""
+        try:
+            d = json.loads(Path(path).read_text())
+            p = cls(key=d["key"], lut={str(k): float(v) for k, v in d["lut"].items()},
+                    coef=[float(c) for c in d["coef"]], fit=dict(d.get("fit", {})))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"latency cache {path}: unreadable ({type(e).__name__}: {e})") from None
+        if len(p.coef) != len(cls.FEATURES) or not all(math.isfinite(c) for c in p.coef):
+            raise ValueError(f"latency cache {path}: bad calibration coefficients {p.coef}")
+        if expect_key is not None and p.key != expect_key:
+            diff = sorted(k for k in set(p.key) | set(expect_key) if p.key.get(k) != expect_key.get(k))
+            raise ValueError(f"latency cache {path}: stale, built for another {', '.join(diff)}")
+        return p
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def build(
+        cls,
+        space: SearchSpace,
+        *,
+        device: str | torch.device | None = None,
+        runtime: str = "eager",
+        input_shape: Sequence[int] = (1, 3, 224, 224),
+        threads: int | None = 1,
+        dtype: str = "float32",
+        num_classes: int = 1000,
+        small_input: bool = False,
+        calib_archs: int = 40,
+        seed: int = 0,
+        cache_dir: Path | str | None = None,
+        rebuild: bool = False,
+        progress: bool = True,
+    ) -> "LatencyPredictor":
+        """Load the predictor from its cache, or measure the table and fit the calibration.
+
+        Args:
+            space: the search space whose blocks are tabulated.
+            device, runtime, input_shape, threads, dtype: the measurement conditions (the cache key).
+            num_classes, small_input: the task (classifier size, stem variant).
+            calib_archs: random architectures measured end to end for the calibration.
+            rebuild: ignore an existing cache.
+        """
+        shape = _check_shape(input_shape)
+        if shape[0] != 1 or shape[1] != 3 or shape[2] != shape[3]:
+            raise ValueError(f"input_shape: the predictor needs (1, 3, S, S), got {shape}")
+        dev = resolve_device(device)
+        _check_runtime(runtime)
+        _check_dtype(dtype, dev)
+        nthreads = _Threads(threads, dev).threads
+        key = cls.make_key(space, device=dev, runtime=runtime, input_shape=shape, threads=nthreads,
+                           dtype=dtype, num_classes=num_classes, small_input=small_input)
+        path = cls.cache_path(key, Path(cache_dir) if cache_dir else None)
+        if path.exists() and not rebuild:
+            try:
+                p = cls.load(path, key)
+                log.info("latency predictor loaded from %s", path)
+                return p
+            except ValueError as e:
+                warnings.warn(f"{e}; rebuilding it", RuntimeWarning, stacklevel=2)
+        t0 = time.perf_counter()
+        size = shape[-1]
+        # every table entry the space can need for this task
+        specs: dict[str, tuple[tuple, tuple]] = {}
+        stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small_input), size)
+        for stem in space.stem_channels:
+            specs[f"stem|{stem}|{int(small_input)}|{size}"] = (("stem", stem, small_input), (1, 3, size, size))
+        prev = space.stem_channels
+        for i, ss in enumerate(space.stages):
+            h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
+            for cout in ss.channels:
+                for cin in prev:
+                    for b in space.valid_blocks(cin, cout, 2, i > 0):
+                        specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
+                if ss.max_depth > 1:
+                    for b in space.valid_blocks(cout, cout, 1):
+                        specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
+            prev = ss.channels
+        for c in space.stages[-1].channels:
+            for last in space.last_conv:
+                specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
+        lut: dict[str, float] = {}
+        bar = _bar(len(specs), "latency table", progress)
+        for k, (spec, ishape) in specs.items():
+            m = measure(_build_entry(spec), input_shape=ishape, device=dev, runtime=runtime, threads=nthreads,
+                        dtype=dtype, samples=25, warmup_runs=5, warmup_s=0.02, retries=1, max_rel_iqr=0.2)
+            lut[k] = m.median_ms
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        table_s = time.perf_counter() - t0
+        p = cls(key=key, lut=lut, coef=[1.0, 0.0, 0.0])
+        rng = np.random.default_rng(seed)
+        archs = [space.sample(rng, num_classes=num_classes, small_input=small_input) for _ in range(calib_archs)]
+        bar = _bar(1, f"calibration ({calib_archs} archs, end to end)", progress)
+        meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, device=dev, runtime=runtime,
+                            threads=nthreads, dtype=dtype, rounds=5, per_round=6, seed=seed)
+        if bar is not None:
+            bar.update(1)
+            bar.close()
+        p.fit_calibration(archs, [m.median_ms for m in meas])
+        p.fit.update(table_entries=len(lut), table_seconds=table_s, total_seconds=time.perf_counter() - t0)
+        p.save(path)
+        log.info("latency predictor built in %.0f s (%d entries), saved to %s", time.perf_counter() - t0, len(lut), path)
+        return p
+
+    def fit_calibration(self, archs: Sequence[Arch], measured_ms: Sequence[float]) -> None:
+        """Least-squares fit of ``measured = a * table_sum + b * n_blocks + c``."""
+        if len(archs) < len(self.FEATURES):
+            raise ValueError(f"calibration: needs at least {len(self.FEATURES)} architectures, got {len(archs)}")
+        X = np.array([self.features(a) for a in archs])
+        y = np.asarray(measured_ms, dtype=float)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        self.coef = [float(c) for c in coef]
+        pred, raw = X @ coef, X[:, 0]
+        self.fit = {
+            "n": len(archs),
+            "raw_mape": float(np.mean(np.abs(raw - y) / y) * 100),
+            "calibrated_mape": float(np.mean(np.abs(pred - y) / y) * 100),
+            "coef": dict(zip(self.FEATURES, self.coef)),
+        }
+
+
+def _probe_arch(space: SearchSpace, num_classes: int, small_input: bool) -> Arch:
+    return space.sample(np.random.default_rng(0), num_classes=num_classes, small_input=small_input)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="entry", leave=False, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m search.latency", description="Build or check the latency predictor.")
+    ap.add_argument("command", choices=["build", "check"])
+    ap.add_argument("--space", default="default")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: GPU when present)")
+    ap.add_argument("--runtime", default="eager", help=f"one of {list(RUNTIMES)}")
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--small-input", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--calib-archs", type=int, default=40)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--archs", type=int, default=20, help="check: held-out random archs to measure")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        space = SearchSpace.load(args.space)
+        p = LatencyPredictor.build(space, device=args.device, runtime=args.runtime,
+                                   input_shape=(1, 3, args.input_size, args.input_size), threads=args.threads,
+                                   dtype=args.dtype, num_classes=args.num_classes, small_input=args.small_input,
+                                   calib_archs=args.calib_archs, rebuild=args.rebuild)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"predictor: {len(p.lut)} table entries, calibration {p.fit.get('coef')}, "
+          f"fit MAPE raw {p.fit.get('raw_mape', float('nan')):.2f}% -> calibrated {p.fit.get('calibrated_mape', float('nan')):.2f}%")
+    if args.command == "check":
+        rng = np.random.default_rng(args.seed + 10_000)
+        archs = [space.sample(rng, num_classes=args.num_classes, small_input=args.small_input) for _ in range(args.archs)]
+        meas = measure_many([ShuffleNet(a) for a in archs], input_shape=(1, 3, args.input_size, args.input_size),
+                            device=args.device, runtime=args.runtime, threads=args.threads, dtype=args.dtype)
+        err = [abs(p.predict(a) - m.median_ms) / m.median_ms * 100 for a, m in zip(archs, meas)]
+        print(f"check on {len(archs)} held-out archs: MAPE {statistics.mean(err):.2f}%, "
+              f"within 10%: {100 * sum(e <= 10 for e in err) / len(err):.0f}%, worst {max(err):.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

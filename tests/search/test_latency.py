@@ -1,0 +1,159 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from search.latency import LatencyPredictor, compare, measure, measure_many
+from search_space import SearchSpace
+from supernet import ShuffleNet
+
+TINY = SearchSpace.from_dict({
+    "name": "tiny-latency",
+    "stem": {"channels": [8]},
+    "stages": [{"depth": [1, 2], "channels": [16, 24]}, {"depth": [1, 2], "channels": [32]},
+               {"depth": [1, 2], "channels": [64]}],
+    "units": {"v1": {"groups": [1, 2]}, "v2": {"split": [0.5]}},
+    "last_conv": [0, 64],
+})
+SHAPE = (1, 3, 16, 16)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+
+
+def test_measure_returns_sane_statistics_and_its_environment():
+    before = torch.get_num_threads()
+    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", samples=50, warmup_s=0.05, threads=1)
+    assert len(m.samples_ms) == 50 and all(s > 0 for s in m.samples_ms)
+    assert m.q25_ms <= m.median_ms <= m.q75_ms and m.iqr_ms == pytest.approx(m.q75_ms - m.q25_ms)
+    assert m.median_ms == pytest.approx(float(np.median(m.samples_ms)))
+    assert m.median_ms < 1000
+    env = m.env
+    assert env["device"] == "cpu" and env["runtime"] == "eager" and env["dtype"] == "float32"
+    assert env["memory_format"] == "channels_last" and env["batch"] == 1 and env["threads"] == 1
+    assert env["torch"] == torch.__version__ and env["device_name"].startswith("cpu")
+    assert env["input_shape"] == list(SHAPE) and isinstance(env["stable"], bool)
+    assert torch.get_num_threads() == before  # threads restored
+    d = m.to_dict(samples=False)
+    assert "samples_ms" not in d and d["median_ms"] == m.median_ms
+
+
+def test_torchscript_runtime_and_interleaved_helpers():
+    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", runtime="torchscript", samples=20, warmup_s=0.02)
+    assert m.env["runtime"] == "torchscript" and m.median_ms > 0
+    res = compare(tiny_model(), nn.Sequential(tiny_model(), nn.Flatten()), input_shape=SHAPE, rounds=3, per_round=4)
+    assert len(res["a"].samples_ms) == len(res["b"].samples_ms) == 3 * 2 * 4
+    assert res["ratio"] == pytest.approx(res["b"].median_ms / res["a"].median_ms)
+    ms = measure_many([tiny_model(), tiny_model()], input_shape=SHAPE, rounds=2, per_round=3, warmup_s=0.01)
+    assert [len(x.samples_ms) for x in ms] == [6, 6]
+
+
+@pytest.mark.slow
+def test_compile_runtime():
+    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", runtime="compile", samples=10, warmup_s=0.01)
+    assert m.env["runtime"] == "compile" and m.median_ms > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(runtime="tensorrt"), r"unknown runtime 'tensorrt'; available: \['eager', 'torchscript', 'compile'\]"),
+        (dict(input_shape=(1, 3, 0, 16)), "must be positive"),
+        (dict(input_shape=(1, 3, -4, 16)), "must be positive"),
+        (dict(input_shape=(3, 16, 16)), "expected 4 integers"),
+        (dict(dtype="float16", device="cpu"), "CUDA only"),
+        (dict(dtype="int8"), "unknown dtype"),
+        (dict(device="tpu"), "available"),
+        (dict(threads=0), "threads"),
+    ],
+)
+def test_bad_inputs_name_what_is_available(kwargs, msg):
+    kw = dict(input_shape=SHAPE, device="cpu", samples=5)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=msg):
+        measure(tiny_model(), **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"no CUDA GPU is available; available: \['cpu'\]"):
+        measure(tiny_model(), input_shape=SHAPE, device="cuda")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        LatencyPredictor.build(TINY, device="cuda", input_shape=SHAPE)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_measurement():
+    m = measure(tiny_model(), input_shape=SHAPE, device="cuda", samples=100)
+    assert m.env["device"].startswith("cuda") and m.env["memory_format"] == "contiguous" and m.median_ms > 0
+    m16 = measure(tiny_model(), input_shape=SHAPE, device="cuda", dtype="float16", samples=100)
+    assert m16.env["dtype"] == "float16"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("latency-cache")
+    p = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=12,
+                               cache_dir=cache, progress=False)
+    return p, cache
+
+
+def test_predictor_table_covers_the_space_and_predicts_a_held_out_arch(built):
+    p, _ = built
+    assert p.fit["table_entries"] == len(p.lut) > 20 and p.fit["n"] == 12
+    rng = np.random.default_rng(99)
+    archs = [TINY.sample(rng, num_classes=10) for _ in range(4)]
+    meas = measure_many([ShuffleNet(a) for a in archs], input_shape=SHAPE, rounds=3, per_round=10)
+    for a, m in zip(archs, meas):
+        pred = p.predict(a)
+        assert math.isfinite(pred) and abs(pred - m.median_ms) / m.median_ms < 0.5, (str(a), pred, m.median_ms)
+        assert p.raw(a) == pytest.approx(sum(p.lut[k] for k, *_ in __import__("search.latency", fromlist=["_entries"])._entries(a, 16)))
+
+
+def test_predictor_cache_round_trip_and_invalidation(built, monkeypatch):
+    p, cache = built
+    files = list(cache.glob("predictor-*.json"))
+    assert len(files) == 1
+    # a second build loads the cache: nothing is measured
+    monkeypatch.setattr("search.latency.measure", lambda *a, **k: pytest.fail("re-measured"))
+    again = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=12, cache_dir=cache)
+    assert again.lut == p.lut and again.coef == p.coef and again.key == p.key
+    # any key change addresses another cache entry
+    for change in (dict(threads=2), dict(input_shape=(1, 3, 24, 24)), dict(num_classes=5), dict(runtime="torchscript")):
+        k = LatencyPredictor.make_key(TINY, device=torch.device("cpu"), runtime=change.get("runtime", "eager"),
+                                      input_shape=change.get("input_shape", SHAPE), threads=change.get("threads", 1),
+                                      dtype="float32", num_classes=change.get("num_classes", 10), small_input=False)
+        assert LatencyPredictor.cache_path(k, cache) != files[0]
+        assert k != p.key
+
+
+def test_stale_or_corrupted_cache_is_rebuilt_with_a_warning(built, tmp_path):
+    p, cache = built
+    path = next(cache.glob("predictor-*.json"))
+    target = tmp_path / path.name
+    d = json.loads(path.read_text())
+    d["key"]["torch"] = "0.0.1"  # stale: built by another torch
+    target.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="stale, built for another torch"):
+        LatencyPredictor.load(target, p.key)
+    target.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        LatencyPredictor.load(target, p.key)
+    with pytest.warns(RuntimeWarning, match="unreadable.*rebuilding"):
+        rebuilt = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=4,
+                                         cache_dir=tmp_path, progress=False)
+    assert set(rebuilt.lut) == set(p.lut)
+    assert LatencyPredictor.load(target, p.key).coef == rebuilt.coef  # the rebuilt cache replaced the bad file
+
+
+def test_predictor_refuses_archs_outside_its_table(built):
+    p, _ = built
+    from search_space import get_preset
+
+    with pytest.raises(ValueError, match="not in the latency table"):
+        p.predict(get_preset("shufflenet_v2_x0_5", 10))
