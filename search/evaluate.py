@@ -18,7 +18,7 @@ from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
 from supernet.data import Data
 from supernet.train import accuracy, check_device
 
-__all__ = ["EvalConfig", "evaluate_arch", "calibration_batches"]
+__all__ = ["EvalConfig", "evaluate_arch", "calibration_batches", "Scorer"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,57 @@ def evaluate_arch(
     recalibrate_bn(model, calib)
     acc = accuracy(model, data.batches("val", batch_size=cfg.batch_size, device=dev, channels_last=channels_last))
     return acc, model
+
+
+class Scorer:
+    """The search objective, shared by every backend: one architecture -> its record.
+
+    The latency predictor pre-filters: an architecture predicted above the
+    budget by more than ``margin`` is not evaluated (its accuracy is recorded
+    as 0 and it is infeasible). Candidates predicted within ``margin`` of the
+    budget are measured end to end, and the measurement decides feasibility.
+    Results are cached by the canonical arch string.
+    """
+
+    def __init__(self, supernet: SuperNet, data: Data, predictor, *, budget_ms: float, input_size: int,
+                 device: str | torch.device | None = None, runtime: str = "eager", threads: int = 1,
+                 cfg: EvalConfig = EvalConfig(), margin: float = 0.05) -> None:
+        self.supernet = supernet.eval()
+        self.data = data
+        self.predictor = predictor
+        self.budget_ms = float(budget_ms)
+        self.input_size = input_size
+        self.device = check_device(device)
+        self.runtime = runtime
+        self.threads = threads
+        self.cfg = cfg
+        self.margin = margin
+        self._calib: list[torch.Tensor] | None = None
+        self.cache: dict[str, dict] = {}
+
+    def __call__(self, arch: Arch) -> dict:
+        key = str(arch)
+        if key in self.cache:
+            return dict(self.cache[key], cached=True)
+        from search_space import count_flops, count_params
+
+        from .latency import measure
+
+        pred = float(self.predictor.predict(arch))
+        rec = {"arch": key, "pred_ms": pred, "params": count_params(arch),
+               "mflops": count_flops(arch, self.input_size) / 1e6, "measured_ms": None}
+        if pred > self.budget_ms * (1 + self.margin):
+            rec.update(acc=0.0, evaluated=False, latency_ms=pred)
+        else:
+            if self._calib is None:
+                self._calib = calibration_batches(self.data, self.cfg, self.device, self.device.type == "cpu")
+            acc, _ = evaluate_arch(self.supernet, arch, self.data, self.cfg, device=self.device, calib=self._calib)
+            rec.update(acc=acc, evaluated=True, latency_ms=pred)
+            if abs(pred - self.budget_ms) <= self.margin * self.budget_ms:
+                m = measure(ShuffleNet(arch), input_shape=(1, 3, self.input_size, self.input_size), device=self.device,
+                            runtime=self.runtime, threads=self.threads, samples=100, warmup_s=0.2)
+                rec.update(measured_ms=m.median_ms, latency_ms=m.median_ms)
+        rec["constraint"] = rec["latency_ms"] - self.budget_ms
+        rec["feasible"] = rec["constraint"] <= 0
+        self.cache[key] = rec
+        return dict(rec, cached=False)

@@ -216,7 +216,7 @@ def _env(dev, runtime, dtype, memory_format, input_shape, threads) -> dict[str, 
     return {
         "device": str(dev),
         "device_name": device_name(dev),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "runtime": runtime,
         "dtype": dtype,
         "memory_format": memory_format,
@@ -453,6 +453,42 @@ class LatencyPredictor:
         """Predicted end-to-end latency in milliseconds."""
         return float(np.dot(self.coef, self.features(arch)))
 
+    def fastest(self, space: SearchSpace) -> tuple[Arch, float]:
+        """The architecture of ``space`` with the smallest predicted latency (exact DP over the
+        table at minimum depths; the calibration's table coefficient is positive)."""
+        from search_space import Stage
+
+        size = self.key["input_shape"][-1]
+        small, ncls = self.key["small_input"], self.key["num_classes"]
+        sizes = spatial_sizes(_probe_arch(space, ncls, small), size)
+
+        def cost(b, cin, cout, stride, h, fg):
+            return self.lut.get(f"{b}|{cin}|{cout}|{stride}|{h}|{int(fg)}", math.inf)
+
+        best: Arch | None = None
+        best_ms = math.inf
+        for stem in space.stem_channels:
+            states = {stem: (self.lut.get(f"stem|{stem}|{int(small)}|{size}", math.inf), [])}
+            for i, ss in enumerate(space.stages):
+                nxt = {}
+                for cout in ss.channels:
+                    rest = min(space.valid_blocks(cout, cout, 1), key=lambda b: cost(b, cout, cout, 1, sizes[i + 1], True))
+                    rest_ms = (ss.min_depth - 1) * cost(rest, cout, cout, 1, sizes[i + 1], True) if ss.min_depth > 1 else 0.0
+                    for cin, (ms, stages) in states.items():
+                        first = min(space.valid_blocks(cin, cout, 2, i > 0), key=lambda b: cost(b, cin, cout, 2, sizes[i], i > 0))
+                        total = ms + cost(first, cin, cout, 2, sizes[i], i > 0) + rest_ms
+                        if total < nxt.get(cout, (math.inf,))[0]:
+                            nxt[cout] = (total, stages + [Stage(cout, (first,) + (rest,) * (ss.min_depth - 1))])
+                states = nxt
+            for c4, (ms, stages) in states.items():
+                for last in space.last_conv:
+                    arch = Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=ncls, small_input=small)
+                    pred = self.predict(arch)
+                    if pred < best_ms:
+                        best, best_ms = arch, pred
+        assert best is not None
+        return best, best_ms
+
     # ---------------------------------------------------------------- persistence
     @staticmethod
     def make_key(space: SearchSpace, *, device: torch.device, runtime: str, input_shape, threads: int,
@@ -465,7 +501,7 @@ class LatencyPredictor:
             "input_shape": list(input_shape),
             "threads": threads,
             "dtype": dtype,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "space": hashlib.sha1(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
             "num_classes": num_classes,
             "small_input": small_input,

@@ -1,0 +1,1 @@
+"""Search drivers: one objective (``search.evaluate.Scorer``), several backends."""

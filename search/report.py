@@ -1,0 +1,102 @@
+"""Run reports: ``trials.csv``, ``pareto.png`` and ``report.md``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["write_trials_csv", "pareto_front", "plot_pareto", "write_report"]
+
+COLUMNS = ["number", "source", "arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
+           "params", "mflops"]
+
+
+def write_trials_csv(records: Sequence[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(records, key=lambda r: r.get("number", 0)):
+            w.writerow({k: r.get(k) for k in COLUMNS})
+
+
+def pareto_front(records: Sequence[dict]) -> list[dict]:
+    """Evaluated records not dominated in (accuracy up, latency down), sorted by latency."""
+    pts = sorted((r for r in records if r.get("evaluated")), key=lambda r: (r["latency_ms"], -r["acc"]))
+    front, best = [], -1.0
+    for r in pts:
+        if r["acc"] > best:
+            front.append(r)
+            best = r["acc"]
+    return front
+
+
+def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner: dict | None = None,
+                title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = [r for r in records if r.get("evaluated")]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for feas, color, label in ((True, "tab:blue", "feasible"), (False, "tab:gray", "over budget")):
+        pts = [r for r in ev if bool(r.get("feasible")) == feas and r.get("source", "sampled") == "sampled"]
+        ax.scatter([r["latency_ms"] for r in pts], [r["acc"] for r in pts], s=18, c=color, alpha=0.6, label=label)
+    presets = [r for r in ev if r.get("source", "sampled") != "sampled"]
+    ax.scatter([r["latency_ms"] for r in presets], [r["acc"] for r in presets], marker="s", s=40, c="tab:orange",
+               label="hand-designed presets")
+    for r in presets:
+        ax.annotate(str(r["source"]).replace("shufflenet_", ""), (r["latency_ms"], r["acc"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(ev)
+    ax.plot([r["latency_ms"] for r in front], [r["acc"] for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
+    ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if winner is not None:
+        ax.scatter([winner["latency_ms"]], [winner["acc"]], marker="*", s=220, c="tab:red", zorder=5,
+                   label=f"exported ({winner['latency_ms']:.2f} ms measured)")
+    ax.set_xlabel("latency (ms): predicted, or measured end to end near the budget")
+    ax.set_ylabel("validation top-1 (%) with inherited weights")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
+                 timings: dict[str, float], files: dict[str, str]) -> None:
+    lat = winner["latency"]
+    lines = [
+        f"# ShuffleNAS run: {config['latency_ms']:g} ms budget",
+        "",
+        f"- data `{config['data']}`, space `{config['space']}`, input {config['input_size']}x{config['input_size']}, "
+        f"device `{lat['env']['device_name']}`, runtime `{lat['env']['runtime']}`, threads {lat['env']['threads']}, "
+        f"batch {lat['env']['batch']}, {lat['env']['dtype']}, {lat['env']['memory_format']}, torch {lat['env']['torch']}",
+        f"- backend `{config['backend']}`, {n_trials} trials, seed {config['seed']}",
+        "",
+        "| model | arch | top-1 (inherited) | latency median (IQR) | params | MFLOPs |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| **searched** | `{winner['arch']}` | {winner['acc']:.2f}% | {lat['median_ms']:.3f} ms ({lat['iqr_ms']:.3f}) | "
+        f"{winner['params']:,} | {winner['mflops']:.2f} |",
+    ]
+    if baseline is not None:
+        bl = baseline["latency"]
+        lines.append(f"| best preset in budget: {baseline['source']} | `{baseline['arch']}` | {baseline['acc']:.2f}% | "
+                     f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
+    else:
+        lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
+    lines += [
+        "",
+        "Accuracies are inherited supernet weights + BN recalibration on the validation split; "
+        "retrain the architecture (`python -m search.retrain RUN_DIR`) for its real accuracy.",
+        "",
+        "Timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
+        "",
+        "Files: " + ", ".join(f"`{v}`" for v in files.values()) + ", `trials.csv`, `pareto.png`, `run.yaml`",
+        "",
+        "![accuracy vs latency](pareto.png)",
+        "",
+    ]
+    path.write_text("\n".join(lines))

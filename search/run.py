@@ -1,0 +1,328 @@
+"""``python -m search.run --latency-ms 5``: the main job.
+
+Trains (or reuses) the supernet, builds (or reuses) the latency predictor for
+the target device, searches with the chosen backend under the hard latency
+budget, measures the best candidates end to end, and exports the winner.
+Argument parsing and orchestration only; the work lives in the other modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["main", "DEFAULTS"]
+
+log = logging.getLogger("search.run")
+
+DEFAULTS: dict[str, Any] = {
+    "latency_ms": None,
+    "trials": 40,
+    "epochs": 60,
+    "data": "digits",
+    "space": "default",
+    "input_size": 32,
+    "runtime": "eager",
+    "device": None,
+    "threads": 1,
+    "seed": 0,
+    "backend": "optuna",
+    "out": "results",
+    "calib_archs": 40,
+    "top_k": 5,
+    "address": None,
+    "concurrency": 2,
+}
+SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
+
+
+def _budget(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, got {v!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number of milliseconds, got {v!r}")
+    return x
+
+
+def _positive_int(v: str) -> int:
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}")
+    return x
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m search.run",
+        description="Find the most accurate ShuffleNet-style network under a latency budget on this device.",
+    )
+    ap.add_argument("--latency-ms", type=_budget, default=None, help="hard latency budget (batch 1, ms) [required]")
+    ap.add_argument("--trials", type=_positive_int, default=None, help=f"search trials (default {DEFAULTS['trials']})")
+    ap.add_argument("--epochs", type=_positive_int, default=None, help=f"supernet epochs (default {DEFAULTS['epochs']})")
+    ap.add_argument("--data", default=None, help="digits (default, embedded) | cifar10[:ROOT] | imagefolder:PATH[@N]")
+    ap.add_argument("--space", default=None, help="built-in space name or YAML path (default 'default')")
+    ap.add_argument("--input-size", type=_positive_int, default=None, help="input side in pixels (default 32)")
+    ap.add_argument("--runtime", default=None, help="eager (default) | torchscript | compile")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: the GPU when present)")
+    ap.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for latency (default 1)")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--backend", default=None, choices=["optuna", "ray"], help="optuna (default) | ray")
+    ap.add_argument("--address", default=None, help="ray: join an existing cluster (ray start --head)")
+    ap.add_argument("--concurrency", type=_positive_int, default=None, help="ray: concurrent trials")
+    ap.add_argument("--out", default=None, help="results folder (default results/)")
+    ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    ap.add_argument("--config", default=None, metavar="RUN_YAML", help="read settings from YAML; flags override it")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """defaults < --config file (or the resumed run's run.yaml) < explicit flags."""
+    cfg = dict(DEFAULTS)
+    if args.resume:
+        run_dir = Path(args.resume)
+        f = run_dir / "run.yaml"
+        if not run_dir.is_dir() or not f.is_file():
+            raise ValueError(f"resume: {str(run_dir)!r} is not a ShuffleNAS run folder (no run.yaml)")
+        cfg.update(yaml.safe_load(f.read_text())["config"])
+    if args.config:
+        p = Path(args.config)
+        if not p.is_file():
+            raise ValueError(f"config: {str(p)!r} does not exist")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"config: {p} is not valid YAML ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"config: {p} must hold a mapping of settings")
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        unknown = sorted(set(d) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {unknown} in {p}; known: {sorted(DEFAULTS)}")
+        if d.get("latency_ms") is not None:
+            d["latency_ms"] = _budget_value(d["latency_ms"], "config: latency_ms")
+        cfg.update(d)
+    for k in DEFAULTS:
+        v = getattr(args, k, None)
+        if v is not None:
+            cfg[k] = v
+    if cfg["latency_ms"] is None:
+        raise ValueError("latency_ms: a budget is required: --latency-ms MS (or latency_ms in --config)")
+    if cfg["runtime"] not in ("eager", "torchscript", "compile"):
+        raise ValueError(f"runtime: unknown runtime {cfg['runtime']!r}; available: ['eager', 'torchscript', 'compile']")
+    return cfg
+
+
+def _budget_value(v: Any, where: str) -> float:
+    try:
+        return _budget(str(v))
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"{where} {e}") from None
+
+
+def supernet_for(space, data, recipe, *, device, progress: bool):
+    """Train the supernet, or reuse the cached one trained with the same space, data, recipe and seed."""
+    from supernet.train import load_supernet, train_supernet
+
+    key = hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
+                                   "recipe": asdict(recipe), "device": device.type}, sort_keys=True).encode()).hexdigest()[:16]
+    ckpt = SUPERNET_CACHE / key / "supernet.pt"
+    if ckpt.is_file():
+        try:
+            net, state = load_supernet(ckpt, device=device)
+            if state["epoch"] >= recipe.epochs:
+                log.info("supernet: reusing %s (%d epochs)", ckpt, state["epoch"])
+                return net, ckpt, True
+        except ValueError as e:
+            log.warning("supernet cache %s unusable (%s); training again", ckpt, e)
+            ckpt.unlink()
+    net, _ = train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device=device, progress=progress)
+    return net, ckpt, False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        run = getattr(_run, "run_dir", None)
+        hint = f"python -m search.run --resume {run}" if run else "the same command"
+        print(f"\ninterrupted; finished trials are kept. Continue with: {hint}", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from search.backends.optuna import run_optuna, trial_records
+    from search.evaluate import EvalConfig, Scorer, evaluate_arch
+    from search.export import export_model
+    from search.latency import LatencyPredictor, measure_many, resolve_device
+    from search.report import plot_pareto, write_report, write_trials_csv
+    from search_space import SearchSpace, count_flops, count_mac, count_params, get_preset, list_presets
+    from supernet import ShuffleNet
+    from supernet.data import load_data
+    from supernet.train import Recipe
+
+    t_start = time.perf_counter()
+    cfg = resolve_config(args)
+    if cfg["backend"] == "ray":
+        raise ValueError("backend: the Ray Tune backend is not available in this version yet; use --backend optuna")
+    progress = not args.quiet
+    budget = float(cfg["latency_ms"])
+    device = resolve_device(cfg["device"])
+    space = SearchSpace.load(cfg["space"])
+    data = load_data(cfg["data"], image_size=cfg["input_size"])
+    if data.image_size != cfg["input_size"]:
+        raise ValueError(f"input_size: {cfg['data']} images are {data.image_size}px; use --input-size {data.image_size}")
+    size = cfg["input_size"]
+    shape = (1, 3, size, size)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    predictor = LatencyPredictor.build(space, device=device, runtime=cfg["runtime"], input_shape=shape,
+                                       threads=cfg["threads"], num_classes=data.num_classes, small_input=False,
+                                       calib_archs=cfg["calib_archs"], progress=progress)
+    timings["latency predictor"] = time.perf_counter() - t
+    fastest, fastest_ms = predictor.fastest(space)
+    if budget < fastest_ms:
+        raise ValueError(
+            f"latency budget {budget:g} ms is below the fastest architecture of space '{space.name}' on "
+            f"{predictor.key['device_name']} ({cfg['runtime']}, {size}x{size}, {predictor.key['threads']} thread(s)): "
+            f"{fastest_ms:.2f} ms predicted for {fastest}"
+        )
+
+    if args.resume:
+        run_dir = Path(args.resume)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg["out"]) / f"{stamp}-{budget:g}ms"
+        run_dir.mkdir(parents=True, exist_ok=False)
+    _run.run_dir = run_dir  # for the Ctrl-C hint
+    recipe = Recipe(epochs=cfg["epochs"], seed=cfg["seed"])
+    meta_cfg = {"config": cfg, "recipe": asdict(recipe), "space": space.to_dict(), "data": data.describe(),
+                "torch": str(torch.__version__)}
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(meta_cfg, sort_keys=False))
+
+    t = time.perf_counter()
+    supernet, ckpt, reused = supernet_for(space, data, recipe, device=device, progress=progress)
+    supernet.eval()
+    timings["supernet" + (" (cached)" if reused else " training")] = time.perf_counter() - t
+
+    scorer = Scorer(supernet, data, predictor, budget_ms=budget, input_size=size, device=device,
+                    runtime=cfg["runtime"], threads=cfg["threads"])
+    seeds = [(n, get_preset(n, data.num_classes)) for n in list_presets()]
+    seeds = [(n, a) for n, a in seeds if space.contains(a) and predictor.predict(a) <= budget * (1 + scorer.margin)]
+    t = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg["trials"], desc="search", unit="trial", dynamic_ncols=True)
+    best = {"acc": -1.0}
+
+    def on_trial(number: int, rec: dict) -> None:
+        if rec["feasible"] and rec["acc"] > best["acc"]:
+            best.update(rec)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(best=f"{best['acc']:.1f}%", last=f"{rec['acc']:.1f}%@{rec['latency_ms']:.2f}ms")
+
+    study = run_optuna(scorer, space, run_dir=run_dir, n_trials=cfg["trials"], seed=cfg["seed"],
+                       num_classes=data.num_classes, seeds=seeds, on_trial=on_trial)
+    if bar is not None:
+        bar.close()
+    timings["search"] = time.perf_counter() - t
+    records = trial_records(study)
+
+    # final pick: the most accurate candidates, measured end to end, interleaved
+    t = time.perf_counter()
+    feasible = sorted((r for r in records if r.get("evaluated") and r.get("feasible")), key=lambda r: -r["acc"])
+    uniq: dict[str, dict] = {}
+    for r in feasible:
+        uniq.setdefault(r["arch"], r)
+    cands = list(uniq.values())
+    preset_recs = {r["arch"]: r for r in records if r.get("source", "sampled") != "sampled" and r.get("evaluated")}
+    winner = baseline = None
+    measured: dict[str, Any] = {}
+    for start in range(0, len(cands), cfg["top_k"]):
+        chunk = [r for r in cands[start:start + cfg["top_k"]] if r["arch"] not in measured]
+        extra = [r for r in preset_recs.values() if r["arch"] not in measured] if start == 0 else []
+        todo = chunk + extra
+        if todo:
+            ms = measure_many([ShuffleNet(r["arch"]) for r in todo], input_shape=shape, device=device,
+                              runtime=cfg["runtime"], threads=cfg["threads"], rounds=10, per_round=10, seed=cfg["seed"])
+            measured.update({r["arch"]: m for r, m in zip(todo, ms)})
+        for r in cands[start:start + cfg["top_k"]]:
+            if measured[r["arch"]].median_ms <= budget:
+                winner = r
+                break
+        if winner is not None:
+            break
+    if winner is None:
+        raise ValueError(f"no candidate measured under {budget:g} ms end to end; try more --trials or a larger budget")
+    in_budget = [r for r in preset_recs.values() if measured[r["arch"]].median_ms <= budget]
+    if in_budget:
+        baseline = max(in_budget, key=lambda r: r["acc"])
+    timings["final measurement"] = time.perf_counter() - t
+
+    from search_space import Arch
+
+    arch = Arch.parse(winner["arch"])
+    acc, model = evaluate_arch(supernet, arch, data, EvalConfig(), device=device)
+    lat = measured[winner["arch"]]
+    winner_out = dict(winner, acc=acc, latency_ms=lat.median_ms, latency=lat.to_dict(samples=False),
+                      mac=count_mac(arch, size))
+    meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch),
+            "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
+            "data": data.describe(), "supernet": str(ckpt), **meta_cfg}
+    files = export_model(model, run_dir, input_size=size, meta=meta)
+    base_out = None
+    if baseline is not None:
+        bl = measured[baseline["arch"]]
+        base_out = dict(baseline, latency_ms=bl.median_ms, latency=bl.to_dict(samples=False))
+    plot_recs = [dict(r, latency_ms=measured[r["arch"]].median_ms) if r["arch"] in measured else r for r in records]
+    write_trials_csv(plot_recs, run_dir / "trials.csv")
+    plot_pareto(plot_recs, run_dir / "pareto.png", budget_ms=budget, winner=winner_out,
+                title=f"{cfg['data']} | {predictor.key['device_name']} | {cfg['runtime']} | {size}x{size}")
+    timings["total"] = time.perf_counter() - t_start
+    (run_dir / "result.json").write_text(json.dumps(
+        {"winner": winner_out, "baseline": base_out, "timings": timings, "n_trials": len(records),
+         "fastest_predicted_ms": fastest_ms}, indent=1, default=str))
+    write_report(run_dir / "report.md", config=cfg, winner=winner_out, baseline=base_out, n_trials=len(records),
+                 timings=timings, files=files)
+    latest = Path(cfg["out"]) / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.resolve(), target_is_directory=True)
+    print(f"searched: {arch}\n  top-1 {acc:.2f}% (inherited) | {lat.median_ms:.3f} ms median (IQR {lat.iqr_ms:.3f}) "
+          f"<= {budget:g} ms | {count_params(arch):,} params | {count_flops(arch, size) / 1e6:.2f} MFLOPs")
+    if base_out is not None:
+        print(f"best preset in budget: {baseline['source']} {baseline['acc']:.2f}% at {base_out['latency_ms']:.3f} ms")
+    print(f"run folder: {run_dir} (report.md, model.pt, model.ts, pareto.png); {timings['total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
