@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--runtime", default="eager")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--calib-archs", type=int, default=40)
+    ap.add_argument("--calib-archs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out archs (fitting uses seed 0)")

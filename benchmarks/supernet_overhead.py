@@ -74,7 +74,10 @@ def main() -> None:
         a(), b(), a(), b()  # warm-up (first calls build templates, allocate)
         ta, tb = [], []
         for _ in range(args.reps):
-            ta.append(timed(a)); tb.append(timed(b)); tb.append(timed(b)); ta.append(timed(a))
+            ta.append(timed(a))
+            tb.append(timed(b))
+            tb.append(timed(b))
+            ta.append(timed(a))
         sa, sb = statistics.median(ta), statistics.median(tb)
         ratios.append(sa / sb)
         s_times.append(sa)

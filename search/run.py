@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "backend": "optuna",
     "out": "results",
-    "calib_archs": 40,
+    "calib_archs": 100,
     "top_k": 5,
     "address": None,
     "concurrency": 2,
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from search.backends.optuna import run_optuna, trial_records

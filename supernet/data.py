@@ -31,8 +31,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 __all__ = ["Data", "load_data", "parse_spec", "IMG_EXTENSIONS"]
 
@@ -90,8 +90,6 @@ class Data:
             padded = F.pad(x, (p, p, p, p))
             dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
             dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-            rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, 3, h, w)
-            cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, 3, h, w)
             x = _crop(padded, dy, dx, h, w)
         if self.hflip:
             flip = torch.rand(n, generator=generator) < 0.5

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,6 +133,24 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Module, model: nn.Module,
+             opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
+             use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``."""
+    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        out = forward()
+        loss = crit(out, y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recipe.grad_clip:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return out, loss
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -266,17 +284,7 @@ def train_supernet(
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                  generator=gen, device=dev, channels_last=channels_last):
             arch = sample(rng)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                out = supernet(x, arch)
-                loss = crit(out, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(supernet.parameters(), recipe.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler, recipe, use_amp)
             n = y.numel()
             tot_loss += float(loss.detach()) * n
             tot_correct += int((out.argmax(1) == y).sum())
@@ -345,17 +353,7 @@ def train_model(
         bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress)
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                  generator=gen, device=dev, channels_last=channels_last):
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                out = model(x)
-                loss = crit(out, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if recipe.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            out, loss = sgd_step(lambda x=x: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp)
             tot += float(loss.detach()) * y.numel()
             correct += int((out.argmax(1) == y).sum())
             n += y.numel()

@@ -1,7 +1,6 @@
 """End to end: python -m search.run on tiny settings (Optuna backend)."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -33,7 +32,7 @@ def env(tmp_path, monkeypatch):
     base = ["--space", str(space), "--out", str(out), "--epochs", "2", "--input-size", "32", "--quiet",
             "--device", "cpu"]
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 6, "top_k": 3}))
+    cfg.write_text(yaml.safe_dump({"calib_archs": 10, "top_k": 3}))
     return base + ["--config", str(cfg)], out
 
 
