@@ -65,6 +65,10 @@ def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner
     plt.close(fig)
 
 
+def _code(arch: str) -> str:
+    return "`" + arch.replace("|", "\\|") + "`"  # a bare | would split the Markdown table cell
+
+
 def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
                  timings: dict[str, float], files: dict[str, str]) -> None:
     lat = winner["latency"]
@@ -78,19 +82,20 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         "",
         "| model | arch | top-1 (inherited) | latency median (IQR) | params | MFLOPs |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| **searched** | `{winner['arch']}` | {winner['acc']:.2f}% | {lat['median_ms']:.3f} ms ({lat['iqr_ms']:.3f}) | "
+        f"| **searched** | {_code(winner['arch'])} | {winner['acc']:.2f}% | {lat['median_ms']:.3f} ms ({lat['iqr_ms']:.3f}) | "
         f"{winner['params']:,} | {winner['mflops']:.2f} |",
     ]
     if baseline is not None:
         bl = baseline["latency"]
-        lines.append(f"| best preset in budget: {baseline['source']} | `{baseline['arch']}` | {baseline['acc']:.2f}% | "
+        lines.append(f"| best preset in budget: {baseline['source']} | {_code(baseline['arch'])} | {baseline['acc']:.2f}% | "
                      f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
     else:
         lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
     lines += [
         "",
-        "Accuracies are inherited supernet weights + BN recalibration on the validation split; "
-        "retrain the architecture (`python -m search.retrain RUN_DIR`) for its real accuracy.",
+        "Accuracies are inherited supernet weights + BN recalibration on the validation split: a ranking "
+        "proxy, not the accuracy of the network trained on its own. Latencies are medians of interleaved "
+        "end-to-end measurements (batch 1) under the conditions above.",
         "",
         "Timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
         "",

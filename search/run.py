@@ -186,8 +186,8 @@ def _run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     cfg = resolve_config(args)
-    if cfg["backend"] == "ray":
-        raise ValueError("backend: the Ray Tune backend is not available in this version yet; use --backend optuna")
+    if cfg["backend"] == "ray" and args.resume:
+        raise ValueError("resume: Ray runs cannot be resumed yet; start a new run (or use --backend optuna)")
     progress = not args.quiet
     budget = float(cfg["latency_ms"])
     device = resolve_device(cfg["device"])
@@ -248,8 +248,17 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(best=f"{best['acc']:.1f}%", last=f"{rec['acc']:.1f}%@{rec['latency_ms']:.2f}ms")
 
-    study = run_optuna(scorer, space, run_dir=run_dir, n_trials=cfg["trials"], seed=cfg["seed"],
-                       num_classes=data.num_classes, seeds=seeds, on_trial=on_trial)
+    if cfg["backend"] == "ray":
+        from search.backends.ray import run_ray
+
+        scorer_kw = {"budget_ms": budget, "input_size": size, "device": str(device), "runtime": cfg["runtime"],
+                     "threads": cfg["threads"]}
+        study = run_ray(scorer_kw, space, supernet=supernet, data=data, predictor=predictor, run_dir=run_dir,
+                        n_trials=cfg["trials"], seed=cfg["seed"], num_classes=data.num_classes,
+                        concurrency=cfg["concurrency"], address=cfg["address"], seeds=seeds, on_trial=on_trial)
+    else:
+        study = run_optuna(scorer, space, run_dir=run_dir, n_trials=cfg["trials"], seed=cfg["seed"],
+                           num_classes=data.num_classes, seeds=seeds, on_trial=on_trial)
     if bar is not None:
         bar.close()
     timings["search"] = time.perf_counter() - t
@@ -257,7 +266,8 @@ def _run(args: argparse.Namespace) -> int:
 
     # final pick: the most accurate candidates, measured end to end, interleaved
     t = time.perf_counter()
-    feasible = sorted((r for r in records if r.get("evaluated") and r.get("feasible")), key=lambda r: -r["acc"])
+    feasible = sorted((r for r in records if r.get("evaluated") and r.get("feasible")),
+                      key=lambda r: (-r["acc"], r["latency_ms"]))  # ties go to the faster network
     uniq: dict[str, dict] = {}
     for r in feasible:
         uniq.setdefault(r["arch"], r)

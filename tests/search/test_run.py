@@ -57,6 +57,10 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     with torch.no_grad():
         torch.testing.assert_close(ts(x), m(x), rtol=0, atol=1e-5)
     assert accuracy(ts, data.batches("val", batch_size=256)) == pytest.approx(w["acc"], abs=1e-9)
+    import onnx
+
+    onnx.checker.check_model(str(run / "model.onnx"))
+    assert "\\|" in (run / "report.md").read_text()  # arch strings escaped inside the Markdown table
     assert "searched:" in capsys.readouterr().out
 
 

@@ -1,0 +1,195 @@
+"""Ray Tune backend (``--backend ray``): the same objective, distributed.
+
+* trials are a named ``tune.Trainable`` class, :class:`ArchTrial` (the name the
+  Ray dashboard shows for its actors); each scores one architecture with the
+  shared :class:`~search.evaluate.Scorer` and reports its metrics;
+* the supernet, the data and the latency predictor reach the workers through
+  ``tune.with_parameters`` (one object-store copy, not one per trial);
+* the search algorithm is Optuna's multi-objective TPE through
+  :class:`ConstrainedOptunaSearch`, an ``OptunaSearch`` that forwards the
+  latency constraint (``OptunaSearch`` itself never passes constraints on),
+  with its study in a JournalStorage file of the run folder under a unique
+  study name, wrapped in a ``ConcurrencyLimiter``;
+* ``address=None`` starts a local cluster with its dashboard on 127.0.0.1
+  (the URL is logged); an address joins an existing cluster (``ray start --head``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from search_space import Arch, SearchSpace
+
+__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray"]
+
+log = logging.getLogger(__name__)
+STUDY_FILE = "study-ray.journal"
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> Any:
+    """Join ``address`` or start a local cluster with the dashboard on 127.0.0.1; returns the context."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        if address:
+            ctx = ray.init(address=address, log_to_driver=False)
+        else:
+            ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus,
+                           log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({e})") from None
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        log.info("Ray dashboard: http://%s", url)
+    return ctx
+
+
+def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast on an address nobody answers at (ray.init would retry for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address: expected HOST:PORT (as printed by `ray start --head`), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({e})") from None
+
+
+class ConstrainedOptunaSearch:  # filled in lazily (ray is an optional import at module load)
+    pass
+
+
+def _make_searcher_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _Constrained(OptunaSearch):
+        """OptunaSearch that forwards the latency constraint and the trial record to Optuna."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is not None and result and "constraint" in result:
+                ot_trial.set_constraint("latency", float(result["constraint"]))
+                for k in ("arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
+                          "params", "mflops", "constraint", "source"):
+                    if k in result:
+                        ot_trial.set_user_attr(k, result[k])
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    _Constrained.__name__ = _Constrained.__qualname__ = "ConstrainedOptunaSearch"
+    return _Constrained
+
+
+def _make_trainable():
+    from ray import tune
+
+    class ArchTrial(tune.Trainable):
+        """One architecture: inherited weights, BN recalibration, validation, latency."""
+
+        def setup(self, config: dict, supernet=None, data=None, predictor=None, scorer_kw=None) -> None:
+            import torch
+
+            from search.evaluate import Scorer
+
+            torch.set_num_threads(1)
+            self.arch = Arch.parse(config["arch"])
+            self.scorer = Scorer(supernet, data, predictor, **scorer_kw)
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            return None  # one step per trial: nothing to resume inside a trial
+
+        def load_checkpoint(self, checkpoint) -> None:
+            return None
+
+        def step(self) -> dict:
+            rec = self.scorer(self.arch)
+            rec = {k: v for k, v in rec.items() if k != "cached"}
+            rec["source"] = self.config.get("source", "sampled")
+            return {**rec, "done": True}
+
+    return ArchTrial
+
+
+class _DefineByRun:
+    """Picklable define-by-run space for OptunaSearch (Tune checkpoints its searcher)."""
+
+    def __init__(self, space: SearchSpace, num_classes: int, names: dict[str, str]) -> None:
+        self.space, self.num_classes, self.names = space, num_classes, names
+
+    def __call__(self, trial) -> dict:
+        arch = str(self.space.suggest(trial, num_classes=self.num_classes, small_input=False))
+        return {"arch": arch, "source": self.names.get(arch, "sampled")}
+
+
+ArchTrial = None  # resolved by run_ray (keeps `import search.backends.ray` cheap without ray)
+
+
+def run_ray(
+    scorer_kw: dict[str, Any],
+    space: SearchSpace,
+    *,
+    supernet,
+    data,
+    predictor,
+    run_dir: Path,
+    n_trials: int,
+    seed: int,
+    num_classes: int,
+    concurrency: int = 2,
+    address: str | None = None,
+    seeds: Sequence[tuple[str, Arch]] = (),
+    on_trial: Callable[[int, dict], None] | None = None,
+) -> optuna.Study:
+    """Run the search with Ray Tune; returns the Optuna study that recorded every trial."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    global ArchTrial, ConstrainedOptunaSearch
+    ArchTrial = _make_trainable()
+    ConstrainedOptunaSearch = _make_searcher_class()
+    init_ray(address)
+    storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
+    study_name = f"search-{uuid.uuid4().hex[:8]}"
+
+    define = _DefineByRun(space, num_classes, {str(a): n for n, a in seeds})
+
+    points = [space.params_from_arch(a) for _, a in seeds]
+    searcher = ConstrainedOptunaSearch(
+        space=define, metric=["acc", "latency_ms"], mode=["max", "min"], points_to_evaluate=points or None,
+        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
+        study_name=study_name, storage=storage,
+    )
+    trainable = tune.with_parameters(ArchTrial, supernet=supernet, data=data, predictor=predictor,
+                                     scorer_kw=scorer_kw)
+    # with_parameters returns a subclass named with_parameters.<locals>._Inner; keep the trial
+    # actors' name readable in the Ray dashboard
+    trainable.__name__ = trainable.__qualname__ = "ArchTrial"
+    tuner = tune.Tuner(
+        trainable,  # a class Trainable asks for 1 CPU per trial by default
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                    num_samples=n_trials),
+        run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
+                                  stop={"training_iteration": 1}, verbose=0),
+    )
+    results = tuner.fit()
+    n = 0
+    for r in results:
+        if r.metrics and on_trial is not None:
+            on_trial(n, r.metrics)
+        n += 1
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    (Path(run_dir) / "ray_study.txt").write_text(study_name + "\n")
+    return study
