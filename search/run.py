@@ -188,6 +188,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if cfg["backend"] == "ray" and args.resume:
         raise ValueError("resume: Ray runs cannot be resumed yet; start a new run (or use --backend optuna)")
+    if cfg["backend"] == "ray" and cfg["address"] and cfg["address"] != "auto":
+        from search.backends.ray import _check_reachable
+
+        _check_reachable(cfg["address"])  # before any training: fail in seconds, not after minutes
     progress = not args.quiet
     budget = float(cfg["latency_ms"])
     device = resolve_device(cfg["device"])
@@ -255,7 +259,8 @@ def _run(args: argparse.Namespace) -> int:
                      "threads": cfg["threads"]}
         study = run_ray(scorer_kw, space, supernet=supernet, data=data, predictor=predictor, run_dir=run_dir,
                         n_trials=cfg["trials"], seed=cfg["seed"], num_classes=data.num_classes,
-                        concurrency=cfg["concurrency"], address=cfg["address"], seeds=seeds, on_trial=on_trial)
+                        concurrency=cfg["concurrency"], address=cfg["address"], seeds=seeds, on_trial=on_trial,
+                        verbose=1 if progress else 0)
     else:
         study = run_optuna(scorer, space, run_dir=run_dir, n_trials=cfg["trials"], seed=cfg["seed"],
                            num_classes=data.num_classes, seeds=seeds, on_trial=on_trial)

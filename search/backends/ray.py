@@ -152,8 +152,12 @@ def run_ray(
     address: str | None = None,
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[int, dict], None] | None = None,
+    verbose: int = 1,
 ) -> optuna.Study:
-    """Run the search with Ray Tune; returns the Optuna study that recorded every trial."""
+    """Run the search with Ray Tune; returns the Optuna study that recorded every trial.
+
+    ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
+    the same metrics the Ray dashboard shows while the run goes on."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -182,7 +186,7 @@ def run_ray(
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
                                     num_samples=n_trials),
         run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
-                                  stop={"training_iteration": 1}, verbose=0),
+                                  stop={"training_iteration": 1}, verbose=verbose),
     )
     results = tuner.fit()
     n = 0

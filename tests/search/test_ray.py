@@ -21,6 +21,7 @@ def test_unreachable_or_malformed_address_is_a_clear_error():
         init_ray("127.0.0.1:1")
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         init_ray("my-cluster")
+    assert main(["--latency-ms", "5", "--backend", "ray", "--address", "127.0.0.1:1", "--out", "/nonexistent"]) == 2
 
 
 @pytest.fixture(scope="module")
