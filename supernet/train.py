@@ -135,6 +135,19 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
+def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.device):
+    """Device and memory format (channels_last on CPU), optimizer, per-step schedule, AMP scaler (CUDA)."""
+    channels_last = dev.type == "cpu"
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, steps)
+    use_amp = dev.type == "cuda"
+    return channels_last, steps, opt, sched, use_amp, torch.amp.GradScaler("cuda", enabled=use_amp)
+
+
 def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Module, model: nn.Module,
              opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
              use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,15 +264,7 @@ def train_supernet(
                 )
     torch.manual_seed(recipe.seed)
     supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing)
-    channels_last = dev.type == "cpu"
-    supernet.to(dev)
-    if channels_last:
-        supernet.to(memory_format=torch.channels_last)
-    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
-    opt = make_optimizer(supernet, recipe)
-    sched = make_scheduler(opt, recipe, steps)
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
     if state is not None:
@@ -334,16 +339,8 @@ def train_model(
     """Train a static model with the same recipe (SGD, schedule, smoothing, augmentation)
     as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``."""
     dev = check_device(device)
-    channels_last = dev.type == "cpu"
     torch.manual_seed(recipe.seed)
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
-    opt = make_optimizer(model, recipe)
-    sched = make_scheduler(opt, recipe, steps)
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, dev)
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history = []
     for epoch in range(recipe.epochs):
