@@ -6,6 +6,7 @@ from torch import nn
 
 from search_space import Arch, SearchSpace, count_flops, count_mac, count_params, get_preset, list_presets
 from supernet import ShuffleNet, ShuffleV1Unit, ShuffleV2Unit, channel_shuffle
+from tests.helpers import randomize_bn
 
 SPACE = SearchSpace.load("default")
 TV = {
@@ -16,25 +17,13 @@ TV = {
 }
 
 
-def _randomize(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
-
-
 @pytest.mark.parametrize("width", list(TV))
 def test_torchvision_networks_are_recovered_exactly(width):
     name = f"shufflenet_v2_x{width}"
     arch = get_preset(name)
     assert SPACE.contains(arch)
     torch.manual_seed(0)
-    tv = _randomize(getattr(torchvision.models, name)(weights=None), 1).eval()
+    tv = randomize_bn(getattr(torchvision.models, name)(weights=None), 1, 0.1).eval()
     ours = ShuffleNet(arch).eval()
     ours.load_state_dict(tv.state_dict(), strict=True)
     n = sum(p.numel() for p in ours.parameters())
@@ -48,7 +37,7 @@ def test_torchvision_networks_are_recovered_exactly(width):
     with torch.no_grad():
         torch.testing.assert_close(ours(x), tv(x), atol=1e-5, rtol=0)
     # and back: our weights load into a fresh torchvision model
-    ours2 = _randomize(ShuffleNet(arch), 3).eval()
+    ours2 = randomize_bn(ShuffleNet(arch), 3, 0.1).eval()
     tv2 = getattr(torchvision.models, name)(weights=None).eval()
     tv2.load_state_dict(ours2.state_dict(), strict=True)
     with torch.no_grad():

@@ -6,26 +6,16 @@ from torch import nn
 from search_space import Arch, SearchSpace, get_preset, list_presets
 from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
 from supernet.supernet import block_diagonal
+from tests.helpers import randomize_bn
 
 SPACE = SearchSpace.load("default")
-
-
-def _randomize_bn(model: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 @pytest.fixture(scope="module")
 def supernet():
     torch.manual_seed(0)
     s = SuperNet(SPACE, num_classes=7)
-    _randomize_bn(s, 1)
+    randomize_bn(s, 1)
     return s.eval()
 
 
@@ -131,7 +121,7 @@ def test_separate_width_sharing_also_extracts_exactly():
     })
     torch.manual_seed(0)
     s = SuperNet(tiny, num_classes=3, width_sharing="separate")
-    _randomize_bn(s, 0)
+    randomize_bn(s, 0)
     s.eval()
     assert "stage4_0_c48_v2" in s.units and "stage4_0_c64_v2" in s.units and "stage3_0_c24_v1" in s.units
     rng = np.random.default_rng(0)
