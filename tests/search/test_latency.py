@@ -98,14 +98,14 @@ def test_cuda_measurement():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     cache = tmp_path_factory.mktemp("latency-cache")
-    p = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=12,
+    p = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=24,
                                cache_dir=cache, progress=False)
     return p, cache
 
 
 def test_predictor_table_covers_the_space_and_predicts_a_held_out_arch(built):
     p, _ = built
-    assert p.fit["table_entries"] == len(p.lut) > 20 and p.fit["n"] == 12
+    assert p.fit["table_entries"] == len(p.lut) > 20 and p.fit["n"] == 24
     rng = np.random.default_rng(99)
     archs = [TINY.sample(rng, num_classes=10) for _ in range(4)]
     meas = measure_many([ShuffleNet(a) for a in archs], input_shape=SHAPE, rounds=3, per_round=10)
@@ -121,7 +121,7 @@ def test_predictor_cache_round_trip_and_invalidation(built, monkeypatch):
     assert len(files) == 1
     # a second build loads the cache: nothing is measured
     monkeypatch.setattr("search.latency.measure", lambda *a, **k: pytest.fail("re-measured"))
-    again = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=12, cache_dir=cache)
+    again = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=24, cache_dir=cache)
     assert again.lut == p.lut and again.coef == p.coef and again.key == p.key
     # any key change addresses another cache entry
     for change in (dict(threads=2), dict(input_shape=(1, 3, 24, 24)), dict(num_classes=5), dict(runtime="torchscript")):

@@ -49,7 +49,7 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 10, "top_k": 3}))
+    cfg.write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3}))
     out = tmp_path / "results"
     rc = main(["--space", str(space), "--out", str(out), "--epochs", "1", "--quiet", "--device", "cpu",
                "--config", str(cfg), "--latency-ms", "1000", "--trials", "4", "--backend", "ray", "--concurrency", "2"])
