@@ -39,6 +39,7 @@ __all__ = ["Recipe", "train_supernet", "train_model", "load_supernet", "accuracy
 
 log = logging.getLogger(__name__)
 CKPT_FORMAT = "shufflenas.supernet/1"
+MODEL_CKPT_FORMAT = "shufflenas.train/1"
 
 
 @dataclass(frozen=True)
@@ -335,15 +336,40 @@ def train_model(
     device: str | torch.device | None = None,
     progress: bool = True,
     desc: str = "train",
+    checkpoint: Path | str | None = None,
+    resume: bool = False,
+    config: dict[str, Any] | None = None,
+    stop_after_epoch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train a static model with the same recipe (SGD, schedule, smoothing, augmentation)
-    as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``."""
+    as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``.
+
+    With ``checkpoint``, a self-describing checkpoint (``config``, recipe, epoch, model,
+    optimizer, history) is written atomically after every epoch; ``resume=True`` continues
+    from it (its config must match) with the result of an uninterrupted run."""
     dev = check_device(device)
     torch.manual_seed(recipe.seed)
     channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, dev)
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    history = []
-    for epoch in range(recipe.epochs):
+    history: list[dict[str, Any]] = []
+    cfg = {**(config or {}), "recipe": asdict(recipe), "data": data.spec}
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    start = 0
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("format") != MODEL_CKPT_FORMAT:
+            raise ValueError(f"resume: {ckpt_path} is not a training checkpoint")
+        diff = sorted(k for k in set(cfg) | set(state["config"]) if state["config"].get(k) != cfg.get(k))
+        if diff:
+            raise ValueError(f"resume: {ckpt_path} was trained with a different {', '.join(diff)}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, start = list(state["history"]), state["epoch"]
+    for epoch in range(start, recipe.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
         _, gen = epoch_generators(recipe.seed, epoch)
         model.train()
         tot = correct = n = 0.0
@@ -362,6 +388,12 @@ def train_model(
         model.eval()
         val = accuracy(model, data.batches("val", batch_size=256, device=dev, channels_last=channels_last))
         history.append({"epoch": epoch + 1, "train_loss": tot / n, "train_acc": 100 * correct / n, "val_acc": val})
+        log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%%", desc, epoch + 1, recipe.epochs, tot / n, val)
+        if ckpt_path is not None:
+            atomic_save({"format": MODEL_CKPT_FORMAT, "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "history": history, "torch": str(torch.__version__)},
+                        ckpt_path)
     return history
 
 
