@@ -51,7 +51,7 @@ def resolve_target(target: str | None, preset: str | None, space_name: str, num_
         run = yaml.safe_load((p / "run.yaml").read_text())
         space = SearchSpace.from_dict(run["space"])
         arch = Arch.from_yaml((p / "arch.yaml").read_text())
-        return space.validate(arch), p, p.name, space
+        return space.validate(arch), p, p.resolve().name, space
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise ValueError(f"target: {str(p)!r} does not exist")
