@@ -6,10 +6,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from search.run import main
-from tests.search.test_run import TINY
 
 ray = pytest.importorskip("ray")
 
@@ -43,16 +41,10 @@ def _get(url: str) -> dict:
 
 
 @pytest.mark.slow
-def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluster, tmp_path, monkeypatch):
-    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
-    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump(TINY))
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3}))
-    out = tmp_path / "results"
-    rc = main(["--space", str(space), "--out", str(out), "--epochs", "1", "--quiet", "--device", "cpu",
-               "--config", str(cfg), "--latency-ms", "1000", "--trials", "4", "--backend", "ray", "--concurrency", "2"])
+def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluster, env):
+    base, out = env
+    rc = main(base + ["--epochs", "1", "--latency-ms", "1000", "--trials", "4", "--backend", "ray",
+                      "--concurrency", "2"])
     assert rc == 0
     run = (out / "latest").resolve()
     res = json.loads((run / "result.json").read_text())

@@ -2,14 +2,12 @@ import json
 
 import pytest
 import torch
-import yaml
 
 from search.retrain import main, retrain_recipe
 from search_space import Arch
 from supernet import ShuffleNet
 from supernet.data import load_data
 from supernet.train import accuracy, train_model
-from tests.search.test_run import TINY
 
 SMALL = "stem24|48:v2s0.5|96:v2s0.5|192:v2s0.5|conv1024|cls10"
 
@@ -50,18 +48,11 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_inherited_from_a_run_folder(tmp_path, monkeypatch):
+def test_inherited_from_a_run_folder(env):
     from search.run import main as run_main
 
-    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
-    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump(TINY))
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 2}))
-    out = tmp_path / "results"
-    assert run_main(["--space", str(space), "--out", str(out), "--epochs", "2", "--quiet", "--device", "cpu",
-                     "--config", str(cfg), "--latency-ms", "1000", "--trials", "3"]) == 0
+    base, out = env
+    assert run_main(base + ["--latency-ms", "1000", "--trials", "3"]) == 0
     run = (out / "latest").resolve()
     arch = Arch.from_yaml((run / "arch.yaml").read_text())
     assert main([str(run), "--init", "inherited", "--epochs", "2", "--quiet", "--device", "cpu"]) == 0

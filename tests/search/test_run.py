@@ -4,36 +4,12 @@ import json
 
 import pytest
 import torch
-import yaml
 
 from search.export import load_model
 from search.run import main
 from search_space import Arch
 from supernet.data import load_data
 from supernet.train import accuracy
-
-TINY = {
-    "name": "tiny-run",
-    "stem": {"channels": [8]},
-    "stages": [{"depth": [1, 2], "channels": [16, 24]}, {"depth": [1, 2], "channels": [32]},
-               {"depth": [1, 1], "channels": [64]}],
-    "units": {"v1": {"groups": [1, 2]}, "v2": {"split": [0.5]}},
-    "last_conv": [0, 64],
-}
-
-
-@pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
-    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
-    space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump(TINY))
-    out = tmp_path / "results"
-    base = ["--space", str(space), "--out", str(out), "--epochs", "2", "--input-size", "32", "--quiet",
-            "--device", "cpu"]
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3}))
-    return base + ["--config", str(cfg)], out
 
 
 def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
