@@ -1,0 +1,312 @@
+"""Does the search beat the hand-designed networks at the same measured latency?
+
+End to end on an ImageFolder dataset (default: the CIFAR-10 training images,
+with the loader's fixed hash-based held-out split) and a latency budget on
+this machine:
+
+1. ``python -m search.run`` with the given budget: trains the supernet,
+   builds the latency predictor, searches, exports the winner.
+2. Measures, interleaved in one session, the winner, every preset and the
+   ranking architectures (batch 1, the run's runtime and threads).
+3. Retrains from scratch, with the one recipe of ``search.retrain`` and the
+   same epochs: the winner, every preset that measures within the budget,
+   and ``--rank-archs`` more architectures from the search's evaluated trials,
+   spread over the latency range (one per latency quantile).
+4. Prints a table (top-1, latency median and IQR, params, FLOPs), the gap
+   between the winner and the strongest preset in budget, Kendall tau /
+   Spearman rho between inherited (supernet) and retrained accuracy, and saves
+   ``nas_vs_baseline.png`` (search Pareto front with inherited accuracy; retrained
+   accuracy vs measured latency) and ``nas_vs_baseline.json``.
+
+Every step is kept in ``--out``; running the same command again continues
+(finished retrains are reused, an interrupted one resumes from its checkpoint).
+
+    python benchmarks/nas_vs_baseline.py                       # about 1 h on 2 CPU cores
+    python benchmarks/nas_vs_baseline.py --per-class 300 --supernet-epochs 5 --trials 10 \\
+        --retrain-epochs 2 --rank-archs 3 --out /tmp/nvb      # smoke run, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+__all__ = ["pick_spanning", "compare_rows", "load_trials", "main"]
+
+
+def load_trials(path: Path) -> list[dict[str, Any]]:
+    """The run's ``trials.csv`` with numbers and booleans restored."""
+    out = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rec: dict[str, Any] = dict(r)
+            for k in ("acc", "latency_ms", "pred_ms", "measured_ms", "mflops"):
+                rec[k] = float(r[k]) if r.get(k) not in (None, "", "None") else None
+            rec["params"] = int(r["params"]) if r.get("params") not in (None, "", "None") else None
+            rec["number"] = int(r["number"])
+            for k in ("feasible", "evaluated"):
+                rec[k] = r.get(k) == "True"
+            out.append(rec)
+    return out
+
+
+def pick_spanning(records: Sequence[dict], k: int, *, exclude: set[str], seed: int = 0) -> list[dict]:
+    """``k`` distinct evaluated, feasible, sampled trials spread over the latency range:
+    the sorted candidates are cut into ``k`` equal-count bins and one is drawn from each."""
+    cands: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: r["number"]):
+        if r.get("evaluated") and r.get("feasible") and r.get("source", "sampled") == "sampled" \
+                and r["arch"] not in exclude:
+            cands.setdefault(r["arch"], r)
+    pool = sorted(cands.values(), key=lambda r: (r["latency_ms"], r["arch"]))
+    if k <= 0 or not pool:
+        return []
+    rng = np.random.default_rng(seed)
+    bins = np.array_split(np.arange(len(pool)), min(k, len(pool)))
+    return [pool[int(rng.choice(b))] for b in bins]
+
+
+def compare_rows(rows: Sequence[dict], budget_ms: float) -> dict[str, Any]:
+    """The headline: the searched row against the strongest preset (by retrained top-1)
+    whose measured median is within the budget, and the inherited/retrained ranking."""
+    from scipy.stats import kendalltau, spearmanr
+
+    win = next(r for r in rows if r["role"] == "searched")
+    fits = [r for r in rows if r["role"] == "preset" and r["latency_ms"] <= budget_ms]
+    base = max(fits, key=lambda r: (r["retrained"], -r["latency_ms"])) if fits else None
+    uniq: dict[str, tuple[float, float]] = {}
+    for r in rows:  # the winner may be a preset: rank each network once
+        uniq.setdefault(r["arch"], (r["inherited"], r["retrained"]))
+    pairs = list(uniq.values())
+    out: dict[str, Any] = {"searched": win["name"], "baseline": base["name"] if base else None, "n_ranked": len(pairs)}
+    if base is not None:
+        out.update(gap_pts=win["retrained"] - base["retrained"],
+                   latency_ratio=win["latency_ms"] / base["latency_ms"],
+                   no_slower=win["latency_ms"] <= base["latency_ms"])
+    if len(pairs) >= 3:
+        a, b = zip(*pairs)
+        out.update(kendall_tau=float(kendalltau(a, b).statistic), spearman_rho=float(spearmanr(a, b).statistic))
+    return out
+
+
+def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from search.report import pareto_front
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    ev = [t for t in trials if t["evaluated"] and t.get("source", "sampled") == "sampled"]
+    a1.scatter([t["latency_ms"] for t in ev], [t["acc"] for t in ev], s=12, c="tab:gray", alpha=0.5,
+               label="search trials")
+    front = pareto_front([t for t in trials if t["evaluated"]])
+    a1.plot([t["latency_ms"] for t in front], [t["acc"] for t in front], "-", c="tab:blue", lw=1.2,
+            label="search Pareto front")
+    colors = {"searched": "tab:red", "preset": "tab:orange", "ranked": "tab:green"}
+    markers = {"searched": "*", "preset": "s", "ranked": "o"}
+    for ax, key, ylab in ((a1, "inherited", "top-1 (%), inherited supernet weights"),
+                          (a2, "retrained", "top-1 (%), retrained from scratch")):
+        for role in ("ranked", "preset", "searched"):
+            pts = [r for r in rows if r["role"] == role]
+            ax.scatter([r["latency_ms"] for r in pts], [r[key] for r in pts], marker=markers[role],
+                       s=220 if role == "searched" else 45, c=colors[role], zorder=5, edgecolors="k", linewidths=0.4,
+                       label={"searched": "searched (winner)", "preset": "hand-designed presets",
+                              "ranked": "ranking sample"}[role])
+        for r in rows:
+            if r["role"] != "ranked":
+                ax.annotate(r["name"].replace("shufflenet_", ""), (r["latency_ms"], r[key]), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+        ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+        ax.set_xlabel("latency (ms, batch 1): measured median (trials: predicted)")
+        ax.set_ylabel(ylab)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    a1.set_title("search (supernet accuracy)", fontsize=9)
+    a2.set_title("the same networks trained on their own", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _search(args: argparse.Namespace, out: Path, data_spec: str) -> Path:
+    """Run (or reuse / resume) the search; returns its run folder."""
+    from search.run import main as run_main
+
+    state_f = out / "state.json"
+    state = json.loads(state_f.read_text()) if state_f.is_file() else {}
+    run_dir = Path(state["run_dir"]) if state.get("run_dir") else None
+    if run_dir is not None and (run_dir / "result.json").is_file():
+        print(f"[1/4] search: reusing {run_dir}")
+        return run_dir
+    argv = ["--latency-ms", str(args.latency_ms), "--data", data_spec, "--epochs", str(args.supernet_epochs),
+         "--trials", str(args.trials), "--seed", str(args.seed), "--threads", str(args.threads),
+         "--space", args.space, "--out", str(out / "search")]
+    if args.search_config:
+        argv += ["--config", args.search_config]
+    if args.quiet:
+        argv.append("--quiet")
+    print(f"[1/4] search: python -m search.run {' '.join(argv)}", flush=True)
+    rc = run_main(argv)
+    if rc != 0:
+        raise SystemExit(f"search failed (exit {rc})")
+    run_dir = (out / "search" / "latest").resolve()
+    state_f.write_text(json.dumps({"run_dir": str(run_dir)}))
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"),
+                    help="ImageFolder root (default ../shared/data/cifar10/train)")
+    ap.add_argument("--per-class", type=int, default=2000, help="images per class (0: all); 10%% held out by hash")
+    ap.add_argument("--latency-ms", type=float, default=2.4)
+    ap.add_argument("--supernet-epochs", type=int, default=40)
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--retrain-epochs", type=int, default=15)
+    ap.add_argument("--rank-archs", type=int, default=6,
+                    help="extra searched trials retrained for the ranking (the winner and presets in budget count too)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for latency")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--space", default="default", help="search space name or YAML (presets outside it are left out)")
+    ap.add_argument("--search-config", default=None, metavar="RUN_YAML",
+                    help="extra settings for search.run (its --config), e.g. calib_archs, top_k")
+    ap.add_argument("--out", default="results/nas_vs_baseline")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from search.latency import measure_many
+    from search.retrain import retrain_recipe
+    from search_space import Arch, SearchSpace, count_flops, count_params, get_preset, list_presets
+    from supernet import ShuffleNet
+    from supernet.data import load_data
+    from supernet.train import train_model
+
+    if not Path(args.root).is_dir():
+        print(f"error: ImageFolder root {args.root!r} does not exist (--root)", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_spec = f"imagefolder:{args.root}" + (f"@{args.per_class}" if args.per_class else "")
+    data = load_data(data_spec)
+    print(f"data: {data.describe()}", flush=True)
+
+    run_dir = _search(args, out, data_spec)
+    trials = load_trials(run_dir / "trials.csv")
+    result = json.loads((run_dir / "result.json").read_text())
+    size = data.image_size
+    inherited = {t["arch"]: t["acc"] for t in trials if t["evaluated"]}
+    winner = result["winner"]["arch"]
+    inherited[winner] = result["winner"]["acc"]
+
+    from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
+
+    rows: list[dict[str, Any]] = [{"name": "searched", "role": "searched", "arch": winner}]
+    space = SearchSpace.load(args.space)
+    rows += [{"name": n, "role": "preset", "arch": str(get_preset(n, data.num_classes))} for n in list_presets()
+             if space.contains(get_preset(n, data.num_classes))]
+
+    # 2. latency: all candidates measured interleaved, once, before any training runs on the machine
+    lat_f = out / "latency.json"
+    ranked = pick_spanning(trials, args.rank_archs, exclude={r["arch"] for r in rows}, seed=args.seed)
+    rows += [{"name": f"rank{i}", "role": "ranked", "arch": t["arch"]} for i, t in enumerate(ranked)]
+    lat = json.loads(lat_f.read_text()) if lat_f.is_file() else {}
+    todo = [r for r in rows if r["arch"] not in lat]
+    if todo:
+        print(f"[2/4] latency: measuring {len(todo)} networks interleaved ({args.threads} thread(s), batch 1)",
+              flush=True)
+        ms = measure_many([ShuffleNet(Arch.parse(r["arch"])) for r in todo], input_shape=(1, 3, size, size),
+                          device="cpu", threads=args.threads, rounds=10, per_round=10, seed=args.seed)
+        lat.update({r["arch"]: m.to_dict(samples=False) for r, m in zip(todo, ms)})
+        lat_f.write_text(json.dumps(lat, indent=1))
+    for r in rows:
+        r["latency_ms"], r["iqr_ms"] = lat[r["arch"]]["median_ms"], lat[r["arch"]]["iqr_ms"]
+    env = lat[winner]["env"]
+    rows = [r for r in rows if r["role"] != "preset" or r["latency_ms"] <= args.latency_ms]
+
+    # inherited accuracy for presets the search did not seed (predicted over budget, measured under it)
+    missing = [r for r in rows if r["arch"] not in inherited]
+    if missing:
+        from supernet.train import load_supernet
+
+        ckpt = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["meta"].get("supernet")
+        if not ckpt:
+            raise SystemExit(f"{run_dir}: no supernet path recorded; cannot score {[r['name'] for r in missing]}")
+        sup, _ = load_supernet(ckpt, device="cpu")
+        sup.eval()
+        cfg = EvalConfig()
+        calib = calibration_batches(data, cfg, torch.device("cpu"), True)
+        for r in missing:
+            inherited[r["arch"]], _ = evaluate_arch(sup, Arch.parse(r["arch"]), data, cfg, device="cpu", calib=calib)
+    for r in rows:
+        a = Arch.parse(r["arch"])
+        r.update(inherited=inherited[r["arch"]], params=count_params(a), mflops=count_flops(a, size) / 1e6)
+
+    # 3. retrain every row from scratch with the one recipe
+    recipe = retrain_recipe(args.retrain_epochs, args.seed, 0.05, 128)
+    print(f"[3/4] retraining {len(rows)} networks from scratch, {recipe.epochs} epochs each: {recipe}", flush=True)
+    for i, r in enumerate(rows):
+        d = out / "retrain" / r["name"]
+        d.mkdir(parents=True, exist_ok=True)
+        mf = d / "metrics.json"
+        if mf.is_file() and json.loads(mf.read_text()).get("arch") == r["arch"] \
+                and json.loads(mf.read_text())["recipe"] == recipe.__dict__:
+            m = json.loads(mf.read_text())
+        else:
+            t = time.perf_counter()
+            hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=not args.quiet,
+                               desc=f"retrain {r['name']}", checkpoint=d / "checkpoint.pt", resume=True,
+                               config={"arch": r["arch"], "init": "scratch"})
+            m = {"arch": r["arch"], "name": r["name"], "recipe": recipe.__dict__, "val_acc": hist[-1]["val_acc"],
+                 "history": hist, "seconds": time.perf_counter() - t}
+            mf.write_text(json.dumps(m, indent=1))
+        r["retrained"] = m["val_acc"]
+        print(f"  [{i + 1}/{len(rows)}] {r['name']:<22} inherited {r['inherited']:6.2f}%  retrained "
+              f"{r['retrained']:6.2f}%  {r['latency_ms']:.3f} ms", flush=True)
+
+    # 4. report
+    summary = compare_rows(rows, args.latency_ms)
+    rows.sort(key=lambda r: ({"searched": 0, "preset": 1, "ranked": 2}[r["role"]], r["latency_ms"]))
+    print(f"\n[4/4] {data.spec}: {len(data.train_y)} train / {len(data.val_y)} held-out images, {size}x{size}; "
+          f"budget {args.latency_ms:g} ms on {env['device_name']} ({env['runtime']}, {env['threads']} thread(s), "
+          f"batch 1); retrain {recipe.epochs} epochs from scratch")
+    print(f"{'model':<22} {'retrained':>9} {'inherited':>9} {'latency ms':>10} {'IQR':>6} {'params':>9} {'MFLOPs':>7}  arch")
+    for r in rows:
+        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}% {r['latency_ms']:10.3f} "
+              f"{r['iqr_ms']:6.3f} {r['params']:9,d} {r['mflops']:7.2f}  {r['arch']}")
+    if summary.get("baseline"):
+        print(f"\nsearched vs strongest preset in budget ({summary['baseline']}): "
+              f"{summary['gap_pts']:+.2f} pts top-1 at {summary['latency_ratio']:.2f}x its latency "
+              f"({'no slower' if summary['no_slower'] else 'SLOWER'})")
+    else:
+        print("\nno preset measures within the budget")
+    if "kendall_tau" in summary:
+        print(f"ranking, inherited vs retrained over {summary['n_ranked']} networks: Kendall tau "
+              f"{summary['kendall_tau']:.3f}, Spearman rho {summary['spearman_rho']:.3f}")
+    title = (f"{Path(args.root).name}@{args.per_class or 'all'} | {env['device_name']} | budget {args.latency_ms:g} ms | "
+             f"supernet {args.supernet_epochs} ep, {args.trials} trials, retrain {recipe.epochs} ep")
+    plot(rows, trials, args.latency_ms, out / "nas_vs_baseline.png", title)
+    total = time.perf_counter() - t0
+    (out / "nas_vs_baseline.json").write_text(json.dumps(
+        {"args": vars(args), "data": data.describe(), "latency_env": env, "recipe": recipe.__dict__,
+         "run_dir": str(run_dir), "rows": rows, "summary": summary, "seconds": total}, indent=1, default=str))
+    print(f"wrote {out / 'nas_vs_baseline.png'} and {out / 'nas_vs_baseline.json'} ({total:.0f} s this invocation)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

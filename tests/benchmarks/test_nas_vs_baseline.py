@@ -1,0 +1,124 @@
+"""benchmarks/nas_vs_baseline.py: its selection and comparison logic, and a tiny end-to-end run."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import kendalltau
+
+from search.report import write_trials_csv
+from tests.search.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("nas_vs_baseline", ROOT / "benchmarks" / "nas_vs_baseline.py")
+nvb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nvb)
+
+
+def rec(i, lat, acc=50.0, **kw):
+    return {"number": i, "source": "sampled", "arch": f"a{i}", "acc": acc, "latency_ms": lat, "pred_ms": lat,
+            "measured_ms": None, "feasible": True, "evaluated": True, "params": 1000 + i, "mflops": 0.5, **kw}
+
+
+def test_trials_csv_round_trip(tmp_path):
+    recs = [rec(0, 1.5, 61.25), rec(1, 2.5, 0.0, feasible=False, evaluated=False), rec(2, 1.0, measured_ms=1.1)]
+    write_trials_csv(recs, tmp_path / "t.csv")
+    back = nvb.load_trials(tmp_path / "t.csv")
+    assert [r["arch"] for r in back] == ["a0", "a1", "a2"]
+    assert back[0]["acc"] == 61.25 and back[0]["latency_ms"] == 1.5 and back[0]["params"] == 1000
+    assert back[1]["feasible"] is False and back[1]["evaluated"] is False and back[0]["feasible"] is True
+    assert back[0]["measured_ms"] is None and back[2]["measured_ms"] == 1.1
+
+
+def test_pick_spanning_takes_one_per_latency_quantile():
+    recs = [rec(i, float(lat)) for i, lat in enumerate(np.random.default_rng(0).permutation(100))]
+    recs += [rec(100, 5.0, feasible=False), rec(101, 6.0, evaluated=False), rec(102, 7.0, source="shufflenet_v2_x1_0")]
+    recs += [dict(rec(103, 99.0), arch="a5")]  # a duplicate arch counts once
+    picked = nvb.pick_spanning(recs, 4, exclude={"a7"}, seed=0)
+    lats = sorted(r["latency_ms"] for r in picked)
+    assert len(picked) == 4 and len({r["arch"] for r in picked}) == 4
+    # 98 eligible candidates (100 minus the excluded a7 and the duplicate) in bins of 25, 25, 24, 24
+    assert 0 <= lats[0] < 26 and 26 <= lats[1] < 52 and 52 <= lats[2] < 77 and 77 <= lats[3] < 100
+    assert not {r["arch"] for r in picked} & {"a7", "a100", "a101", "a102"}
+    assert nvb.pick_spanning(recs, 4, exclude={"a7"}, seed=0) == picked  # deterministic under a seed
+    assert len(nvb.pick_spanning(recs[:3], 8, exclude=set())) == 3  # never more than there are
+    assert nvb.pick_spanning(recs, 0, exclude=set()) == []
+
+
+def row(name, role, arch, inh, ret, lat):
+    return {"name": name, "role": role, "arch": arch, "inherited": inh, "retrained": ret, "latency_ms": lat}
+
+
+def test_compare_rows_gap_baseline_and_ranking():
+    rows = [row("searched", "searched", "w", 70.0, 66.5, 2.0),
+            row("x1_0", "preset", "p1", 60.0, 64.0, 2.2),
+            row("g3", "preset", "p2", 65.0, 65.0, 2.1),
+            row("x1_5", "preset", "p3", 68.0, 70.0, 2.6),  # stronger but over the 2.4 ms budget
+            row("rank0", "ranked", "r0", 50.0, 55.0, 1.0)]
+    s = nvb.compare_rows(rows, 2.4)
+    assert s["baseline"] == "g3" and s["gap_pts"] == pytest.approx(1.5) and s["no_slower"] is True
+    assert s["latency_ratio"] == pytest.approx(2.0 / 2.1)
+    # 10 pairs, one discordant (w, x1_5): tau = (9 - 1) / 10
+    want = kendalltau([70, 60, 65, 68, 50], [66.5, 64, 65, 70, 55]).statistic
+    assert s["n_ranked"] == 5 and s["kendall_tau"] == pytest.approx(want) and s["kendall_tau"] == pytest.approx(0.8)
+    # a winner that is itself a preset is ranked once; no preset in budget -> no baseline
+    dup = [row("searched", "searched", "p1", 60.0, 64.0, 2.2), rows[1], rows[3], rows[4]]
+    s2 = nvb.compare_rows(dup, 2.4)
+    assert s2["n_ranked"] == 3 and s2["baseline"] == "x1_0" and s2["gap_pts"] == 0.0
+    assert "gap_pts" not in nvb.compare_rows(rows, 1.5) and nvb.compare_rows(rows, 1.5)["baseline"] is None
+
+
+def _imagefolder(root: Path, n: int = 24) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, base in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            img = np.clip(np.array(base) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / c / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
+    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
+    monkeypatch.setattr("supernet.data.CACHE_DIR", tmp_path / "cache")
+    _imagefolder(tmp_path / "imgs")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "device": "cpu"}))
+    out = tmp_path / "bench"
+    argv = ["--root", str(tmp_path / "imgs"), "--per-class", "0", "--latency-ms", "1000", "--supernet-epochs", "1",
+            "--trials", "10", "--retrain-epochs", "2", "--rank-archs", "3", "--space", str(tmp_path / "tiny.yaml"),
+            "--search-config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--quiet"]
+    assert nvb.main(argv) == 0
+    res = json.loads((out / "nas_vs_baseline.json").read_text())
+    rows = res["rows"]
+    assert (out / "nas_vs_baseline.png").stat().st_size > 10_000
+    assert [r["role"] for r in rows] == ["searched"] + ["ranked"] * (len(rows) - 1) and len(rows) == 4
+    assert len({r["arch"] for r in rows}) == 4  # the ranking sample never repeats the winner
+    for r in rows:  # every figure in the table is the one its retrain and the latency file recorded
+        m = json.loads((out / "retrain" / r["name"] / "metrics.json").read_text())
+        assert m["arch"] == r["arch"] and r["retrained"] == m["val_acc"] and len(m["history"]) == 2
+        assert r["latency_ms"] == json.loads((out / "latency.json").read_text())[r["arch"]]["median_ms"]
+    a, b = [r["inherited"] for r in rows], [r["retrained"] for r in rows]
+    if len(set(a)) > 1 and len(set(b)) > 1:
+        assert res["summary"]["kendall_tau"] == pytest.approx(kendalltau(a, b).statistic)
+    assert res["summary"]["baseline"] is None  # no preset lies in the tiny space
+    out_text = capsys.readouterr().out
+    assert "Kendall tau" in out_text or len(set(a)) == 1 or len(set(b)) == 1
+
+    stamp = {r["name"]: (out / "retrain" / r["name"] / "metrics.json").stat().st_mtime_ns for r in rows}
+    assert nvb.main(argv) == 0  # a second invocation reuses the search, the latencies and every retrain
+    assert "[1/4] search: reusing" in capsys.readouterr().out
+    res2 = json.loads((out / "nas_vs_baseline.json").read_text())
+    assert res2["rows"] == rows
+    assert stamp == {r["name"]: (out / "retrain" / r["name"] / "metrics.json").stat().st_mtime_ns for r in rows}
+
+
+def test_missing_root_is_a_clear_error(tmp_path, capsys):
+    assert nvb.main(["--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
