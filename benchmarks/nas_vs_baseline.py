@@ -153,6 +153,8 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> Path:
     argv = ["--latency-ms", str(args.latency_ms), "--data", data_spec, "--epochs", str(args.supernet_epochs),
          "--trials", str(args.trials), "--seed", str(args.seed), "--threads", str(args.threads),
          "--space", args.space, "--out", str(out / "search")]
+    if args.min_latency_frac:
+        argv += ["--min-latency-frac", str(args.min_latency_frac)]
     if args.search_config:
         argv += ["--config", args.search_config]
     if args.quiet:
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra searched trials retrained for the ranking (the winner and presets in budget count too)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for latency")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-latency-frac", type=float, default=0.0, metavar="F",
+                    help="search.run's floor: search only networks predicted at >= F x budget")
     ap.add_argument("--space", default="default", help="search space name or YAML (presets outside it are left out)")
     ap.add_argument("--search-config", default=None, metavar="RUN_YAML",
                     help="extra settings for search.run (its --config), e.g. calib_archs, top_k")
@@ -298,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ranking, inherited vs retrained over {summary['n_ranked']} networks: Kendall tau "
               f"{summary['kendall_tau']:.3f}, Spearman rho {summary['spearman_rho']:.3f}")
     title = (f"{Path(args.root).name}@{args.per_class or 'all'} | {env['device_name']} | budget {args.latency_ms:g} ms | "
-             f"supernet {args.supernet_epochs} ep, {args.trials} trials, retrain {recipe.epochs} ep")
+             f"supernet {args.supernet_epochs} ep, {args.trials} trials"
+             + (f" (floor {args.min_latency_frac:g} x budget)" if args.min_latency_frac else "")
+             + f", retrain {recipe.epochs} ep")
     plot(rows, trials, args.latency_ms, out / "nas_vs_baseline.png", title)
     total = time.perf_counter() - t0
     (out / "nas_vs_baseline.json").write_text(json.dumps(

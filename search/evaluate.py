@@ -66,11 +66,17 @@ class Scorer:
     as 0 and it is infeasible). Candidates predicted within ``margin`` of the
     budget are measured end to end, and the measurement decides feasibility.
     Results are cached by the canonical arch string.
+
+    ``min_latency_ms`` (optional) makes architectures predicted faster than it
+    infeasible too (they are still evaluated, so presets keep their accuracy):
+    a weight-sharing supernet tends to rate small networks above their trained
+    accuracy, and the most accurate network under a budget nearly always uses
+    most of it. SPOS trains and searches inside a FLOPs window for the same reason.
     """
 
     def __init__(self, supernet: SuperNet, data: Data, predictor, *, budget_ms: float, input_size: int,
                  device: str | torch.device | None = None, runtime: str = "eager", threads: int = 1,
-                 cfg: EvalConfig = EvalConfig(), margin: float = 0.05) -> None:
+                 cfg: EvalConfig = EvalConfig(), margin: float = 0.05, min_latency_ms: float = 0.0) -> None:
         self.supernet = supernet.eval()
         self.data = data
         self.predictor = predictor
@@ -81,6 +87,9 @@ class Scorer:
         self.threads = threads
         self.cfg = cfg
         self.margin = margin
+        self.min_latency_ms = float(min_latency_ms)
+        if not 0 <= self.min_latency_ms < self.budget_ms:
+            raise ValueError(f"min_latency_ms: must lie in [0, budget {self.budget_ms:g}), got {min_latency_ms}")
         self._calib: list[torch.Tensor] | None = None
         self.cache: dict[str, dict] = {}
 
@@ -106,7 +115,7 @@ class Scorer:
                 m = measure(ShuffleNet(arch), input_shape=(1, 3, self.input_size, self.input_size), device=self.device,
                             runtime=self.runtime, threads=self.threads, samples=100, warmup_s=0.2)
                 rec.update(measured_ms=m.median_ms, latency_ms=m.median_ms)
-        rec["constraint"] = rec["latency_ms"] - self.budget_ms
+        rec["constraint"] = max(rec["latency_ms"] - self.budget_ms, self.min_latency_ms - rec["latency_ms"])
         rec["feasible"] = rec["constraint"] <= 0
         self.cache[key] = rec
         return dict(rec, cached=False)

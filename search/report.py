@@ -32,7 +32,7 @@ def pareto_front(records: Sequence[dict]) -> list[dict]:
 
 
 def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner: dict | None = None,
-                title: str = "") -> None:
+                title: str = "", floor_ms: float = 0.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +40,8 @@ def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner
 
     ev = [r for r in records if r.get("evaluated")]
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for feas, color, label in ((True, "tab:blue", "feasible"), (False, "tab:gray", "over budget")):
+    infeasible = "over budget" + (" or under the floor" if floor_ms > 0 else "")
+    for feas, color, label in ((True, "tab:blue", "feasible"), (False, "tab:gray", infeasible)):
         pts = [r for r in ev if bool(r.get("feasible")) == feas and r.get("source", "sampled") == "sampled"]
         ax.scatter([r["latency_ms"] for r in pts], [r["acc"] for r in pts], s=18, c=color, alpha=0.6, label=label)
     presets = [r for r in ev if r.get("source", "sampled") != "sampled"]
@@ -52,6 +53,8 @@ def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner
     front = pareto_front(ev)
     ax.plot([r["latency_ms"] for r in front], [r["acc"] for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
     ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if floor_ms > 0:
+        ax.axvline(floor_ms, c="tab:red", ls=":", lw=1, label=f"search floor {floor_ms:.3g} ms")
     if winner is not None:
         ax.scatter([winner["latency_ms"]], [winner["acc"]], marker="*", s=220, c="tab:red", zorder=5,
                    label=f"exported ({winner['latency_ms']:.2f} ms measured)")
@@ -78,7 +81,8 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         f"- data `{config['data']}`, space `{config['space']}`, input {config['input_size']}x{config['input_size']}, "
         f"device `{lat['env']['device_name']}`, runtime `{lat['env']['runtime']}`, threads {lat['env']['threads']}, "
         f"batch {lat['env']['batch']}, {lat['env']['dtype']}, {lat['env']['memory_format']}, torch {lat['env']['torch']}",
-        f"- backend `{config['backend']}`, {n_trials} trials, seed {config['seed']}",
+        f"- backend `{config['backend']}`, {n_trials} trials, seed {config['seed']}"
+        + (f", search floor {config.get('min_latency_frac', 0):g} x budget" if config.get("min_latency_frac") else ""),
         "",
         "| model | arch | top-1 (inherited) | latency median (IQR) | params | MFLOPs |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "top_k": 5,
     "address": None,
     "concurrency": 2,
+    "min_latency_frac": 0.0,
 }
 SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default=None, choices=["optuna", "ray"], help="optuna (default) | ray")
     ap.add_argument("--address", default=None, help="ray: join an existing cluster (ray start --head)")
     ap.add_argument("--concurrency", type=_positive_int, default=None, help="ray: concurrent trials")
+    ap.add_argument("--min-latency-frac", type=float, default=None, metavar="F",
+                    help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--out", default=None, help="results folder (default results/)")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     ap.add_argument("--config", default=None, metavar="RUN_YAML", help="read settings from YAML; flags override it")
@@ -122,6 +125,9 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, k, None)
         if v is not None:
             cfg[k] = v
+    f = cfg["min_latency_frac"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+        raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
     if cfg["latency_ms"] is None:
         raise ValueError("latency_ms: a budget is required: --latency-ms MS (or latency_ms in --config)")
     if cfg["runtime"] not in ("eager", "torchscript", "compile"):
@@ -238,8 +244,9 @@ def _run(args: argparse.Namespace) -> int:
     supernet.eval()
     timings["supernet" + (" (cached)" if reused else " training")] = time.perf_counter() - t
 
+    floor_ms = float(cfg["min_latency_frac"]) * budget
     scorer = Scorer(supernet, data, predictor, budget_ms=budget, input_size=size, device=device,
-                    runtime=cfg["runtime"], threads=cfg["threads"])
+                    runtime=cfg["runtime"], threads=cfg["threads"], min_latency_ms=floor_ms)
     seeds = [(n, get_preset(n, data.num_classes)) for n in list_presets()]
     seeds = [(n, a) for n, a in seeds if space.contains(a) and predictor.predict(a) <= budget * (1 + scorer.margin)]
     t = time.perf_counter()
@@ -261,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
         from search.backends.ray import run_ray
 
         scorer_kw = {"budget_ms": budget, "input_size": size, "device": str(device), "runtime": cfg["runtime"],
-                     "threads": cfg["threads"]}
+                     "threads": cfg["threads"], "min_latency_ms": floor_ms}
         study = run_ray(scorer_kw, space, supernet=supernet, data=data, predictor=predictor, run_dir=run_dir,
                         n_trials=cfg["trials"], seed=cfg["seed"], num_classes=data.num_classes,
                         concurrency=cfg["concurrency"], address=cfg["address"], seeds=seeds, on_trial=on_trial,
@@ -276,8 +283,11 @@ def _run(args: argparse.Namespace) -> int:
 
     # final pick: the most accurate candidates, measured end to end, interleaved
     t = time.perf_counter()
-    feasible = sorted((r for r in records if r.get("evaluated") and r.get("feasible")),
-                      key=lambda r: (-r["acc"], r["latency_ms"]))  # ties go to the faster network
+    pool = [r for r in records if r.get("evaluated") and r.get("feasible")]
+    if not pool and floor_ms > 0:  # nothing between floor and budget: fall back to the budget alone
+        log.warning("no trial between %.3g and %.3g ms; picking among all under the budget", floor_ms, budget)
+        pool = [r for r in records if r.get("evaluated") and r["latency_ms"] <= budget]
+    feasible = sorted(pool, key=lambda r: (-r["acc"], r["latency_ms"]))  # ties go to the faster network
     uniq: dict[str, dict] = {}
     for r in feasible:
         uniq.setdefault(r["arch"], r)
@@ -323,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
         base_out = dict(baseline, latency_ms=bl.median_ms, latency=bl.to_dict(samples=False))
     plot_recs = [dict(r, latency_ms=measured[r["arch"]].median_ms) if r["arch"] in measured else r for r in records]
     write_trials_csv(plot_recs, run_dir / "trials.csv")
-    plot_pareto(plot_recs, run_dir / "pareto.png", budget_ms=budget, winner=winner_out,
+    plot_pareto(plot_recs, run_dir / "pareto.png", budget_ms=budget, winner=winner_out, floor_ms=floor_ms,
                 title=f"{cfg['data']} | {predictor.key['device_name']} | {cfg['runtime']} | {size}x{size}")
     timings["total"] = time.perf_counter() - t_start
     (run_dir / "result.json").write_text(json.dumps(

@@ -91,3 +91,47 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a ShuffleNAS run folder" in capsys.readouterr().err
     assert main([]) == 2
     assert "budget is required" in capsys.readouterr().err
+
+
+def test_scorer_latency_floor_marks_small_networks_infeasible_but_scores_them():
+    import numpy as np
+    import yaml
+
+    from search.evaluate import Scorer
+    from search_space import SearchSpace
+    from supernet import SuperNet
+    from tests.search.conftest import TINY
+
+    space = SearchSpace.from_dict(yaml.safe_load(yaml.safe_dump(TINY)))
+    data = load_data("digits")
+    archs = [space.sample(np.random.default_rng(i), num_classes=10) for i in range(3)]
+    pred = {str(archs[0]): 2.0, str(archs[1]): 6.0, str(archs[2]): 20.0}
+
+    class Pred:
+        def predict(self, a):
+            return pred[str(a)]
+
+    torch.manual_seed(0)
+    sc = Scorer(SuperNet(space, num_classes=10), data, Pred(), budget_ms=10.0, input_size=32, device="cpu",
+                min_latency_ms=5.0)
+    low, mid, high = (sc(a) for a in archs)
+    assert low["evaluated"] and not low["feasible"] and low["constraint"] == pytest.approx(3.0) and low["acc"] > 0
+    assert mid["evaluated"] and mid["feasible"] and mid["constraint"] == pytest.approx(-1.0)  # distance to the nearer bound
+    assert not high["evaluated"] and not high["feasible"] and high["constraint"] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="min_latency_ms"):
+        Scorer(sc.supernet, data, Pred(), budget_ms=10.0, input_size=32, min_latency_ms=10.0)
+
+
+def test_latency_floor_with_nothing_above_it_falls_back_to_the_budget(env, caplog):
+    base, out = env
+    assert main(base + ["--latency-ms", "1000", "--trials", "4", "--min-latency-frac", "0.5"]) == 0
+    res = json.loads(((out / "latest").resolve() / "result.json").read_text())
+    assert res["winner"]["feasible"] is False and res["winner"]["constraint"] > 0  # under the 500 ms floor
+    assert "picking among all under the budget" in caplog.text
+    assert "search floor 0.5 x budget" in ((out / "latest").resolve() / "report.md").read_text()
+
+
+@pytest.mark.parametrize("frac", ["1", "-0.1", "1.5"])
+def test_bad_latency_floor(frac, capsys):
+    assert main(["--latency-ms", "5", "--min-latency-frac", frac]) == 2
+    assert "min_latency_frac" in capsys.readouterr().err
