@@ -131,7 +131,7 @@ def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: P
         ax.set_xlabel("latency (ms, batch 1): measured median (trials: predicted)")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
     a1.set_title("search (supernet accuracy)", fontsize=9)
     a2.set_title("the same networks trained on their own", fontsize=9)
     fig.suptitle(title, fontsize=9)

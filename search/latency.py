@@ -470,8 +470,11 @@ class LatencyPredictor:
         return f[0] + f[1] + f[2]
 
     def predict(self, arch: Arch) -> float:
-        """Predicted end-to-end latency in milliseconds."""
-        return float(np.dot(self.coef, self.features(arch)))
+        """Predicted end-to-end latency in milliseconds: the calibrated linear model, never below
+        the raw table sum (blocks timed alone with hot caches are a floor; a linear fit alone
+        extrapolated to negative times for the smallest networks of the default space)."""
+        f = self.features(arch)
+        return max(float(np.dot(self.coef, f)), f[0] + f[1] + f[2])
 
     def fastest(self, space: SearchSpace) -> tuple[Arch, float]:
         """The architecture of ``space`` with the smallest predicted latency (exact DP over the
