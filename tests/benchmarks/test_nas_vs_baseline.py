@@ -61,6 +61,8 @@ def test_compare_rows_gap_baseline_and_ranking():
     s = nvb.compare_rows(rows, 2.4)
     assert s["baseline"] == "g3" and s["gap_pts"] == pytest.approx(1.5) and s["no_slower"] is True
     assert s["latency_ratio"] == pytest.approx(2.0 / 2.1)
+    assert s["sample_n"] == 1 and s["sample_mean"] == 55.0 and s["sample_best"] == 55.0
+    assert s["searched_rank"] == 2  # only x1_5 (70.0%) retrained better
     # 10 pairs, one discordant (w, x1_5): tau = (9 - 1) / 10
     want = kendalltau([70, 60, 65, 68, 50], [66.5, 64, 65, 70, 55]).statistic
     assert s["n_ranked"] == 5 and s["kendall_tau"] == pytest.approx(want) and s["kendall_tau"] == pytest.approx(0.8)
