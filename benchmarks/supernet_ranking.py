@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--truth", nargs="+", required=True, help="nas_vs_baseline.json file(s) with retrained rows")
     ap.add_argument("--sampling", default="uniform")
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
+    ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],
+                    help="classifier of conv0 networks (SuperNet conv0_head)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/supernet_<sampling>.pt)")
@@ -95,10 +97,11 @@ def main() -> None:
                 space, p, num_classes, small_input)
         elif args.sampling != "uniform":
             raise SystemExit(f"--sampling: unknown variant {args.sampling!r}")
-        ckpt = Path(args.out or f"results/supernet_{args.sampling.replace(':', '_')}.pt")
+        ckpt = Path(args.out or f"results/supernet_{args.sampling.replace(':', '_')}_{args.conv0_head}.pt")
         t = time.perf_counter()
-        sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu", progress=False)
-        label = (f"{args.sampling}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
+        sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu", progress=False,
+                                       conv0_head=args.conv0_head)
+        label = (f"{args.sampling}, conv0 head {args.conv0_head}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
     sup.eval()
     cfg = EvalConfig()

@@ -205,8 +205,10 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
-            width_sharing: str = "prefix") -> dict[str, Any]:
+            width_sharing: str = "prefix", conv0_head: str = "shared") -> dict[str, Any]:
+    extra = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
     return {
+        **extra,
         "space": space.to_dict(),
         "width_sharing": width_sharing,
         "data": data.spec,
@@ -227,6 +229,7 @@ def train_supernet(
     device: str | torch.device | None = None,
     small_input: bool = False,
     width_sharing: str = "prefix",
+    conv0_head: str = "shared",
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> tuple[SuperNet, dict[str, Any]]:
@@ -241,13 +244,13 @@ def train_supernet(
         device: ``cpu``/``cuda``; default GPU when present.
         small_input: sample architectures with the small-input stem (stride-1 conv1, no
             maxpool); about 10x the compute at 32x32, so off by default.
-        width_sharing: see :class:`SuperNet`.
+        width_sharing, conv0_head: see :class:`SuperNet`.
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this many epochs.
     """
     dev = check_device(device)
     small = bool(small_input)
-    config = _config(space, data, recipe, data.num_classes, small, width_sharing)
+    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = None
     if resume:
@@ -264,7 +267,7 @@ def train_supernet(
                     f"use a new output folder or the same settings"
                 )
     torch.manual_seed(recipe.seed)
-    supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing)
+    supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head)
     channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
@@ -410,7 +413,7 @@ def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tu
         raise ValueError(f"supernet checkpoint: {str(path)!r} is not a ShuffleNAS supernet checkpoint")
     cfg = state["config"]
     supernet = SuperNet(SearchSpace.from_dict(cfg["space"]), num_classes=cfg["num_classes"],
-                        width_sharing=cfg.get("width_sharing", "prefix"))
+                        width_sharing=cfg.get("width_sharing", "prefix"), conv0_head=cfg.get("conv0_head", "shared"))
     supernet.load_state_dict(state["model"])
     return supernet.to(device), state
 

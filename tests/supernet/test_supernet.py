@@ -171,3 +171,42 @@ def test_recalibrate_bn_is_the_cumulative_average():
     assert recalibrate_bn(model, batches, max_batches=1) == 1
     with pytest.raises(ValueError, match="at least one batch"):
         recalibrate_bn(model, [])
+
+
+def test_per_width_conv0_head_extracts_exactly_and_uses_its_own_classifier(tmp_path):
+    from supernet.data import load_data
+    from supernet.train import Recipe, load_supernet, train_supernet
+
+    tiny = SearchSpace.from_dict({
+        "stem": {"channels": [8]},
+        "stages": [{"depth": [1, 2], "channels": [16]}, {"depth": [1, 2], "channels": [24]},
+                   {"depth": [1, 2], "channels": [48, 64]}],
+        "units": {"v1": {"groups": [1, 2]}, "v2": {"split": [0.5]}},
+        "last_conv": [0, 32],
+    })
+    torch.manual_seed(0)
+    s = SuperNet(tiny, num_classes=3, conv0_head="per_width")
+    assert sorted(s.heads["head"].fc) == ["l0_c48", "l0_c64", "l32"]
+    assert s.heads["head"].fc["l0_c48"].weight.shape == (3, 64)  # label-indexed columns, like the shared one
+    randomize_bn(s, 0)
+    s.eval()
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for _ in range(30):
+            a = tiny.sample(rng, num_classes=3, small_input=True)
+            torch.testing.assert_close(extract(s, a).eval()(x), s(x, a), rtol=0, atol=1e-5)
+        a48 = Arch.parse("stem8:small|16:v2s0.5|24:v2s0.5|48:v2s0.5|conv0|cls3")
+        a64 = Arch.parse("stem8:small|16:v2s0.5|24:v2s0.5|64:v2s0.5|conv0|cls3")
+        y48, y64 = s(x, a48), s(x, a64)
+        s.heads["head"].fc["l0_c48"].bias += 1.0  # only the width-48 network reads this classifier
+        torch.testing.assert_close(s(x, a48), y48 + 1.0, rtol=0, atol=1e-5)
+        torch.testing.assert_close(s(x, a64), y64, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="conv0_head"):
+        SuperNet(tiny, num_classes=3, conv0_head="each")
+    ck = tmp_path / "s.pt"
+    net, state = train_supernet(tiny, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",
+                                progress=False, conv0_head="per_width")
+    assert state["config"]["conv0_head"] == "per_width"
+    again, _ = load_supernet(ck)
+    assert again.conv0_head == "per_width" and again.state_dict().keys() == net.state_dict().keys()
