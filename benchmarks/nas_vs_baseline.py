@@ -271,10 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         d = out / "retrain" / r["name"]
         d.mkdir(parents=True, exist_ok=True)
         mf = d / "metrics.json"
-        if mf.is_file() and json.loads(mf.read_text()).get("arch") == r["arch"] \
-                and json.loads(mf.read_text())["recipe"] == recipe.__dict__:
-            m = json.loads(mf.read_text())
-        else:
+        m = json.loads(mf.read_text()) if mf.is_file() else {}
+        if m.get("arch") != r["arch"] or m.get("recipe") != recipe.__dict__:
             t = time.perf_counter()
             hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=not args.quiet,
                                desc=f"retrain {r['name']}", checkpoint=d / "checkpoint.pt", resume=True,

@@ -111,6 +111,17 @@ def test_training_forward_updates_shared_weights_and_bn_statistics():
     torch.testing.assert_close(m.stage3[1].branch_main_2[3].running_var, s.subnet_state(a)["stage3.1.branch_main_2.3.running_var"])
 
 
+def _assert_extracts_exactly(s, space, n=30):
+    """``n`` random small-input archs of ``space``: extracted model == supernet path; returns the input."""
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        for _ in range(n):
+            a = space.sample(rng, num_classes=3, small_input=True)
+            torch.testing.assert_close(extract(s, a).eval()(x), s(x, a), rtol=0, atol=1e-5)
+    return x
+
+
 def test_separate_width_sharing_also_extracts_exactly():
     tiny = SearchSpace.from_dict({
         "stem": {"channels": [8]},
@@ -124,12 +135,7 @@ def test_separate_width_sharing_also_extracts_exactly():
     randomize_bn(s, 0)
     s.eval()
     assert "stage4_0_c48_v2" in s.units and "stage4_0_c64_v2" in s.units and "stage3_0_c24_v1" in s.units
-    rng = np.random.default_rng(0)
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        for _ in range(30):
-            a = tiny.sample(rng, num_classes=3, small_input=True)
-            torch.testing.assert_close(extract(s, a).eval()(x), s(x, a), rtol=0, atol=1e-5)
+    _assert_extracts_exactly(s, tiny)
     with pytest.raises(ValueError, match="width_sharing"):
         SuperNet(tiny, num_classes=3, width_sharing="suffix")
 
@@ -190,12 +196,8 @@ def test_per_width_conv0_head_extracts_exactly_and_uses_its_own_classifier(tmp_p
     assert s.heads["head"].fc["l0_c48"].weight.shape == (3, 64)  # label-indexed columns, like the shared one
     randomize_bn(s, 0)
     s.eval()
-    rng = np.random.default_rng(0)
-    x = torch.randn(2, 3, 16, 16)
+    x = _assert_extracts_exactly(s, tiny)
     with torch.no_grad():
-        for _ in range(30):
-            a = tiny.sample(rng, num_classes=3, small_input=True)
-            torch.testing.assert_close(extract(s, a).eval()(x), s(x, a), rtol=0, atol=1e-5)
         a48 = Arch.parse("stem8:small|16:v2s0.5|24:v2s0.5|48:v2s0.5|conv0|cls3")
         a64 = Arch.parse("stem8:small|16:v2s0.5|24:v2s0.5|64:v2s0.5|conv0|cls3")
         y48, y64 = s(x, a48), s(x, a64)
