@@ -32,7 +32,8 @@ def calibration_batches(data: Data, cfg: EvalConfig, device: torch.device, chann
     """The fixed training batches used to recalibrate BN (same for every candidate)."""
     g = torch.Generator().manual_seed(cfg.seed)
     return [x for x, _ in data.batches("train", batch_size=cfg.batch_size, shuffle=True, generator=g,
-                                       device=device, channels_last=channels_last, max_batches=cfg.calib_batches)]
+                                       device=device, channels_last=channels_last, max_batches=cfg.calib_batches,
+                                       min_last=2)]  # BN in train mode cannot take a batch of one
 
 
 @torch.no_grad()
@@ -53,7 +54,7 @@ def evaluate_arch(
         model = model.to(memory_format=torch.channels_last)
     if calib is None:
         calib = calibration_batches(data, cfg, dev, channels_last)
-    recalibrate_bn(model, calib)
+    recalibrate_bn(model, calib)  # leaves the (own, extracted) model in eval mode
     acc = accuracy(model, data.batches("val", batch_size=cfg.batch_size, device=dev, channels_last=channels_last))
     return acc, model
 
@@ -77,7 +78,7 @@ class Scorer:
     def __init__(self, supernet: SuperNet, data: Data, predictor, *, budget_ms: float, input_size: int,
                  device: str | torch.device | None = None, runtime: str = "eager", threads: int = 1,
                  cfg: EvalConfig = EvalConfig(), margin: float = 0.05, min_latency_ms: float = 0.0) -> None:
-        self.supernet = supernet.eval()
+        self.supernet = supernet  # evaluation extracts copies; the caller's supernet keeps its mode
         self.data = data
         self.predictor = predictor
         self.budget_ms = float(budget_ms)

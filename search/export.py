@@ -12,6 +12,7 @@ A run folder is enough to rebuild, re-measure and ship its model:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -37,10 +38,12 @@ def _atomic(path: Path, write) -> None:
 
 def export_model(model: ShuffleNet, out_dir: Path | str, *, input_size: int, meta: dict[str, Any] | None = None,
                  onnx: bool = True) -> dict[str, str]:
-    """Write ``arch.yaml``, ``model.pt``, ``model.ts`` (and ``model.onnx``) into ``out_dir``."""
+    """Write ``arch.yaml``, ``model.pt``, ``model.ts`` (and ``model.onnx``) into ``out_dir``.
+
+    Exports a CPU, eval-mode copy; ``model`` itself is left as it was (device, mode, memory format)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
     arch = model.arch
     files: dict[str, str] = {}
     (out / "arch.yaml").write_text(arch.to_yaml())

@@ -28,6 +28,7 @@ CLI: ``python -m search.latency build|check``.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -158,10 +159,16 @@ def _stats(samples: list[float], env: dict[str, Any], attempts: int) -> Measurem
 
 
 class _Runner:
-    """A model prepared for timing: runtime applied, input preallocated on the device."""
+    """A copy of a model prepared for timing: runtime applied, input preallocated on the device.
+
+    The caller's model is never touched: mode, device, dtype, memory format and
+    parameters (which ``inference_mode`` would turn into inference tensors) stay
+    as they were, so it can go on training."""
 
     def __init__(self, model: nn.Module, input_shape, dev: torch.device, runtime: str, dtype: torch.dtype,
                  memory_format: torch.memory_format) -> None:
+        with torch.inference_mode(False):
+            model = copy.deepcopy(model)
         model = model.eval().to(device=dev, dtype=dtype)
         if memory_format == torch.channels_last:
             model = model.to(memory_format=torch.channels_last)

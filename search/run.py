@@ -48,24 +48,57 @@ DEFAULTS: dict[str, Any] = {
 SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
 
-def _budget(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, got {v!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number of milliseconds, got {v!r}")
-    return x
+def _number(v: str) -> int | float | str:
+    """A flag's number as typed (int, else float); anything else stays a string for
+    :func:`validate_config` to reject with the same one line as a YAML value."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
 
 
-def _positive_int(v: str) -> int:
-    try:
-        x = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}") from None
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}")
-    return x
+_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency")
+_STRINGS = ("data", "space", "out")
+_CHOICES = {"runtime": ("eager", "torchscript", "compile"), "backend": ("optuna", "ray")}
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check every setting, whether it came from a flag, a ``--config`` YAML or a resumed run.
+
+    Returns ``cfg`` with numbers normalised (``latency_ms`` as float). Raises
+    ``ValueError`` with one line naming the setting, the rule and the value.
+    """
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"config: unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    out = dict(cfg)
+    v = out["latency_ms"]
+    if v is None:
+        raise ValueError("latency_ms: a budget is required: --latency-ms MS (or latency_ms in --config)")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"latency_ms: must be a positive finite number of milliseconds, got {v!r}")
+    out["latency_ms"] = float(v)
+    for k in _POSITIVE_INTS:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k}: must be a positive integer, got {v!r}")
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
+        raise ValueError(f"seed: must be an integer >= 0, got {out['seed']!r}")
+    for k in _STRINGS:
+        if not isinstance(out[k], str) or not out[k].strip():
+            raise ValueError(f"{k}: must be a non-empty string, got {out[k]!r}")
+    for k in ("device", "address"):
+        if out[k] is not None and (not isinstance(out[k], str) or not out[k].strip()):
+            raise ValueError(f"{k}: must be a non-empty string or unset, got {out[k]!r}")
+    for k, choices in _CHOICES.items():
+        if out[k] not in choices:
+            raise ValueError(f"{k}: unknown {k} {out[k]!r}; available: {list(choices)}")
+    f = out["min_latency_frac"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+        raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,20 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.run",
         description="Find the most accurate ShuffleNet-style network under a latency budget on this device.",
     )
-    ap.add_argument("--latency-ms", type=_budget, default=None, help="hard latency budget (batch 1, ms) [required]")
-    ap.add_argument("--trials", type=_positive_int, default=None, help=f"search trials (default {DEFAULTS['trials']})")
-    ap.add_argument("--epochs", type=_positive_int, default=None, help=f"supernet epochs (default {DEFAULTS['epochs']})")
+    ap.add_argument("--latency-ms", type=_number, default=None, help="hard latency budget (batch 1, ms) [required]")
+    ap.add_argument("--trials", type=_number, default=None, help=f"search trials (default {DEFAULTS['trials']})")
+    ap.add_argument("--epochs", type=_number, default=None, help=f"supernet epochs (default {DEFAULTS['epochs']})")
     ap.add_argument("--data", default=None, help="digits (default, embedded) | cifar10[:ROOT] | imagefolder:PATH[@N]")
     ap.add_argument("--space", default=None, help="built-in space name or YAML path (default 'default')")
-    ap.add_argument("--input-size", type=_positive_int, default=None, help="input side in pixels (default 32)")
+    ap.add_argument("--input-size", type=_number, default=None, help="input side in pixels (default 32)")
     ap.add_argument("--runtime", default=None, help="eager (default) | torchscript | compile")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: the GPU when present)")
-    ap.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for latency (default 1)")
-    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--threads", type=_number, default=None, help="CPU threads for latency (default 1)")
+    ap.add_argument("--seed", type=_number, default=None)
     ap.add_argument("--backend", default=None, choices=["optuna", "ray"], help="optuna (default) | ray")
     ap.add_argument("--address", default=None, help="ray: join an existing cluster (ray start --head)")
-    ap.add_argument("--concurrency", type=_positive_int, default=None, help="ray: concurrent trials")
-    ap.add_argument("--min-latency-frac", type=float, default=None, metavar="F",
+    ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
+    ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--out", default=None, help="results folder (default results/)")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
@@ -114,32 +147,16 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"config: {p} is not valid YAML ({e})") from None
         if not isinstance(d, dict):
             raise ValueError(f"config: {p} must hold a mapping of settings")
-        d = {k.replace("-", "_"): v for k, v in d.items()}
+        d = {str(k).replace("-", "_"): v for k, v in d.items()}
         unknown = sorted(set(d) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown} in {p}; known: {sorted(DEFAULTS)}")
-        if d.get("latency_ms") is not None:
-            d["latency_ms"] = _budget_value(d["latency_ms"], "config: latency_ms")
         cfg.update(d)
     for k in DEFAULTS:
         v = getattr(args, k, None)
         if v is not None:
             cfg[k] = v
-    f = cfg["min_latency_frac"]
-    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
-        raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
-    if cfg["latency_ms"] is None:
-        raise ValueError("latency_ms: a budget is required: --latency-ms MS (or latency_ms in --config)")
-    if cfg["runtime"] not in ("eager", "torchscript", "compile"):
-        raise ValueError(f"runtime: unknown runtime {cfg['runtime']!r}; available: ['eager', 'torchscript', 'compile']")
-    return cfg
-
-
-def _budget_value(v: Any, where: str) -> float:
-    try:
-        return _budget(str(v))
-    except argparse.ArgumentTypeError as e:
-        raise ValueError(f"{where} {e}") from None
+    return validate_config(cfg)
 
 
 def supernet_for(space, data, recipe, *, device, progress: bool):

@@ -108,8 +108,18 @@ class Data:
         channels_last: bool = False,
         drop_last: bool = False,
         max_batches: int | None = None,
+        min_last: int = 1,
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield normalised ``(x, y)`` batches of ``split`` (``train`` or ``val``)."""
+        """Yield normalised ``(x, y)`` batches of ``split`` (``train`` or ``val``): ``x`` float
+        ``(B, 3, H, W)``, ``y`` int64 ``(B,)``.
+
+        ``min_last``: a last batch smaller than this joins the batch before it (so a
+        training step never sees a batch of one, which BatchNorm cannot normalise
+        at 1x1 maps: ``min_last=2``). :meth:`num_batches` gives the count.
+
+        Raises:
+            ValueError: unknown split, batch_size < 1, shuffling without a generator.
+        """
         if split not in ("train", "val"):
             raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
         if batch_size < 1:
@@ -119,15 +129,30 @@ class Data:
         if (shuffle or augment) and generator is None:
             raise ValueError("generator: shuffling/augmentation needs an explicit torch.Generator")
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for k, i in enumerate(range(0, stop, batch_size)):
+        for k, (i, j) in enumerate(_bounds(n, batch_size, drop_last, min_last)):
             if max_batches is not None and k >= max_batches:
                 return
-            idx = order[i : i + batch_size]
+            idx = order[i:j]
             x = xs[idx]
             if augment:
                 x = self.augment(x, generator)
             yield self._normalize(x, device, channels_last), ys[idx].to(device)
+
+
+    def num_batches(self, split: str, *, batch_size: int, drop_last: bool = False, min_last: int = 1) -> int:
+        """How many batches :meth:`batches` yields with these settings (no ``max_batches``)."""
+        n = (self.train_y if split == "train" else self.val_y).numel()
+        return len(_bounds(n, batch_size, drop_last, min_last))
+
+
+def _bounds(n: int, batch_size: int, drop_last: bool, min_last: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each batch: full batches, then the remainder (dropped with
+    ``drop_last``; merged into the previous batch when smaller than ``min_last``)."""
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    out = [(i, min(i + batch_size, stop)) for i in range(0, stop, batch_size)]
+    if len(out) >= 2 and out[-1][1] - out[-1][0] < min_last:
+        out[-2:] = [(out[-2][0], out[-1][1])]
+    return out
 
 
 def _crop(padded: Tensor, dy: Tensor, dx: Tensor, h: int, w: int) -> Tensor:

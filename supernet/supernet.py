@@ -42,7 +42,8 @@ Sharing scheme (as in once-for-all's ``get_active_filter`` / SPOS):
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
@@ -236,11 +237,30 @@ class _SharedV1(nn.Module):
         return layout
 
 
-@lru_cache(maxsize=128)
+_TEMPLATES = threading.local()
+_TEMPLATE_CACHE_SIZE = 128
+
+
 def _template(arch: Arch, training: bool) -> ShuffleNet:
-    """``ShuffleNet(arch)`` on the meta device: structure only, no memory, never mutated."""
-    with torch.device("meta"):
-        return ShuffleNet(arch).train(training)
+    """``ShuffleNet(arch)`` on the meta device: structure only, no memory.
+
+    One cache per thread: ``functional_call`` swaps the subnet's tensors into the
+    template for the duration of a call, so two threads sharing one template
+    would run each other's weights (wrong outputs, NaNs, or "tensor on device
+    meta" errors)."""
+    cache = getattr(_TEMPLATES, "cache", None)
+    if cache is None:
+        cache = _TEMPLATES.cache = OrderedDict()
+    key = (arch, training)
+    model = cache.get(key)
+    if model is None:
+        with torch.device("meta"):
+            model = cache[key] = ShuffleNet(arch).train(training)
+        if len(cache) > _TEMPLATE_CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return model
 
 
 class _Head(nn.Module):

@@ -40,6 +40,7 @@ __all__ = ["Recipe", "train_supernet", "train_model", "load_supernet", "accuracy
 log = logging.getLogger(__name__)
 CKPT_FORMAT = "shufflenas.supernet/1"
 MODEL_CKPT_FORMAT = "shufflenas.train/1"
+TRAIN_MIN_BATCH = 2  # a last training batch of one joins the one before: BatchNorm cannot normalise 1 value
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,10 @@ def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.dev
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    steps = math.ceil(data.train_y.numel() / recipe.batch_size)
+    n = data.train_y.numel()
+    if n < 2:
+        raise ValueError(f"data: {data.spec} has {n} training image(s); training (BatchNorm) needs at least 2")
+    steps = data.num_batches("train", batch_size=recipe.batch_size, min_last=TRAIN_MIN_BATCH)
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, steps)
     use_amp = dev.type == "cuda"
@@ -194,11 +198,24 @@ def make_sampler(space: SearchSpace, recipe: Recipe, *, num_classes: int, small_
 
 @torch.no_grad()
 def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy (in %) of ``model`` over ``(x, y)`` batches."""
+    """Top-1 accuracy (in %) of ``model`` over ``(x, y)`` batches.
+
+    An ``nn.Module`` is evaluated in eval mode and handed back in the mode it came in.
+
+    Raises:
+        ValueError: no samples in ``batches``.
+    """
     correct = total = 0
-    for x, y in batches:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
+    was_training = isinstance(model, nn.Module) and model.training
+    if was_training:
+        model.eval()
+    try:
+        for x, y in batches:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += int(y.numel())
+    finally:
+        if was_training:
+            model.train()
     if total == 0:
         raise ValueError("batches: no samples to evaluate")
     return 100.0 * correct / total
@@ -291,7 +308,8 @@ def train_supernet(
         tot_loss = tot_correct = tot_n = 0.0
         bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress)
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
-                                 generator=gen, device=dev, channels_last=channels_last):
+                                 generator=gen, device=dev, channels_last=channels_last,
+                                 min_last=TRAIN_MIN_BATCH):
             arch = sample(rng)
             out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler, recipe, use_amp)
             n = y.numel()
@@ -378,7 +396,8 @@ def train_model(
         tot = correct = n = 0.0
         bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress)
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
-                                 generator=gen, device=dev, channels_last=channels_last):
+                                 generator=gen, device=dev, channels_last=channels_last,
+                                 min_last=TRAIN_MIN_BATCH):
             out, loss = sgd_step(lambda x=x: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp)
             tot += float(loss.detach()) * y.numel()
             correct += int((out.argmax(1) == y).sum())

@@ -36,12 +36,20 @@ def open_study(run_dir: Path, *, seed: int) -> optuna.Study:
 
 
 def _recover(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a dead process as FAIL and enqueue their parameters again."""
+    """Mark trials left RUNNING by a dead process as FAIL and enqueue them again as they were.
+
+    An enqueued trial (a preset seed) comes back with all its fixed parameters and its
+    ``source``, even if it was interrupted before its architecture was suggested; a
+    sampled trial comes back with the parameters it had drawn (the rest are drawn anew;
+    one interrupted before any draw is simply replaced by the next trial, since only
+    COMPLETE trials count towards ``n_trials``)."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, skip_if_exists=False)
+        params = t.system_attrs.get("fixed_params") or t.params
+        attrs = {"source": t.user_attrs["source"]} if "source" in t.user_attrs else None
+        if params:
+            study.enqueue_trial(dict(params), user_attrs=attrs, skip_if_exists=False)
         n += 1
     return n
 

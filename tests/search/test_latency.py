@@ -157,3 +157,52 @@ def test_predictor_refuses_archs_outside_its_table(built):
 
     with pytest.raises(ValueError, match="not in the latency table"):
         p.predict(get_preset("shufflenet_v2_x0_5", 10))
+
+
+def _state_of(model: nn.Module):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("helper", ["measure", "measure_many", "compare"])
+def test_latency_helpers_leave_the_callers_model_as_they_found_it(helper):
+    """Issue 12 case 1: measuring a model used to turn its 4-D weights into channels_last
+    inference tensors and leave it in eval mode; the next SGD step then raised."""
+    from search_space import get_preset
+
+    torch.manual_seed(0)
+    model = ShuffleNet(get_preset("shufflenet_v2_x0_5", 10, small_input=True)).train()
+    before = _state_of(model)
+    threads = torch.get_num_threads()
+    shape = (1, 3, 32, 32)
+    if helper == "measure":
+        measure(model, input_shape=shape, device="cpu", samples=5, warmup_s=0.0, warmup_runs=1, retries=0)
+    elif helper == "measure_many":
+        measure_many([model, model], input_shape=shape, device="cpu", rounds=1, per_round=2, warmup_s=0.0,
+                     warmup_runs=1, rewarm_runs=1)
+    else:
+        compare(model, model, input_shape=shape, rounds=1, per_round=2)
+    assert model.training and torch.is_grad_enabled() and torch.get_num_threads() == threads
+    params = list(model.parameters())
+    assert len(params) == 170 and sum(p.ndim == 4 for p in params) == 56
+    assert sum(p.is_inference() for p in params) == 0
+    assert sum(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in params) == 0
+    after = _state_of(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    loss = model(x).logsumexp(1).mean()
+    loss.backward()  # raised "Inference tensors cannot be saved for backward" before the fix
+    opt.step()
+    assert not torch.equal(model.conv1[0].weight, before["conv1.0.weight"])
+
+
+def test_export_leaves_the_callers_model_as_it_found_it(tmp_path):
+    """Sibling of case 1: export_model moved the caller's model to CPU/NCHW/eval in place."""
+    from search.export import export_model
+    from search_space import get_preset
+
+    model = ShuffleNet(get_preset("shufflenet_v2_x0_5", 10)).train().to(memory_format=torch.channels_last)
+    export_model(model, tmp_path, input_size=32, onnx=False)
+    assert model.training
+    assert model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv1[0].weight.is_contiguous()

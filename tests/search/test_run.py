@@ -73,9 +73,9 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch):
 
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "fast"])
 def test_bad_budgets_are_usage_errors(budget, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--latency-ms", budget])
-    assert e.value.code == 2 and "latency-ms" in capsys.readouterr().err
+    assert main(["--latency-ms", budget]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: latency_ms: must be a positive finite number of milliseconds") and err.count("\n") == 1
 
 
 def test_budget_below_the_fastest_arch(env, capsys):
@@ -135,3 +135,49 @@ def test_latency_floor_with_nothing_above_it_falls_back_to_the_budget(env, caplo
 def test_bad_latency_floor(frac, capsys):
     assert main(["--latency-ms", "5", "--min-latency-frac", frac]) == 2
     assert "min_latency_frac" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("top_k", 0, "top_k: must be a positive integer, got 0"),
+    ("trials", -3, "trials: must be a positive integer, got -3"),
+    ("threads", "two", "threads: must be a positive integer, got 'two'"),
+    ("concurrency", 1.5, "concurrency: must be a positive integer, got 1.5"),
+    ("calib_archs", True, "calib_archs: must be a positive integer, got True"),
+    ("latency_ms", "fast", "latency_ms: must be a positive finite number of milliseconds, got 'fast'"),
+    ("backend", "dask", "backend: unknown backend 'dask'; available: ['optuna', 'ray']"),
+    ("seed", -1, "seed: must be an integer >= 0, got -1"),
+    ("data", "", "data: must be a non-empty string, got ''"),
+])
+def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, value, msg):
+    """Issue 12 case 5: `top_k: 0` from YAML failed later inside range(); every setting is
+    now checked in one place, with one line and exit 2, before any work."""
+    import yaml
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"latency_ms": 5, key: value}))
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {msg}"
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--threads", "0", "threads: must be a positive integer, got 0"),
+                                            ("--trials", "0", "trials: must be a positive integer, got 0"),
+                                            ("--latency-ms", "-5", "latency_ms: must be a positive finite"),
+                                            ("--latency-ms", "nan", "latency_ms: must be a positive finite")])
+def test_flags_get_the_same_one_line_error(capsys, flag, value, msg):
+    argv = ["--latency-ms", "5", flag, value] if flag != "--latency-ms" else [flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {msg}") and err.count("\n") == 1
+
+
+def test_a_resumed_runs_settings_are_validated_too(tmp_path, capsys):
+    import yaml
+
+    from search.run import DEFAULTS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 5, "threads": 0}}))
+    assert main(["--resume", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == "error: threads: must be a positive integer, got 0"

@@ -212,3 +212,44 @@ def test_per_width_conv0_head_extracts_exactly_and_uses_its_own_classifier(tmp_p
     assert state["config"]["conv0_head"] == "per_width"
     again, _ = load_supernet(ck)
     assert again.conv0_head == "per_width" and again.state_dict().keys() == net.state_dict().keys()
+
+
+def test_supernet_from_several_threads_equals_one_thread():
+    """Issue 12 case 2: 4 threads x 15 calls raised 'Tensor on device meta' or returned NaN,
+    because every thread swapped its weights into one cached meta template."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    net = SuperNet(SPACE, num_classes=10).eval()
+    arch = get_preset("shufflenet_v2_x1_0", 10)
+    xs = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        ref = [net(x, arch) for x in xs]
+
+    def work(i):
+        with torch.no_grad():
+            return [net(xs[i], arch) for _ in range(15)]
+
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(work, range(4)))
+    assert len(outs) == 4 and all(len(o) == 15 for o in outs)
+    worst = max(float((o - ref[i]).abs().max()) for i in range(4) for o in outs[i])
+    assert worst <= 1e-5, worst
+
+
+def test_evaluation_helpers_leave_the_supernet_and_model_modes():
+    """Sibling of case 1: the search Scorer switched the caller's supernet to eval mode,
+    and accuracy() evaluated a training-mode model in training mode."""
+    from search.evaluate import Scorer
+    from supernet.train import accuracy
+
+    net = SuperNet(SPACE, num_classes=10).train()
+    Scorer(net, data=None, predictor=None, budget_ms=5.0, input_size=32, device="cpu")
+    assert net.training
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.BatchNorm1d(3)).train()
+    x = torch.randn(8, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    y = model.eval()(x).argmax(1)
+    model.train()
+    assert accuracy(model, [(x, y)]) == 100.0  # eval-mode outputs: batch statistics would change them
+    assert model.training

@@ -77,3 +77,65 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert len(err) == 1 and err[0].startswith("error: data:") and "does not exist" in err[0]
     assert main(["--epochs", "0", "--out", str(tmp_path)]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+def _data(n_train: int, n_val: int = 20):
+    """A tiny synthetic dataset with ``n_train`` training images (uint8, 8x8, 10 classes)."""
+    from supernet.data import Data
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_train + n_val, 3, 8, 8), generator=g, dtype=torch.uint8)
+    y = torch.arange(n_train + n_val) % 10
+    return Data("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], [str(i) for i in range(10)],
+                (0.5,) * 3, (0.25,) * 3)
+
+
+def test_a_last_training_batch_of_one_joins_the_previous_batch():
+    """Issue 12 case 3: 129 images at batch 128 crashed BatchNorm on a last batch of one."""
+    from search_space import Arch
+    from supernet import ShuffleNet
+    from supernet.train import train_model
+
+    data = _data(129)
+    g = torch.Generator().manual_seed(0)
+    sizes = [len(y) for _, y in data.batches("train", batch_size=128, shuffle=True, generator=g, min_last=2)]
+    assert sizes == [129] and data.num_batches("train", batch_size=128, min_last=2) == 1
+    # the ImageNet stem takes 8x8 inputs down to 1x1 at stage 4: one value per channel for a batch of one
+    model = ShuffleNet(Arch.parse("stem8|16:v2s0.5|32:v1g1|64:v1g2|conv64|cls10"))
+    hist = train_model(model, data, Recipe(epochs=1, batch_size=128, warmup_epochs=0), device="cpu", progress=False)
+    assert len(hist) == 1 and 0 <= hist[0]["val_acc"] <= 100
+
+
+@pytest.mark.parametrize("n,bs,expect", [(129, 128, [129]), (257, 128, [128, 129]), (130, 128, [128, 2]),
+                                         (128, 128, [128]), (1, 128, [1]), (5, 2, [2, 3])])
+def test_batch_bounds(n, bs, expect):
+    data = _data(n)
+    assert [len(y) for _, y in data.batches("train", batch_size=bs, min_last=2)] == expect
+    assert data.num_batches("train", batch_size=bs, min_last=2) == len(expect)
+    assert sum(len(y) for _, y in data.batches("train", batch_size=bs)) == n  # default: every batch as it falls
+
+
+def test_supernet_training_and_bn_calibration_take_a_last_batch_of_one():
+    """Siblings of case 3: SPOS training (N % batch == 1) and BN recalibration batches."""
+    from search.evaluate import EvalConfig, calibration_batches
+    from search_space import Arch
+    from supernet import ShuffleNet, recalibrate_bn
+
+    data = _data(65)
+    _, state = train_supernet(TINY, data, Recipe(epochs=1, batch_size=32, warmup_epochs=0), device="cpu",
+                              progress=False)
+    assert len(state["history"]) == 1 and state["history"][0]["train_loss"] > 0
+    calib = calibration_batches(data, EvalConfig(calib_batches=8, batch_size=32), torch.device("cpu"), False)
+    assert [len(x) for x in calib] == [32, 33]
+    model = ShuffleNet(Arch.parse("stem8|16:v2s0.5|32:v1g1|64:v1g2|conv64|cls10"))
+    assert recalibrate_bn(model, calib) == 2
+
+
+def test_training_on_one_image_says_so():
+    from search_space import Arch
+    from supernet import ShuffleNet
+    from supernet.train import train_model
+
+    with pytest.raises(ValueError, match="1 training image"):
+        train_model(ShuffleNet(Arch.parse("stem8|16:v2s0.5|32:v1g1|64:v1g2|conv64|cls10")), _data(1), Recipe(epochs=1),
+                    device="cpu", progress=False)
