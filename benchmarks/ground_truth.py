@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).with_name("ground_truth.json")))
     ap.add_argument("--work", default="results/ground_truth", help="checkpoints of the retrains")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure every network's latency again (interleaved) on a quiet machine, keep the retrains")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -306,7 +308,7 @@ def _run(args) -> int:
              "runs": []} for n in nets]}
     print(f"ground truth: {len(nets)} networks on {spec} ({data_rec['train']} train / {data_rec['val']} val, "
           f"{data.image_size}x{data.image_size}), {args.epochs} epochs, {args.repeat} with a second seed -> {out}")
-    if any(n["latency_ms"] is None for n in truth["networks"]):
+    if args.remeasure or any(n["latency_ms"] is None for n in truth["networks"]):
         t = time.perf_counter()
         ms = measure_many([ShuffleNet(n["arch"]) for n in nets], input_shape=(1, 3, data.image_size, data.image_size),
                           device="cpu", threads=1, rounds=10, per_round=10)
