@@ -403,6 +403,25 @@ class SuperNet(nn.Module):
         """``state_dict`` of ``ShuffleNet(arch)`` as views / differentiable gathers of the shared tensors."""
         return dict(self._state(arch))
 
+    def path_masks(self, arch: Arch) -> dict[str, Tensor]:
+        """Which elements of each shared parameter ``arch`` reads: ``{name: bool mask}``.
+
+        Parameters the path does not touch at all are absent. A mask has the
+        parameter's shape and is exact: it is the support of the gradient of the
+        sum of every subnet tensor (views, label gathers, block diagonals) with
+        respect to the shared tensors, so an element is True iff some weight of
+        ``ShuffleNet(arch)`` is that element. Used by the path-only optimizer
+        update of :func:`supernet.train.train_supernet`.
+        """
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        with torch.enable_grad():
+            state = self._state(arch)
+            used = [v for v in state.values() if v.requires_grad]
+            total = torch.stack([v.sum() for v in used]).sum()
+            grads = torch.autograd.grad(total, [p for _, p in named], allow_unused=True)
+        # every subnet element enters the sum with weight 1: its gradient counts its uses (>= 1)
+        return {n: g != 0 for (n, _), g in zip(named, grads) if g is not None}
+
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         """Run exactly ``arch`` with the shared weights (train or eval mode as set on the supernet)."""
         s = self._state(arch)

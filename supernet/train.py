@@ -33,6 +33,7 @@ from torch import nn
 from search_space import Arch, SearchSpace, count_flops
 
 from .data import Data, load_data
+from .sampling import UniformSampler, make_path_sampler
 from .supernet import SuperNet
 
 __all__ = ["Recipe", "train_supernet", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
@@ -155,8 +156,9 @@ def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.dev
 
 def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Module, model: nn.Module,
              opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
-             use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``."""
+             use_amp: bool, after_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``.
+    ``after_step`` runs right after the optimizer step (the path-only update restores there)."""
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         out = forward()
         loss = crit(out, y)
@@ -166,6 +168,8 @@ def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Modu
         scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
     scaler.step(opt)
+    if after_step is not None:
+        after_step()
     scaler.update()
     sched.step()
     return out, loss
@@ -175,25 +179,43 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def make_sampler(space: SearchSpace, recipe: Recipe, *, num_classes: int, small_input: bool, image_size: int) -> Callable[[np.random.Generator], Arch]:
-    """Uniform single-path sampler, restricted to the recipe's FLOPs window if any."""
-    lo = -math.inf if recipe.flops_min is None else recipe.flops_min * 1e6
-    hi = math.inf if recipe.flops_max is None else recipe.flops_max * 1e6
-    windowed = recipe.flops_min is not None or recipe.flops_max is not None
+def make_sampler(space: SearchSpace, recipe: Recipe, *, num_classes: int, small_input: bool, image_size: int) -> UniformSampler:
+    """Uniform single-path sampler (SPOS), restricted to the recipe's FLOPs window if any."""
+    return UniformSampler(space, num_classes=num_classes, small_input=small_input, image_size=image_size,
+                          flops_min=recipe.flops_min, flops_max=recipe.flops_max, seed=recipe.seed)
 
-    def sample(rng: np.random.Generator) -> Arch:
-        for _ in range(10_000):
-            a = space.sample(rng, num_classes=num_classes, small_input=small_input)
-            if not windowed or lo <= count_flops(a, image_size) <= hi:
-                return a
-        raise ValueError(
-            f"flops window: no architecture of space {space.name!r} found in "
-            f"[{recipe.flops_min}, {recipe.flops_max}] MFLOPs at {image_size}x{image_size} after 10,000 draws"
-        )
 
-    if windowed:
-        sample(np.random.default_rng(recipe.seed))  # fail now, not mid-epoch
-    return sample
+UPDATES = ("full", "path")
+
+
+class _PathOnly:
+    """Optimizer update restricted to the sampled path: the elements of the shared tensors
+    the path does not read keep their value and their momentum bit for bit (no weight decay,
+    no stale momentum on them). Parameters the path does not touch at all have no gradient
+    and are skipped by SGD already."""
+
+    def __init__(self, supernet: SuperNet, opt: torch.optim.Optimizer) -> None:
+        self.supernet, self.opt = supernet, opt
+        self.params = dict(supernet.named_parameters())
+
+    def freeze(self, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        saved = []
+        for name, mask in self.supernet.path_masks(arch).items():
+            if bool(mask.all()):
+                continue
+            p = self.params[name]
+            keep = ~mask
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            saved.append((p, keep, p.detach()[keep].clone(), None if buf is None else buf[keep].clone()))
+        return saved
+
+    def restore(self, saved) -> None:
+        with torch.no_grad():
+            for p, keep, value, buf in saved:
+                p[keep] = value
+                mb = self.opt.state.get(p, {}).get("momentum_buffer")
+                if mb is not None:
+                    mb[keep] = 0.0 if buf is None else buf
 
 
 @torch.no_grad()
@@ -222,8 +244,13 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
-            width_sharing: str = "prefix", conv0_head: str = "shared") -> dict[str, Any]:
-    extra = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
+            width_sharing: str = "prefix", conv0_head: str = "shared", sampler: str = "uniform",
+            update: str = "full") -> dict[str, Any]:
+    extra: dict[str, Any] = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
+    if sampler != "uniform":
+        extra["sampler"] = sampler
+    if update != "full":
+        extra["update"] = update
     return {
         **extra,
         "space": space.to_dict(),
@@ -247,6 +274,8 @@ def train_supernet(
     small_input: bool = False,
     width_sharing: str = "prefix",
     conv0_head: str = "shared",
+    sampler: str = "uniform",
+    update: str = "full",
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> tuple[SuperNet, dict[str, Any]]:
@@ -262,12 +291,24 @@ def train_supernet(
         small_input: sample architectures with the small-input stem (stride-1 conv1, no
             maxpool); about 10x the compute at 32x32, so off by default.
         width_sharing, conv0_head: see :class:`SuperNet`.
+        sampler: ``uniform`` (SPOS) or ``fair`` (FairNAS strict fairness); see ``supernet.sampling``.
+        update: ``full`` (plain SGD on the shared tensors: weight decay and momentum move
+            every element each step) or ``path`` (only the elements the sampled path reads
+            change; the rest keep value and momentum bit for bit).
+
+    Raises:
+        ValueError: bad device, sampler or update; a checkpoint trained with other settings.
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this many epochs.
     """
     dev = check_device(device)
     small = bool(small_input)
-    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head)
+    if update not in UPDATES:
+        raise ValueError(f"update: expected one of {list(UPDATES)}, got {update!r}")
+    sample = make_path_sampler(sampler, space, num_classes=data.num_classes, small_input=small,
+                               image_size=data.image_size, seed=recipe.seed, flops_min=recipe.flops_min,
+                               flops_max=recipe.flops_max)
+    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = None
     if resume:
@@ -277,7 +318,7 @@ def train_supernet(
             state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if state.get("format") != CKPT_FORMAT:
                 raise ValueError(f"resume: {ckpt_path} is not a supernet checkpoint")
-            diff = [k for k in config if state["config"].get(k) != config[k]]
+            diff = sorted(k for k in set(config) | set(state["config"]) if state["config"].get(k) != config.get(k))
             if diff:
                 raise ValueError(
                     f"resume: checkpoint {ckpt_path} was trained with a different {', '.join(diff)}; "
@@ -296,7 +337,7 @@ def train_supernet(
         history = list(state["history"])
         start_epoch, elapsed = state["epoch"], state["train_seconds"]
         log.info("resuming %s at epoch %d/%d", ckpt_path, start_epoch, recipe.epochs)
-    sample = make_sampler(space, recipe, num_classes=data.num_classes, small_input=small, image_size=data.image_size)
+    path_only = _PathOnly(supernet, opt) if update == "path" else None
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     ckpt: dict[str, Any] = state or {}
     for epoch in range(start_epoch, recipe.epochs):
@@ -307,11 +348,13 @@ def train_supernet(
         t0 = time.perf_counter()
         tot_loss = tot_correct = tot_n = 0.0
         bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress)
-        for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
-                                 generator=gen, device=dev, channels_last=channels_last,
-                                 min_last=TRAIN_MIN_BATCH):
-            arch = sample(rng)
-            out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler, recipe, use_amp)
+        for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
+                                                generator=gen, device=dev, channels_last=channels_last,
+                                                min_last=TRAIN_MIN_BATCH)):
+            arch = sample(rng, epoch * steps + k)
+            saved = path_only.freeze(arch) if path_only is not None else None
+            out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
+                                 recipe, use_amp, after_step=None if saved is None else lambda: path_only.restore(saved))
             n = y.numel()
             tot_loss += float(loss.detach()) * n
             tot_correct += int((out.argmax(1) == y).sum())
@@ -455,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=None, help="resize ImageFolder images (default 32)")
     ap.add_argument("--small-input", action="store_true", help="train small-input-stem architectures (32x32 maps)")
     ap.add_argument("--width-sharing", choices=["prefix", "separate"], default="prefix")
+    ap.add_argument("--sampler", choices=["uniform", "fair"], default="uniform",
+                    help="path sampling: uniform (SPOS) or fair (FairNAS strict fairness per position)")
+    ap.add_argument("--update", choices=list(UPDATES), default="full",
+                    help="full: SGD on whole shared tensors; path: only what the sampled path reads changes")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     d = Recipe()
     for f in fields(Recipe):
@@ -476,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"out: {ckpt} exists; pass --resume to continue it or choose another --out")
         _, state = train_supernet(space, data, recipe, checkpoint=ckpt, resume=args.resume, device=args.device,
                                   small_input=args.small_input, width_sharing=args.width_sharing,
-                                  progress=not args.quiet)
+                                  sampler=args.sampler, update=args.update, progress=not args.quiet)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

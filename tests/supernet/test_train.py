@@ -139,3 +139,114 @@ def test_training_on_one_image_says_so():
     with pytest.raises(ValueError, match="1 training image"):
         train_model(ShuffleNet(Arch.parse("stem8|16:v2s0.5|32:v1g1|64:v1g2|conv64|cls10")), _data(1), Recipe(epochs=1),
                     device="cpu", progress=False)
+
+
+def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical():
+    """Issue 10: no weight decay or stale momentum on what the sampled path did not read."""
+    import numpy as np
+
+    from supernet import SuperNet
+    from supernet.train import _PathOnly, make_optimizer
+
+    torch.manual_seed(0)
+    net = SuperNet(TINY, num_classes=10).train()
+    opt = make_optimizer(net, Recipe(lr=0.1, weight_decay=0.01))
+    po = _PathOnly(net, opt)
+    rng = np.random.default_rng(0)
+    a, b = (TINY.sample(rng, num_classes=10, small_input=False) for _ in range(2))
+    while str(b) == str(a):
+        b = TINY.sample(rng, num_classes=10, small_input=False)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def step(arch):
+        saved = po.freeze(arch)
+        opt.zero_grad(set_to_none=True)
+        net(x, arch).square().mean().backward()
+        opt.step()
+        po.restore(saved)
+
+    step(a)  # momentum now exists on a's slices
+    params = dict(net.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    bufs = {n: opt.state[p]["momentum_buffer"].clone() for n, p in params.items() if p in opt.state}
+    masks = net.path_masks(b)
+    step(b)
+    changed_used = frozen = 0
+    for n, p in params.items():
+        m = masks.get(n, torch.zeros_like(p, dtype=torch.bool))
+        assert torch.equal(p.detach()[~m], before[n][~m]), n
+        if n in bufs:
+            assert torch.equal(opt.state[p]["momentum_buffer"][~m], bufs[n][~m]), n
+        frozen += int((~m).sum())
+        changed_used += int((p.detach()[m] != before[n][m]).sum())
+    assert frozen > 0 and changed_used > 0
+    # without the path-only update, the same step moves unused elements (decay + momentum)
+    p0 = {n: p.detach().clone() for n, p in params.items()}
+    opt.zero_grad(set_to_none=True)
+    net(x, b).square().mean().backward()
+    opt.step()
+    moved = sum(int((p.detach()[~masks.get(n, torch.zeros_like(p, dtype=torch.bool))] != p0[n][
+        ~masks.get(n, torch.zeros_like(p, dtype=torch.bool))]).sum()) for n, p in params.items())
+    assert moved > 0
+
+
+def test_path_masks_match_the_extracted_subnet():
+    """A mask counts exactly the shared elements the subnet reads: a prefix slice's size."""
+    from search_space import Arch
+    from supernet import SuperNet
+
+    net = SuperNet(TINY, num_classes=10)
+    a = Arch.parse("stem8|16:v2s0.5|32:v1g1|64:v1g2|conv64|cls10")
+    m = net.path_masks(a)
+    assert int(m["stem_conv"].sum()) == 8 * 3 * 9 == net.stem_conv.numel()
+    assert int(m["heads.head.conv5"].sum()) == 64 * 64
+    assert "heads.head.fc.l0.weight" not in m and int(m["heads.head.fc.l64.weight"].sum()) == 640
+    assert all(int(v.sum()) > 0 for v in m.values())
+
+
+def test_fair_sampler_counts_are_equal_after_each_cycle():
+    """FairNAS strict fairness: every unit choice once per position per cycle of m steps."""
+    from collections import Counter
+
+    import numpy as np
+
+    from supernet.sampling import FairSampler
+
+    space = SearchSpace.load("default")
+    fs = FairSampler(space, num_classes=10, small_input=False, seed=3)
+    m = fs.cycle
+    assert m == 8 and len(fs.positions) == 6 + 12 + 6
+    rng = np.random.default_rng(0)
+    planned = {pos: Counter() for pos in fs.positions}
+    kept = total = 0
+    for step in range(3 * m):
+        plan = fs.plan(step)
+        arch = fs(rng, step)
+        space.validate(arch)
+        for pos, blk in plan.items():
+            planned[pos][str(blk)] += 1
+            i, j = pos
+            if j < arch.stages[i].depth:
+                total += 1
+                kept += arch.stages[i].blocks[j] == blk
+        if (step + 1) % m == 0:
+            cycles = (step + 1) // m
+            assert all(set(c.values()) == {cycles} and len(c) == m for c in planned.values())
+    assert fs.plan(5) == FairSampler(space, num_classes=10, small_input=False, seed=3).plan(5)  # pure in (seed, step)
+    assert kept / total > 0.8, kept / total  # the plan is realised wherever it is buildable
+
+
+def test_supernet_training_with_fair_sampling_and_path_update_resumes_exactly(digits, tmp_path):
+    recipe = Recipe(epochs=2, batch_size=256, lr=0.05, seed=1)
+    kw = dict(device="cpu", progress=False, sampler="fair", update="path")
+    full, _ = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "a.pt", **kw)
+    train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", stop_after_epoch=1, **kw)
+    resumed, state = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, **kw)
+    assert state["config"]["sampler"] == "fair" and state["config"]["update"] == "path"
+    for (k, x), (_, y) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(x, y), k
+    with pytest.raises(ValueError, match="different sampler"):
+        train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, device="cpu", progress=False,
+                       update="path")
+    with pytest.raises(ValueError, match="update: expected one of"):
+        train_supernet(TINY, digits, recipe, device="cpu", progress=False, update="sparse")

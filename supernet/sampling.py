@@ -1,0 +1,133 @@
+"""Path samplers for single-path supernet training: which architecture each step trains.
+
+A sampler is called once per training step as ``sampler(rng, step) -> Arch``:
+``rng`` is the epoch's ``numpy.random.Generator`` (seeded by ``(seed, epoch)``
+in :func:`supernet.train.train_supernet`) and ``step`` the global step number,
+so a resumed run draws exactly the paths of an uninterrupted one. ``name``
+identifies the sampler in the checkpoint's config.
+
+* :class:`UniformSampler`: SPOS (Guo et al., ECCV 2020, section 3.2): every
+  decision uniform among its buildable choices, optionally inside a FLOPs
+  window (SPOS section 3.3 samples within a FLOPs range).
+* :class:`FairSampler`: FairNAS strict fairness (Chu et al., ICCV 2021,
+  section 3.2): in every cycle of ``m`` steps (``m`` = number of unit
+  choices) each unit choice is drawn exactly once at every block position,
+  from an independent permutation per position. FairNAS accumulates the ``m``
+  paths' gradients into one update; here each path is its own step (single
+  path, as SPOS), so only the sampling is strictly fair. Widths, depths,
+  stem and last conv stay uniform; a choice that is not buildable at the
+  drawn widths (a group count that does not divide them, a V1 unit asked to
+  narrow the network) is replaced by :meth:`SearchSpace.repair_block`, and
+  the sampler prefers widths at which the stage's planned choices are all
+  buildable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from search_space import Arch, SearchSpace, Stage, count_flops
+
+__all__ = ["UniformSampler", "FairSampler", "make_path_sampler", "SAMPLERS"]
+
+SAMPLERS = ("uniform", "fair")
+
+
+class UniformSampler:
+    """SPOS uniform path sampling, optionally restricted to ``[flops_min, flops_max]`` MFLOPs.
+
+    Raises:
+        ValueError: (at construction) no architecture falls in the FLOPs window
+            after 10,000 draws.
+    """
+
+    name = "uniform"
+
+    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool, image_size: int,
+                 flops_min: float | None = None, flops_max: float | None = None, seed: int = 0) -> None:
+        self.space, self.num_classes, self.small_input, self.image_size = space, num_classes, small_input, image_size
+        self.flops_min, self.flops_max = flops_min, flops_max
+        self._lo = -math.inf if flops_min is None else flops_min * 1e6
+        self._hi = math.inf if flops_max is None else flops_max * 1e6
+        if flops_min is not None or flops_max is not None:
+            self(np.random.default_rng(seed), 0)  # fail now, not mid-epoch
+
+    def __call__(self, rng: np.random.Generator, step: int = 0) -> Arch:
+        windowed = self.flops_min is not None or self.flops_max is not None
+        for _ in range(10_000):
+            a = self.space.sample(rng, num_classes=self.num_classes, small_input=self.small_input)
+            if not windowed or self._lo <= count_flops(a, self.image_size) <= self._hi:
+                return a
+        raise ValueError(
+            f"flops window: no architecture of space {self.space.name!r} found in "
+            f"[{self.flops_min}, {self.flops_max}] MFLOPs at {self.image_size}x{self.image_size} after 10,000 draws"
+        )
+
+
+class FairSampler:
+    """FairNAS strict-fairness sampling of unit choices per block position (see module docstring).
+
+    Args:
+        space: the search space; its ``unit_options`` are the ``m`` choices.
+        num_classes, small_input: the task.
+        seed: seeds the per-cycle permutations (cycle c uses ``default_rng([seed, c])``).
+    """
+
+    name = "fair"
+
+    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool, seed: int = 0) -> None:
+        self.space, self.num_classes, self.small_input, self.seed = space, num_classes, small_input, seed
+        self.options = space.unit_options
+        self.positions = [(i, j) for i, ss in enumerate(space.stages) for j in range(ss.max_depth)]
+
+    @property
+    def cycle(self) -> int:
+        """Steps per fairness cycle (the number of unit choices)."""
+        return len(self.options)
+
+    def plan(self, step: int) -> dict[tuple[int, int], object]:
+        """The unit choice planned at every ``(stage, block)`` position for ``step`` (pure)."""
+        c, k = divmod(step, self.cycle)
+        g = np.random.default_rng([self.seed, c])
+        return {pos: self.options[int(g.permutation(self.cycle)[k])] for pos in self.positions}
+
+    def __call__(self, rng: np.random.Generator, step: int = 0) -> Arch:
+        space, plan = self.space, self.plan(step)
+        stem = int(rng.choice(space.stem_channels))
+        cin, stages = stem, []
+        for i, ss in enumerate(space.stages):
+            depth = int(rng.integers(ss.min_depth, ss.max_depth + 1))
+            fits = [c for c in ss.channels if all(self._buildable(plan[(i, j)], cin, c, i, j) for j in range(depth))]
+            cout = int(rng.choice(fits or list(ss.channels)))
+            blocks = []
+            for j in range(depth):
+                stride, bin_ = (2, cin) if j == 0 else (1, cout)
+                blocks.append(space.repair_block(plan[(i, j)], bin_, cout, stride, first_grouped=not (i == 0 and j == 0)))
+            stages.append(Stage(cout, tuple(blocks)))
+            cin = cout
+        last = int(rng.choice(space.last_conv))
+        return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=self.num_classes,
+                    small_input=self.small_input)
+
+    def _buildable(self, block, cin: int, cout: int, i: int, j: int) -> bool:
+        stride, bin_ = (2, cin) if j == 0 else (1, cout)
+        return block in self.space.valid_blocks(bin_, cout, stride, first_grouped=not (i == 0 and j == 0))
+
+
+def make_path_sampler(kind: str, space: SearchSpace, *, num_classes: int, small_input: bool, image_size: int,
+                      seed: int = 0, flops_min: float | None = None, flops_max: float | None = None):
+    """The sampler named ``kind`` (``uniform`` or ``fair``).
+
+    Raises:
+        ValueError: unknown ``kind``; a FLOPs window with ``fair`` (not supported).
+    """
+    if kind == "uniform":
+        return UniformSampler(space, num_classes=num_classes, small_input=small_input, image_size=image_size,
+                              flops_min=flops_min, flops_max=flops_max, seed=seed)
+    if kind == "fair":
+        if flops_min is not None or flops_max is not None:
+            raise ValueError("sampler: the fair sampler does not take a FLOPs window; use 'uniform'")
+        return FairSampler(space, num_classes=num_classes, small_input=small_input, seed=seed)
+    raise ValueError(f"sampler: unknown sampler {kind!r}; available: {list(SAMPLERS)}")
