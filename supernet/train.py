@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_space import Arch, SearchSpace, count_flops
+from search_space import Arch, SearchSpace
 
 from .data import Data, load_data
 from .sampling import UniformSampler, make_path_sampler
@@ -354,7 +354,7 @@ def train_supernet(
             arch = sample(rng, epoch * steps + k)
             saved = path_only.freeze(arch) if path_only is not None else None
             out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
-                                 recipe, use_amp, after_step=None if saved is None else lambda: path_only.restore(saved))
+                                 recipe, use_amp, after_step=None if saved is None else lambda saved=saved: path_only.restore(saved))
             n = y.numel()
             tot_loss += float(loss.detach()) * n
             tot_correct += int((out.argmax(1) == y).sum())
