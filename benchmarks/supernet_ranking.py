@@ -1,73 +1,48 @@
-"""Which supernet ranks the retrained networks best? Tau against a fixed ground truth.
+"""Which supernet ranks the retrained networks best? Kendall tau against the committed ground truth.
 
-``benchmarks/nas_vs_baseline.py`` leaves networks retrained from scratch (its
-``nas_vs_baseline.json``). This script takes their retrained top-1 as ground
-truth, trains a supernet on the same data with a sampling variant, scores every
-network with inherited weights + BN recalibration, and prints Kendall tau /
-Spearman rho against the ground truth: overall, for the presets alone and for
-the searched/sampled networks alone. ``--supernet PATH`` scores an existing
-supernet checkpoint instead of training one (the nas_vs_baseline run's own).
+``benchmarks/ground_truth.json`` (written by ``benchmarks/ground_truth.py``)
+holds networks of the space retrained from scratch: the 9 presets and sampled
+networks spanning unit mix, stems and FLOPs, with the data spec they were
+trained on. This script trains a supernet on the same data with one variant
+(``--sampler``, ``--update``, ``--conv0-head``), scores every network of the
+truth with inherited weights + BN recalibration, and prints Kendall tau /
+Spearman rho against the retrained top-1 (mean over seeds): overall, within
+the presets and within the sampled networks. ``--supernet PATH`` scores an
+existing checkpoint instead of training one.
 
-Sampling variants (``--sampling``):
-  uniform        SPOS: every decision uniform (the default of supernet.train)
-  homogeneous:P  with probability P, each stage repeats one unit choice for all its
-                 blocks (as the hand-designed networks do); otherwise uniform
-
-    python benchmarks/supernet_ranking.py --truth results/nas_vs_baseline/nas_vs_baseline.json \\
-        --sampling homogeneous:0.5 --epochs 40
+    python benchmarks/supernet_ranking.py --epochs 40                      # uniform SPOS
+    python benchmarks/supernet_ranking.py --epochs 40 --update path        # path-only optimizer update
+    python benchmarks/supernet_ranking.py --epochs 40 --sampler fair       # FairNAS strict fairness
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def homogeneous_sampler(space, p: float, num_classes: int, small_input: bool):
-    """Uniform SPOS sampling, except that with probability ``p`` each stage reuses one block choice."""
-    from search_space import Arch, Stage
-
-    def sample(rng: np.random.Generator):
-        a = space.sample(rng, num_classes=num_classes, small_input=small_input)
-        if rng.random() >= p:
-            return a
-        stages, cin = [], a.stem
-        for i, st in enumerate(a.stages):
-            first = space.valid_blocks(cin, st.channels, 2, first_grouped=i > 0)
-            rest = space.valid_blocks(st.channels, st.channels, 1)
-            both = [b for b in rest if b in first]
-            b = both[int(rng.integers(len(both)))] if both else None
-            if b is None:
-                stages.append(st)
-            else:
-                stages.append(Stage(st.channels, (b,) * len(st.blocks)))
-            cin = st.channels
-        return Arch(stem=a.stem, stages=tuple(stages), last_conv=a.last_conv, num_classes=num_classes,
-                    small_input=a.small_input)
-
-    return sample
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--truth", nargs="+", required=True, help="nas_vs_baseline.json file(s) with retrained rows")
-    ap.add_argument("--sampling", default="uniform")
+    ap.add_argument("--truth", default=str(Path(__file__).with_name("ground_truth.json")),
+                    help="ground-truth JSON (benchmarks/ground_truth.py)")
+    ap.add_argument("--sampler", default="uniform", choices=["uniform", "fair"])
+    ap.add_argument("--update", default="full", choices=["full", "path"])
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
     ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],
                     help="classifier of conv0 networks (SuperNet conv0_head)")
+    ap.add_argument("--small-input", action="store_true", help="train the supernet on small-stem paths")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="checkpoint path (default results/supernet_<sampling>.pt)")
+    ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt)")
     args = ap.parse_args()
 
     import torch
+    from ground_truth import load_truth, truth_accuracy
     from scipy.stats import kendalltau, spearmanr
 
     import supernet.train as st
@@ -75,39 +50,32 @@ def main() -> None:
     from search_space import Arch, SearchSpace
     from supernet.data import load_data
 
-    rows: dict[str, dict] = {}
-    spec = None
-    for f in args.truth:
-        res = json.loads(Path(f).read_text())
-        spec = spec or res["data"]["spec"]
-        if res["data"]["spec"] != spec:
-            raise SystemExit(f"{f}: data {res['data']['spec']} differs from {spec}")
-        for r in res["rows"]:
-            rows.setdefault(r["arch"], r)
-    data = load_data(spec)
+    try:
+        truth = load_truth(args.truth)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    rows = [dict(n, retrained=truth_accuracy(n)) for n in truth["networks"] if n["runs"]]
+    data = load_data(truth["data"]["spec"], val_fraction=truth["data"]["val_fraction"])
     space = SearchSpace.load("default")
     if args.supernet:
         sup, _ = st.load_supernet(args.supernet, device="cpu")
         label = f"checkpoint {args.supernet}"
     else:
         recipe = st.Recipe(epochs=args.epochs, seed=args.seed)
-        if args.sampling.startswith("homogeneous:"):
-            p = float(args.sampling.split(":", 1)[1])
-            st.make_sampler = lambda space, recipe, *, num_classes, small_input, image_size: homogeneous_sampler(
-                space, p, num_classes, small_input)
-        elif args.sampling != "uniform":
-            raise SystemExit(f"--sampling: unknown variant {args.sampling!r}")
-        ckpt = Path(args.out or f"results/supernet_{args.sampling.replace(':', '_')}_{args.conv0_head}.pt")
+        variant = f"{args.sampler}_{args.update}_{args.conv0_head}{'_small' if args.small_input else ''}_e{args.epochs}"
+        ckpt = Path(args.out or f"results/ranking/{variant}.pt")
         t = time.perf_counter()
-        sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu", progress=False,
-                                       conv0_head=args.conv0_head)
-        label = (f"{args.sampling}, conv0 head {args.conv0_head}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
+        sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
+                                       progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
+                                       update=args.update, small_input=args.small_input)
+        label = (f"{variant}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
     sup.eval()
     cfg = EvalConfig()
     calib = calibration_batches(data, cfg, torch.device("cpu"), True)
     print(f"supernet: {label}\n{'name':<22} {'retrained':>9} {'inherited':>9}")
-    for r in rows.values():
+    for r in rows:
         r["inh_new"], _ = evaluate_arch(sup, Arch.parse(r["arch"]), data, cfg, device="cpu", calib=calib)
         print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inh_new']:8.2f}%")
 
@@ -116,7 +84,7 @@ def main() -> None:
         b = [r["retrained"] for r in sel]
         return kendalltau(a, b).statistic, spearmanr(a, b).statistic, len(sel)
 
-    allr = list(rows.values())
+    allr = rows
     for name, sel in (("all", allr), ("presets", [r for r in allr if r["role"] == "preset"]),
                       ("searched + sampled", [r for r in allr if r["role"] != "preset"])):
         tau, rho, n = corr(sel)
