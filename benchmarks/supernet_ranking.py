@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
     ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],
                     help="classifier of conv0 networks (SuperNet conv0_head)")
+    ap.add_argument("--v1-sharing", default="dense", choices=["dense", "labels", "per_group"],
+                    help="how V1 group counts share weights (SuperNet v1_sharing)")
     ap.add_argument("--small-input", action="store_true", help="train the supernet on small-stem paths")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
@@ -63,12 +65,13 @@ def main() -> None:
         label = f"checkpoint {args.supernet}"
     else:
         recipe = st.Recipe(epochs=args.epochs, seed=args.seed)
-        variant = f"{args.sampler}_{args.update}_{args.conv0_head}{'_small' if args.small_input else ''}_e{args.epochs}"
+        variant = (f"{args.sampler}_{args.update}_{args.conv0_head}_v1{args.v1_sharing}"
+                   f"{'_small' if args.small_input else ''}_e{args.epochs}")
         ckpt = Path(args.out or f"results/ranking/{variant}.pt")
         t = time.perf_counter()
         sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
                                        progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
-                                       update=args.update, small_input=args.small_input)
+                                       update=args.update, small_input=args.small_input, v1_sharing=args.v1_sharing)
         label = (f"{variant}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
     sup.eval()

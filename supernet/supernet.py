@@ -114,9 +114,10 @@ class _State(dict):
                 buf.index_copy_(0, idx, t)
 
 
-def _shuffle2_src(c: int, device) -> Tensor:
-    """``channel_shuffle(x, 2)[:, p] == x[:, src[p]]``."""
-    return torch.arange(c, device=device).view(2, c // 2).t().reshape(-1)
+def shuffle_src(c: int, groups: int, device=None) -> Tensor:
+    """Source channel of every output position of a channel shuffle:
+    ``channel_shuffle(x, groups)[:, p] == x[:, src[p]]`` (``c`` channels, ``c % groups == 0``)."""
+    return torch.arange(c, device=device).view(groups, c // groups).t().reshape(-1)
 
 
 def _conv(out: int, inp: int, k: int = 1) -> nn.Parameter:
@@ -184,7 +185,7 @@ class _SharedV2(nn.Module):
     def state(self, s: _State, layout: Tensor, cin: int, cout: int, split: float, prefix: str) -> Tensor:
         b = round(cout * split)
         left = cout - b
-        src = _shuffle2_src(cout, layout.device)
+        src = shuffle_src(cout, 2, layout.device)
         if self.stride == 2:
             s[prefix + "branch1.0.weight"] = _take(self.b1_dw, layout)
             s.bn(self.b1_bn1, layout, prefix + "branch1.1.")
@@ -211,10 +212,20 @@ def _near_identity(n: int) -> Tensor:
 
 
 class _SharedV1(nn.Module):
-    """Shared tensors of the v1 unit at one position: dense pointwise weights for every g."""
+    """Shared tensors of the v1 unit at one position: dense pointwise weights for every g.
 
-    def __init__(self, cin: int, mid: int, out: int) -> None:
+    ``hidden_labels=False`` (the original scheme): the depthwise conv, its BN and
+    the columns of the second pointwise conv are indexed by position after the
+    unit's channel shuffle, so each group count g reads them in another channel
+    order (g = 1 has no shuffle). ``hidden_labels=True`` indexes them by the
+    hidden channel's label instead (its position before the shuffle), as the
+    channel labels do between units: hidden channel k keeps its depthwise filter,
+    BN and outgoing weights whatever g shuffled it to.
+    """
+
+    def __init__(self, cin: int, mid: int, out: int, *, hidden_labels: bool = False) -> None:
         super().__init__()
+        self.hidden_labels = hidden_labels
         self.pw1 = _conv(mid, cin)  # rows: hidden (prefix), cols: input labels
         self.bn1 = nn.BatchNorm2d(mid)
         self.dw = _conv(mid, 1, 3)
@@ -226,11 +237,14 @@ class _SharedV1(nn.Module):
               first_grouped: bool, prefix: str) -> Tensor:
         mid = cout // 4
         out_labels = slice(cin, cout) if stride == 2 else layout
+        # hidden channel at each position after the unit's channel shuffle
+        hidden: slice | Tensor = (shuffle_src(mid, groups, layout.device) if self.hidden_labels and groups > 1
+                                  else slice(0, mid))
         s[prefix + "branch_main_1.0.weight"] = block_diagonal(_cols(self.pw1[:mid], layout), groups if first_grouped else 1)
         s.bn(self.bn1, slice(0, mid), prefix + "branch_main_1.1.")
-        s[prefix + "branch_main_2.0.weight"] = self.dw[:mid]
-        s.bn(self.bn2, slice(0, mid), prefix + "branch_main_2.1.")
-        s[prefix + "branch_main_2.2.weight"] = block_diagonal(_take(self.pw2, out_labels)[:, :mid], groups)
+        s[prefix + "branch_main_2.0.weight"] = _take(self.dw, hidden)
+        s.bn(self.bn2, hidden, prefix + "branch_main_2.1.")
+        s[prefix + "branch_main_2.2.weight"] = block_diagonal(_cols(_take(self.pw2, out_labels), hidden), groups)
         s.bn(self.bn3, out_labels, prefix + "branch_main_2.3.")
         if stride == 2:  # the pooled shortcut keeps its labels, the branch opens cin..cout-1
             return torch.cat((layout, torch.arange(cin, cout, device=layout.device)))
@@ -298,6 +312,7 @@ class _Head(nn.Module):
 
 
 WIDTH_SHARING = ("prefix", "separate")
+V1_SHARING = ("dense", "labels", "per_group")
 
 
 class SuperNet(nn.Module):
@@ -314,10 +329,19 @@ class SuperNet(nn.Module):
             ``"per_width"`` one per stage-4 width. An ablation knob: conv0 networks
             score ~10 points low with inherited weights on CIFAR-10, but per-width
             classifiers did not change that (Kendall tau 0.24 vs 0.28, benchmarks/supernet_ranking.py).
+        v1_sharing: how V1 units of different group counts share weights at a position:
+            ``"dense"`` one dense weight per pointwise conv, g groups read its g diagonal
+            blocks, and the tensors after the unit's channel shuffle are indexed by
+            position (so each g sees them in another order); ``"labels"`` the same dense
+            weights with those tensors indexed by hidden-channel label (see
+            ``_SharedV1``); ``"per_group"`` separate V1 weights per group count.
+
+    Raises:
+        ValueError: an unknown ``width_sharing``, ``conv0_head`` or ``v1_sharing``; ``num_classes`` < 1.
     """
 
     def __init__(self, space: SearchSpace | str, *, num_classes: int, width_sharing: str = "prefix",
-                 conv0_head: str = "shared") -> None:
+                 conv0_head: str = "shared", v1_sharing: str = "dense") -> None:
         super().__init__()
         if not isinstance(space, SearchSpace):
             space = SearchSpace.load(space)
@@ -331,6 +355,9 @@ class SuperNet(nn.Module):
         if conv0_head not in ("shared", "per_width"):
             raise ValueError(f"conv0_head: expected 'shared' or 'per_width', got {conv0_head!r}")
         self.conv0_head = conv0_head
+        if v1_sharing not in V1_SHARING:
+            raise ValueError(f"v1_sharing: expected one of {list(V1_SHARING)}, got {v1_sharing!r}")
+        self.v1_sharing = v1_sharing
         stem = max(space.stem_channels)
         self.stem_conv = _conv(stem, 3, 3)
         self.stem_bn = nn.BatchNorm2d(stem)
@@ -351,10 +378,12 @@ class SuperNet(nn.Module):
                           if Block.v2(r) in space.valid_blocks(ci, co, stride, first_grouped)]
                     if v2:
                         self.units[key + "_v2"] = _SharedV2(cin_max, cout_max, max(v2), cout_max, stride)
-                    v1 = [co // 4 for ci, co in pairs
-                          if any(b.unit == "v1" for b in space.valid_blocks(ci, co, stride, first_grouped))]
-                    if v1:
-                        self.units[key + "_v1"] = _SharedV1(cin_max, max(v1), cout_max)
+                    v1 = [(co // 4, b.groups) for ci, co in pairs
+                          for b in space.valid_blocks(ci, co, stride, first_grouped) if b.unit == "v1"]
+                    for g in sorted({g for _, g in v1}) if v1_sharing == "per_group" else ([None] if v1 else []):
+                        mid = max(m for m, gg in v1 if g is None or gg == g)
+                        self.units[key + self._v1_tag(g)] = _SharedV1(cin_max, mid, cout_max,
+                                                                      hidden_labels=v1_sharing == "labels")
                 if i == len(space.stages) - 1:
                     self.heads["head" + tag] = _Head(cout_max, space.last_conv, num_classes,
                                                      widths if conv0_head == "per_width" else ())
@@ -373,6 +402,9 @@ class SuperNet(nn.Module):
     def _width_groups(self, channels: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [tuple(channels)] if self.width_sharing == "prefix" else [(c,) for c in channels]
 
+    def _v1_tag(self, groups: int | None) -> str:
+        return f"_v1g{groups}" if self.v1_sharing == "per_group" else "_v1"
+
     def _tag(self, width: int) -> str:
         return "" if self.width_sharing == "prefix" else f"_c{width}"
 
@@ -390,7 +422,7 @@ class SuperNet(nn.Module):
         s.bn(self.stem_bn, slice(0, arch.stem), "conv1.1.")
         layout = torch.arange(arch.stem, device=self.stem_conv.device)
         for i, j, cin, cout, b in arch.iter_blocks():
-            unit = self.units[f"{STAGE_NAMES[i]}_{j}{self._tag(cout)}_{b.unit}"]
+            unit = self.units[f"{STAGE_NAMES[i]}_{j}{self._tag(cout)}" + ("_v2" if b.unit == "v2" else self._v1_tag(b.groups))]
             prefix = f"{STAGE_NAMES[i]}.{j}."
             if b.unit == "v2":
                 layout = unit.state(s, layout, cin, cout, b.split, prefix)

@@ -245,8 +245,10 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
             width_sharing: str = "prefix", conv0_head: str = "shared", sampler: str = "uniform",
-            update: str = "full") -> dict[str, Any]:
+            update: str = "full", v1_sharing: str = "dense") -> dict[str, Any]:
     extra: dict[str, Any] = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
+    if v1_sharing != "dense":  # absent = the original scheme, so older checkpoints load as they were trained
+        extra["v1_sharing"] = v1_sharing
     if sampler != "uniform":
         extra["sampler"] = sampler
     if update != "full":
@@ -274,6 +276,7 @@ def train_supernet(
     small_input: bool = False,
     width_sharing: str = "prefix",
     conv0_head: str = "shared",
+    v1_sharing: str = "dense",
     sampler: str = "uniform",
     update: str = "full",
     progress: bool = True,
@@ -290,7 +293,7 @@ def train_supernet(
         device: ``cpu``/``cuda``; default GPU when present.
         small_input: sample architectures with the small-input stem (stride-1 conv1, no
             maxpool); about 10x the compute at 32x32, so off by default.
-        width_sharing, conv0_head: see :class:`SuperNet`.
+        width_sharing, conv0_head, v1_sharing: see :class:`SuperNet`.
         sampler: ``uniform`` (SPOS) or ``fair`` (FairNAS strict fairness); see ``supernet.sampling``.
         update: ``full`` (plain SGD on the shared tensors: weight decay and momentum move
             every element each step) or ``path`` (only the elements the sampled path reads
@@ -308,7 +311,7 @@ def train_supernet(
     sample = make_path_sampler(sampler, space, num_classes=data.num_classes, small_input=small,
                                image_size=data.image_size, seed=recipe.seed, flops_min=recipe.flops_min,
                                flops_max=recipe.flops_max)
-    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update)
+    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update, v1_sharing)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = None
     if resume:
@@ -325,7 +328,8 @@ def train_supernet(
                     f"use a new output folder or the same settings"
                 )
     torch.manual_seed(recipe.seed)
-    supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head)
+    supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head,
+                        v1_sharing=v1_sharing)
     channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
@@ -475,7 +479,8 @@ def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tu
         raise ValueError(f"supernet checkpoint: {str(path)!r} is not a ShuffleNAS supernet checkpoint")
     cfg = state["config"]
     supernet = SuperNet(SearchSpace.from_dict(cfg["space"]), num_classes=cfg["num_classes"],
-                        width_sharing=cfg.get("width_sharing", "prefix"), conv0_head=cfg.get("conv0_head", "shared"))
+                        width_sharing=cfg.get("width_sharing", "prefix"), conv0_head=cfg.get("conv0_head", "shared"),
+                        v1_sharing=cfg.get("v1_sharing", "dense"))
     supernet.load_state_dict(state["model"])
     return supernet.to(device), state
 
@@ -498,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=None, help="resize ImageFolder images (default 32)")
     ap.add_argument("--small-input", action="store_true", help="train small-input-stem architectures (32x32 maps)")
     ap.add_argument("--width-sharing", choices=["prefix", "separate"], default="prefix")
+    ap.add_argument("--v1-sharing", choices=["dense", "labels", "per_group"], default="dense",
+                    help="V1 group counts: one dense weight (positions after the shuffle), the same with "
+                         "hidden-channel labels, or separate weights per group count")
     ap.add_argument("--sampler", choices=["uniform", "fair"], default="uniform",
                     help="path sampling: uniform (SPOS) or fair (FairNAS strict fairness per position)")
     ap.add_argument("--update", choices=list(UPDATES), default="full",
@@ -523,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"out: {ckpt} exists; pass --resume to continue it or choose another --out")
         _, state = train_supernet(space, data, recipe, checkpoint=ckpt, resume=args.resume, device=args.device,
                                   small_input=args.small_input, width_sharing=args.width_sharing,
+                                  v1_sharing=args.v1_sharing,
                                   sampler=args.sampler, update=args.update, progress=not args.quiet)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

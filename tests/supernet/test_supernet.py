@@ -253,3 +253,78 @@ def test_evaluation_helpers_leave_the_supernet_and_model_modes():
     model.train()
     assert accuracy(model, [(x, y)]) == 100.0  # eval-mode outputs: batch statistics would change them
     assert model.training
+
+
+TINY_V1 = {
+    "stem": {"channels": [8]},
+    "stages": [{"depth": [1, 2], "channels": [16, 32]}, {"depth": [1, 3], "channels": [32, 64]},
+               {"depth": [1, 2], "channels": [64, 128]}],
+    "units": {"v1": {"groups": [1, 2, 4]}, "v2": {"split": [0.5]}},
+    "last_conv": [0, 32],
+}
+
+
+@pytest.mark.parametrize("v1_sharing", ["labels", "per_group"])
+def test_v1_sharing_variants_extract_exactly(v1_sharing):
+    tiny = SearchSpace.from_dict(TINY_V1)
+    torch.manual_seed(0)
+    s = SuperNet(tiny, num_classes=3, v1_sharing=v1_sharing)
+    randomize_bn(s, 0)
+    s.eval()
+    _assert_extracts_exactly(s, tiny, n=40)
+    if v1_sharing == "per_group":
+        assert {"stage3_1_v1g1", "stage3_1_v1g2", "stage3_1_v1g4"} <= set(s.units) and "stage3_1_v1" not in s.units
+    with pytest.raises(ValueError, match="v1_sharing"):
+        SuperNet(tiny, num_classes=3, v1_sharing="diagonal")
+
+
+def test_v1_hidden_labels_keep_each_hidden_channels_weights_across_group_counts():
+    from supernet.supernet import shuffle_src
+    from supernet.units import channel_shuffle
+
+    x = torch.randn(2, 12, 3, 3)
+    torch.testing.assert_close(channel_shuffle(x, 3), x[:, shuffle_src(12, 3)], rtol=0, atol=0)
+    tiny = SearchSpace.from_dict(TINY_V1)
+    torch.manual_seed(0)
+    s = SuperNet(tiny, num_classes=3, v1_sharing="labels")
+    randomize_bn(s, 0)
+    unit = s.units["stage3_1_v1"]
+    for g in (1, 2, 4):
+        a = Arch.parse(f"stem8|32:v1g1|64:v1g1,v1g{g}|128:v1g1|conv0|cls3")
+        m = extract(s, a).stage3[1]
+        src = shuffle_src(16, g)  # mid = 64 // 4 hidden channels
+        # depthwise filter and BN of the hidden channel shuffled to position p
+        torch.testing.assert_close(m.branch_main_2[0].weight, unit.dw[src], rtol=0, atol=0)
+        torch.testing.assert_close(m.branch_main_2[1].running_var, unit.bn2.running_var[src], rtol=0, atol=0)
+        # second pointwise conv: output o (label o: stage 3 keeps its labels in v1 units) reads
+        # hidden label src[p] through the same shared element for every g
+        w = m.branch_main_2[2].weight  # (64, 16 // g, 1, 1)
+        og, ig = 64 // g, 16 // g
+        for o in range(64):
+            k = o // og
+            torch.testing.assert_close(w[o, :, 0, 0], unit.pw2[o, src[k * ig:(k + 1) * ig], 0, 0], rtol=0, atol=0)
+
+
+def test_per_group_v1_weights_are_separate_and_round_trip(tmp_path):
+    from supernet.data import load_data
+    from supernet.train import Recipe, load_supernet, train_supernet
+
+    tiny = SearchSpace.from_dict(TINY_V1)
+    torch.manual_seed(0)
+    s = SuperNet(tiny, num_classes=3, v1_sharing="per_group").eval()
+    x = torch.randn(2, 3, 16, 16)
+    a2 = Arch.parse("stem8:small|32:v1g1|64:v1g1,v1g2|128:v1g1|conv0|cls3")
+    a4 = Arch.parse("stem8:small|32:v1g1|64:v1g1,v1g4|128:v1g1|conv0|cls3")
+    with torch.no_grad():
+        y2, y4 = s(x, a2), s(x, a4)
+        s.units["stage3_1_v1g2"].bn3.bias += 1.0  # only the g=2 network reads it
+        assert not torch.allclose(s(x, a2), y2)
+        torch.testing.assert_close(s(x, a4), y4, rtol=0, atol=0)
+    ck = tmp_path / "s.pt"
+    net, state = train_supernet(tiny, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",
+                                progress=False, v1_sharing="per_group")
+    assert state["config"]["v1_sharing"] == "per_group"
+    again, _ = load_supernet(ck)
+    assert again.v1_sharing == "per_group" and again.state_dict().keys() == net.state_dict().keys()
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
