@@ -18,8 +18,8 @@ existing checkpoint instead of training one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,15 +37,20 @@ def main() -> None:
                     help="classifier of conv0 networks (SuperNet conv0_head)")
     ap.add_argument("--v1-sharing", default="dense", choices=["dense", "labels", "per_group"],
                     help="how V1 group counts share weights (SuperNet v1_sharing)")
-    ap.add_argument("--small-input", action="store_true", help="train the supernet on small-stem paths")
+    ap.add_argument("--sandwich", type=int, default=0, metavar="N",
+                    help="BigNAS sandwich rule with N sampled paths per step (0 = single path)")
+    ap.add_argument("--small-input", choices=["no", "yes", "both"], default="no",
+                    help="stem variant of the supernet's paths (and of the truth networks scored): ImageNet stem "
+                         "(no, the cheapest), small-input stem (yes) or both (the search's setting, ~5x the compute)")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--curve-every", type=int, default=0, metavar="K",
+                    help="also score the supernet every K epochs: the tau-vs-epochs curve (JSON + PNG)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt)")
     args = ap.parse_args()
 
     import torch
     from ground_truth import load_truth, truth_accuracy
-    from scipy.stats import kendalltau, spearmanr
 
     import supernet.train as st
     from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
@@ -58,40 +63,93 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     rows = [dict(n, retrained=truth_accuracy(n)) for n in truth["networks"] if n["runs"]]
+    small = {"no": False, "yes": True, "both": None}[args.small_input]
+    if small is not None:
+        skipped = [r["name"] for r in rows if Arch.parse(r["arch"]).small_input is not small]
+        rows = [r for r in rows if Arch.parse(r["arch"]).small_input is small]
+        if skipped:
+            print(f"note: {len(skipped)} networks with the other stem left out (the supernet trains "
+                  f"--small-input {args.small_input} paths; 'both' scores all): {', '.join(skipped)}")
     data = load_data(truth["data"]["spec"], val_fraction=truth["data"]["val_fraction"])
     space = SearchSpace.load("default")
+    cfg = EvalConfig()
+    calib = calibration_batches(data, cfg, torch.device("cpu"), True)
+
+    def score(sup) -> dict:
+        sup.eval()
+        for r in rows:
+            r["inherited"], _ = evaluate_arch(sup, Arch.parse(r["arch"]), data, cfg, device="cpu", calib=calib)
+        return {name: corr(sel) for name, sel in groups().items()}
+
+    def groups() -> dict[str, list]:
+        return {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
+                "sampled": [r for r in rows if r["role"] != "preset"]}
+
     if args.supernet:
-        sup, _ = st.load_supernet(args.supernet, device="cpu")
-        label = f"checkpoint {args.supernet}"
+        sup, state = st.load_supernet(args.supernet, device="cpu")
+        label, variant = f"checkpoint {args.supernet}", Path(args.supernet).stem
+        curve = [(state["epoch"], score(sup))]
     else:
         recipe = st.Recipe(epochs=args.epochs, seed=args.seed)
         variant = (f"{args.sampler}_{args.update}_{args.conv0_head}_v1{args.v1_sharing}"
-                   f"{'_small' if args.small_input else ''}_e{args.epochs}")
+                   f"{f'_sandwich{args.sandwich}' if args.sandwich else ''}_stem{args.small_input}"
+                   f"_e{args.epochs}")
         ckpt = Path(args.out or f"results/ranking/{variant}.pt")
-        t = time.perf_counter()
-        sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
-                                       progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
-                                       update=args.update, small_input=args.small_input, v1_sharing=args.v1_sharing)
-        label = (f"{variant}, {args.epochs} epochs in {time.perf_counter() - t:.0f} s, last train acc "
+        marks = sorted({*range(args.curve_every, args.epochs, args.curve_every), args.epochs} if args.curve_every
+                       else {args.epochs})
+        curve = []
+        for stop in marks:  # training resumes exactly, so stopping to score changes nothing
+            sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
+                                           progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
+                                           update=args.update, small_input=small,
+                                           v1_sharing=args.v1_sharing, sandwich=args.sandwich, stop_after_epoch=stop)
+            curve.append((stop, score(sup)))
+            print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items()), flush=True)
+        label = (f"{variant}, {args.epochs} epochs in {state['train_seconds']:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
-    sup.eval()
-    cfg = EvalConfig()
-    calib = calibration_batches(data, cfg, torch.device("cpu"), True)
     print(f"supernet: {label}\n{'name':<22} {'retrained':>9} {'inherited':>9}")
     for r in rows:
-        r["inh_new"], _ = evaluate_arch(sup, Arch.parse(r["arch"]), data, cfg, device="cpu", calib=calib)
-        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inh_new']:8.2f}%")
+        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}%")
+    for name, c in curve[-1][1].items():
+        print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}")
+    out = Path("results/ranking") / f"{variant}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
+                               "curve": [{"epoch": e, **c} for e, c in curve],
+                               "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", "inherited")}
+                                            for r in rows]}, indent=1))
+    print(f"wrote {out}")
+    if len(curve) > 1:
+        _plot(curve, out.with_suffix(".png"), variant)
 
-    def corr(sel):
-        a = [r["inh_new"] for r in sel]
-        b = [r["retrained"] for r in sel]
-        return kendalltau(a, b).statistic, spearmanr(a, b).statistic, len(sel)
 
-    allr = rows
-    for name, sel in (("all", allr), ("presets", [r for r in allr if r["role"] == "preset"]),
-                      ("searched + sampled", [r for r in allr if r["role"] != "preset"])):
-        tau, rho, n = corr(sel)
-        print(f"{name:<20} n={n:2d}  Kendall tau {tau:6.3f}  Spearman rho {rho:6.3f}")
+def corr(sel: list[dict]) -> dict:
+    from scipy.stats import kendalltau, spearmanr
+
+    a = [r["inherited"] for r in sel]
+    b = [r["retrained"] for r in sel]
+    return {"n": len(sel), "tau": float(kendalltau(a, b).statistic), "rho": float(spearmanr(a, b).statistic)}
+
+
+def _plot(curve, path: Path, variant: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name in curve[0][1]:
+        ax.plot([e for e, _ in curve], [c[name]["tau"] for _, c in curve], marker="o",
+                label=f"{name} (n={curve[0][1][name]['n']})")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("supernet epochs")
+    ax.set_ylabel("Kendall tau (inherited vs retrained)")
+    ax.set_title(f"ranking vs supernet training: {variant}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

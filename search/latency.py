@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -492,15 +493,15 @@ class LatencyPredictor:
         from search_space import Stage
 
         size = self.key["input_shape"][-1]
-        small, ncls = self.key["small_input"], self.key["num_classes"]
-        sizes = spatial_sizes(_probe_arch(space, ncls, small), size)
+        ncls = self.key["num_classes"]
 
         def cost(b, cin, cout, stride, h, fg):
             return self.lut.get(f"{b}|{cin}|{cout}|{stride}|{h}|{int(fg)}", math.inf)
 
         best: Arch | None = None
         best_ms = math.inf
-        for stem in space.stem_channels:
+        for small, stem in itertools.product(_stem_variants(space, self.key["small_input"]), space.stem_channels):
+            sizes = spatial_sizes(_probe_arch(space, ncls, small), size)
             states = {stem: (self.lut.get(f"stem|{stem}|{int(small)}|{size}", math.inf), [])}
             for i, ss in enumerate(space.stages):
                 nxt = {}
@@ -525,7 +526,7 @@ class LatencyPredictor:
     # ---------------------------------------------------------------- persistence
     @staticmethod
     def make_key(space: SearchSpace, *, device: torch.device, runtime: str, input_shape, threads: int,
-                 dtype: str, num_classes: int, small_input: bool) -> dict[str, Any]:
+                 dtype: str, num_classes: int, small_input: bool | None) -> dict[str, Any]:
         return {
             "format": PREDICTOR_FORMAT,
             "device": device.type,
@@ -579,7 +580,7 @@ class LatencyPredictor:
         threads: int | None = 1,
         dtype: str = "float32",
         num_classes: int = 1000,
-        small_input: bool = False,
+        small_input: bool | None = False,
         calib_archs: int = 100,
         seed: int = 0,
         cache_dir: Path | str | None = None,
@@ -591,7 +592,9 @@ class LatencyPredictor:
         Args:
             space: the search space whose blocks are tabulated.
             device, runtime, input_shape, threads, dtype: the measurement conditions (the cache key).
-            num_classes, small_input: the task (classifier size, stem variant).
+            num_classes, small_input: the task (classifier size, stem variant; ``None`` = every
+                stem variant the space declares: the table holds the blocks at each variant's
+                feature-map sizes and the calibration draws both).
             calib_archs: random architectures measured end to end for the calibration.
             rebuild: ignore an existing cache.
         """
@@ -616,23 +619,24 @@ class LatencyPredictor:
         size = shape[-1]
         # every table entry the space can need for this task
         specs: dict[str, tuple[tuple, tuple]] = {}
-        stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small_input), size)
-        for stem in space.stem_channels:
-            specs[f"stem|{stem}|{int(small_input)}|{size}"] = (("stem", stem, small_input), (1, 3, size, size))
-        prev = space.stem_channels
-        for i, ss in enumerate(space.stages):
-            h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
-            for cout in ss.channels:
-                for cin in prev:
-                    for b in space.valid_blocks(cin, cout, 2, i > 0):
-                        specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
-                if ss.max_depth > 1:
-                    for b in space.valid_blocks(cout, cout, 1):
-                        specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
-            prev = ss.channels
-        for c in space.stages[-1].channels:
-            for last in space.last_conv:
-                specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
+        for small in _stem_variants(space, small_input):
+            stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small), size)
+            for stem in space.stem_channels:
+                specs[f"stem|{stem}|{int(small)}|{size}"] = (("stem", stem, small), (1, 3, size, size))
+            prev = space.stem_channels
+            for i, ss in enumerate(space.stages):
+                h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
+                for cout in ss.channels:
+                    for cin in prev:
+                        for b in space.valid_blocks(cin, cout, 2, i > 0):
+                            specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
+                    if ss.max_depth > 1:
+                        for b in space.valid_blocks(cout, cout, 1):
+                            specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
+                prev = ss.channels
+            for c in space.stages[-1].channels:
+                for last in space.last_conv:
+                    specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
         lut: dict[str, float] = {}
         bar = _bar(len(specs), "latency table", progress)
         for k, (spec, ishape) in specs.items():
@@ -676,6 +680,11 @@ class LatencyPredictor:
         }
 
 
+def _stem_variants(space: SearchSpace, small_input: bool | None) -> tuple[bool, ...]:
+    """The stem variants a predictor covers: the one given, or all the space declares (None)."""
+    return tuple(space.small_input) if small_input is None else (bool(small_input),)
+
+
 def _probe_arch(space: SearchSpace, num_classes: int, small_input: bool) -> Arch:
     return space.sample(np.random.default_rng(0), num_classes=num_classes, small_input=small_input)
 
@@ -697,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime", default="eager", help=f"one of {list(RUNTIMES)}")
     ap.add_argument("--input-size", type=int, default=32)
     ap.add_argument("--num-classes", type=int, default=10)
-    ap.add_argument("--small-input", action="store_true")
+    ap.add_argument("--small-input", choices=["no", "yes", "both"], default="both",
+                    help="stem variants in the table: ImageNet stem, small-input stem, or both (the search's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--calib-archs", type=int, default=100)
@@ -710,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         space = SearchSpace.load(args.space)
         p = LatencyPredictor.build(space, device=args.device, runtime=args.runtime,
                                    input_shape=(1, 3, args.input_size, args.input_size), threads=args.threads,
-                                   dtype=args.dtype, num_classes=args.num_classes, small_input=args.small_input,
+                                   dtype=args.dtype, num_classes=args.num_classes, small_input={"no": False, "yes": True, "both": None}[args.small_input],
                                    calib_archs=args.calib_archs, rebuild=args.rebuild)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -719,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
           f"fit MAPE raw {p.fit.get('raw_mape', float('nan')):.2f}% -> calibrated {p.fit.get('calibrated_mape', float('nan')):.2f}%")
     if args.command == "check":
         rng = np.random.default_rng(args.seed + 10_000)
-        archs = [space.sample(rng, num_classes=args.num_classes, small_input=args.small_input) for _ in range(args.archs)]
+        archs = [space.sample(rng, num_classes=args.num_classes, small_input={"no": False, "yes": True, "both": None}[args.small_input]) for _ in range(args.archs)]
         meas = measure_many([ShuffleNet(a) for a in archs], input_shape=(1, 3, args.input_size, args.input_size),
                             device=args.device, runtime=args.runtime, threads=args.threads, dtype=args.dtype)
         err = [abs(p.predict(a) - m.median_ms) / m.median_ms * 100 for a, m in zip(archs, meas)]

@@ -164,7 +164,8 @@ def supernet_for(space, data, recipe, *, device, progress: bool):
     from supernet.train import load_supernet, train_supernet
 
     key = hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
-                                   "recipe": asdict(recipe), "device": device.type}, sort_keys=True).encode()).hexdigest()[:16]
+                                   "recipe": asdict(recipe), "device": device.type, "small_input": "searched"},
+                                  sort_keys=True).encode()).hexdigest()[:16]
     ckpt = SUPERNET_CACHE / key / "supernet.pt"
     if ckpt.is_file():
         try:
@@ -175,7 +176,8 @@ def supernet_for(space, data, recipe, *, device, progress: bool):
         except ValueError as e:
             log.warning("supernet cache %s unusable (%s); training again", ckpt, e)
             ckpt.unlink()
-    net, _ = train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device=device, progress=progress)
+    net, _ = train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device=device, progress=progress,
+                            small_input=None)  # the stem variant is searched, so the supernet trains both
     return net, ckpt, False
 
 
@@ -228,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
     t = time.perf_counter()
     predictor = LatencyPredictor.build(space, device=device, runtime=cfg["runtime"], input_shape=shape,
-                                       threads=cfg["threads"], num_classes=data.num_classes, small_input=False,
+                                       threads=cfg["threads"], num_classes=data.num_classes, small_input=None,
                                        calib_archs=cfg["calib_archs"], progress=progress)
     timings["latency predictor"] = time.perf_counter() - t
     fastest, fastest_ms = predictor.fastest(space)
@@ -264,7 +266,8 @@ def _run(args: argparse.Namespace) -> int:
     floor_ms = float(cfg["min_latency_frac"]) * budget
     scorer = Scorer(supernet, data, predictor, budget_ms=budget, input_size=size, device=device,
                     runtime=cfg["runtime"], threads=cfg["threads"], min_latency_ms=floor_ms)
-    seeds = [(n, get_preset(n, data.num_classes)) for n in list_presets()]
+    seeds = [(n + (":small" if small else ""), get_preset(n, data.num_classes, small_input=small))
+             for small in space.small_input for n in list_presets()]
     seeds = [(n, a) for n, a in seeds if space.contains(a) and predictor.predict(a) <= budget * (1 + scorer.margin)]
     t = time.perf_counter()
     bar = None

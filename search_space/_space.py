@@ -248,6 +248,7 @@ class SearchSpace:
     __contains__ = contains
 
     def _context(self, small_input: bool | None) -> bool:
+        """The stem variant to use: ``small_input`` if given (checked), else the space's only one."""
         if small_input is None:
             return self.small_input[0]
         if small_input not in self.small_input:
@@ -256,10 +257,18 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator, *, num_classes: int = 1000, small_input: bool | None = None) -> Arch:
-        """Draw one architecture, each decision uniform among its buildable choices (SPOS)."""
+        """Draw one architecture, each decision uniform among its buildable choices (SPOS).
+
+        ``small_input=None`` makes the stem variant a decision too (uniform over the
+        space's ``stem.small_input`` choices); ``True``/``False`` fixes it.
+
+        Raises:
+            TypeError: ``rng`` is not a ``numpy.random.Generator``.
+            ValueError: a ``small_input`` the space does not declare.
+        """
         if not isinstance(rng, np.random.Generator):
             raise TypeError("sample() needs an explicit numpy.random.Generator (np.random.default_rng(seed))")
-        small = self._context(small_input)
+        small = self.draw_stem_variant(rng, small_input)
         stem = int(rng.choice(self.stem_channels))
         cin, stages = stem, []
         for i, ss in enumerate(self.stages):
@@ -273,6 +282,52 @@ class SearchSpace:
             cin = cout
         last = int(rng.choice(self.last_conv))
         return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=num_classes, small_input=small)
+
+    def extreme(self, which: str, *, num_classes: int = 1000, small_input: bool | None = None) -> Arch:
+        """The largest or smallest architecture of the space (BigNAS's sandwich rule, Yu et al.,
+        ECCV 2020, section 3.1): widest stem and stages, deepest stages, largest last conv, the
+        small-input stem variant when ``small_input`` is None and the space has it, and,
+        at every position, the block choice with the most FLOPs (``which="largest"``); or the
+        opposite of each (``"smallest"``). Block costs are additive at fixed widths, so the
+        per-position choice is exact.
+
+        Raises:
+            ValueError: ``which`` is neither ``"largest"`` nor ``"smallest"``.
+        """
+        if which not in ("largest", "smallest"):
+            raise ValueError(f"which: expected 'largest' or 'smallest', got {which!r}")
+        from ._cost import count_flops
+
+        pick = max if which == "largest" else min
+        # with the stem variant free, the small-input stem (full-resolution stage 2) is the larger
+        small = pick(self.small_input) if small_input is None else self._context(small_input)
+        stem = pick(self.stem_channels)
+        widths = [pick(ss.channels) for ss in self.stages]
+        depths = [ss.max_depth if which == "largest" else ss.min_depth for ss in self.stages]
+        cins = [stem, *widths[:-1]]
+        choices = [[self.valid_blocks(cins[i], widths[i], 2, first_grouped=i > 0)]
+                   + [self.valid_blocks(widths[i], widths[i], 1)] * (depths[i] - 1) for i in range(len(self.stages))]
+        blocks = [[opts[0] for opts in stage] for stage in choices]
+
+        def build() -> Arch:
+            return Arch(stem=stem, stages=tuple(Stage(w, tuple(b)) for w, b in zip(widths, blocks)),
+                        last_conv=pick(self.last_conv), num_classes=num_classes, small_input=small)
+
+        for i, stage in enumerate(choices):
+            for j, opts in enumerate(stage):
+                costs = []
+                for b in opts:
+                    blocks[i][j] = b
+                    costs.append((count_flops(build(), 32), opts.index(b)))
+                blocks[i][j] = opts[pick(costs)[1]]
+        return build()
+
+    def draw_stem_variant(self, rng: np.random.Generator, small_input: bool | None) -> bool:
+        """``small_input`` if given (checked against the space), else a uniform draw among the
+        declared stem variants (no draw when the space declares only one)."""
+        if small_input is not None or len(self.small_input) == 1:
+            return self._context(small_input)
+        return bool(self.small_input[int(rng.integers(len(self.small_input)))])
 
     def size(self) -> int:
         """Exact number of distinct architectures for one input variant and class count."""
@@ -302,9 +357,14 @@ class SearchSpace:
         categorical/int over primitive values, so TPE/NSGA-II model them across
         trials. A block choice that is not buildable at the chosen widths (a group
         count that does not divide them, a v1 downsampling unit that cannot grow)
-        is repaired deterministically by :meth:`repair_block`.
+        is repaired deterministically by :meth:`repair_block`. ``small_input=None``
+        searches the stem variant too (parameter ``small_input``, only when the
+        space declares both).
         """
-        small = self._context(small_input)
+        if small_input is None and len(self.small_input) > 1:
+            small = bool(trial.suggest_categorical("small_input", [bool(v) for v in self.small_input]))
+        else:
+            small = self._context(small_input)
         names = [str(b) for b in self.unit_options]
         stem = trial.suggest_categorical("stem", list(self.stem_channels))
         cin, stages = stem, []
@@ -343,6 +403,8 @@ class SearchSpace:
         """Optuna parameters that make :meth:`suggest` return ``arch`` (for enqueueing seeds)."""
         self.validate(arch)
         params: dict[str, Any] = {"stem": arch.stem, "last_conv": arch.last_conv}
+        if len(self.small_input) > 1:
+            params["small_input"] = arch.small_input
         for i, st in enumerate(arch.stages):
             p = STAGE_NAMES[i]
             params[f"{p}.channels"] = st.channels

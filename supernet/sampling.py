@@ -7,7 +7,8 @@ so a resumed run draws exactly the paths of an uninterrupted one. ``name``
 identifies the sampler in the checkpoint's config.
 
 * :class:`UniformSampler`: SPOS (Guo et al., ECCV 2020, section 3.2): every
-  decision uniform among its buildable choices, optionally inside a FLOPs
+  decision uniform among its buildable choices (the stem variant too when
+  ``small_input=None``), optionally inside a FLOPs
   window (SPOS section 3.3 samples within a FLOPs range).
 * :class:`FairSampler`: FairNAS strict fairness (Chu et al., ICCV 2021,
   section 3.2): in every cycle of ``m`` steps (``m`` = number of unit
@@ -15,7 +16,7 @@ identifies the sampler in the checkpoint's config.
   from an independent permutation per position. FairNAS accumulates the ``m``
   paths' gradients into one update; here each path is its own step (single
   path, as SPOS), so only the sampling is strictly fair. Widths, depths,
-  stem and last conv stay uniform; a choice that is not buildable at the
+  stem (and its variant when ``small_input=None``) and last conv stay uniform; a choice that is not buildable at the
   drawn widths (a group count that does not divide them, a V1 unit asked to
   narrow the network) is replaced by :meth:`SearchSpace.repair_block`, and
   the sampler prefers widths at which the stage's planned choices are all
@@ -45,7 +46,7 @@ class UniformSampler:
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool, image_size: int,
+    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool | None, image_size: int,
                  flops_min: float | None = None, flops_max: float | None = None, seed: int = 0) -> None:
         self.space, self.num_classes, self.small_input, self.image_size = space, num_classes, small_input, image_size
         self.flops_min, self.flops_max = flops_min, flops_max
@@ -77,7 +78,7 @@ class FairSampler:
 
     name = "fair"
 
-    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool | None, seed: int = 0) -> None:
         self.space, self.num_classes, self.small_input, self.seed = space, num_classes, small_input, seed
         self.options = space.unit_options
         self.positions = [(i, j) for i, ss in enumerate(space.stages) for j in range(ss.max_depth)]
@@ -95,6 +96,7 @@ class FairSampler:
 
     def __call__(self, rng: np.random.Generator, step: int = 0) -> Arch:
         space, plan = self.space, self.plan(step)
+        small = space.draw_stem_variant(rng, self.small_input)
         stem = int(rng.choice(space.stem_channels))
         cin, stages = stem, []
         for i, ss in enumerate(space.stages):
@@ -109,14 +111,14 @@ class FairSampler:
             cin = cout
         last = int(rng.choice(space.last_conv))
         return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=self.num_classes,
-                    small_input=self.small_input)
+                    small_input=small)
 
     def _buildable(self, block, cin: int, cout: int, i: int, j: int) -> bool:
         stride, bin_ = (2, cin) if j == 0 else (1, cout)
         return block in self.space.valid_blocks(bin_, cout, stride, first_grouped=not (i == 0 and j == 0))
 
 
-def make_path_sampler(kind: str, space: SearchSpace, *, num_classes: int, small_input: bool, image_size: int,
+def make_path_sampler(kind: str, space: SearchSpace, *, num_classes: int, small_input: bool | None, image_size: int,
                       seed: int = 0, flops_min: float | None = None, flops_max: float | None = None):
     """The sampler named ``kind`` (``uniform`` or ``fair``).
 

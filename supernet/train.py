@@ -33,10 +33,10 @@ from torch import nn
 from search_space import Arch, SearchSpace
 
 from .data import Data, load_data
-from .sampling import UniformSampler, make_path_sampler
+from .sampling import make_path_sampler
 from .supernet import SuperNet
 
-__all__ = ["Recipe", "train_supernet", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
+__all__ = ["Recipe", "train_supernet", "sandwich_step", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
 
 log = logging.getLogger(__name__)
 CKPT_FORMAT = "shufflenas.supernet/1"
@@ -159,11 +159,42 @@ def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Modu
              use_amp: bool, after_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``.
     ``after_step`` runs right after the optimizer step (the path-only update restores there)."""
+    opt.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
         out = forward()
         loss = crit(out, y)
-    opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    _finish_step(model, opt, sched, scaler, recipe, after_step)
+    return out, loss
+
+
+def sandwich_step(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], crit: nn.Module,
+                  opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe, use_amp: bool,
+                  after_step: Callable[[], None] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One step of the sandwich rule with in-place distillation (BigNAS, Yu et al., ECCV 2020,
+    section 3.1): ``paths[0]`` (the largest network) learns the labels with ``crit``; every other
+    path learns the largest's predicted distribution (soft cross-entropy against its detached
+    softmax). The gradients of all paths are summed into one optimizer step. Returns
+    ``[(logits, loss)]`` per path, in order."""
+    opt.zero_grad(set_to_none=True)
+    teacher = None
+    outs = []
+    for k, arch in enumerate(paths):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            out = supernet(x, arch)
+            if k == 0:
+                loss = crit(out, y)
+                teacher = out.detach().float().softmax(1)
+            else:
+                loss = -(teacher * out.float().log_softmax(1)).sum(1).mean()
+        scaler.scale(loss).backward()  # one path's graph at a time: memory of one path
+        outs.append((out.detach(), loss.detach()))
+    _finish_step(supernet, opt, sched, scaler, recipe, after_step)
+    return outs
+
+
+def _finish_step(model: nn.Module, opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
+                 after_step: Callable[[], None] | None) -> None:
     if recipe.grad_clip:
         scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
@@ -172,17 +203,10 @@ def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Modu
         after_step()
     scaler.update()
     sched.step()
-    return out, loss
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def make_sampler(space: SearchSpace, recipe: Recipe, *, num_classes: int, small_input: bool, image_size: int) -> UniformSampler:
-    """Uniform single-path sampler (SPOS), restricted to the recipe's FLOPs window if any."""
-    return UniformSampler(space, num_classes=num_classes, small_input=small_input, image_size=image_size,
-                          flops_min=recipe.flops_min, flops_max=recipe.flops_max, seed=recipe.seed)
 
 
 UPDATES = ("full", "path")
@@ -198,9 +222,14 @@ class _PathOnly:
         self.supernet, self.opt = supernet, opt
         self.params = dict(supernet.named_parameters())
 
-    def freeze(self, arch: Arch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def freeze(self, archs: list[Arch]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Save what none of ``archs`` (the paths of one step) reads."""
+        masks: dict[str, torch.Tensor] = {}
+        for arch in archs:
+            for name, mask in self.supernet.path_masks(arch).items():
+                masks[name] = mask | masks[name] if name in masks else mask
         saved = []
-        for name, mask in self.supernet.path_masks(arch).items():
+        for name, mask in masks.items():
             if bool(mask.all()):
                 continue
             p = self.params[name]
@@ -245,7 +274,7 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
             width_sharing: str = "prefix", conv0_head: str = "shared", sampler: str = "uniform",
-            update: str = "full", v1_sharing: str = "dense") -> dict[str, Any]:
+            update: str = "full", v1_sharing: str = "dense", sandwich: int = 0) -> dict[str, Any]:
     extra: dict[str, Any] = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
     if v1_sharing != "dense":  # absent = the original scheme, so older checkpoints load as they were trained
         extra["v1_sharing"] = v1_sharing
@@ -253,6 +282,8 @@ def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, sm
         extra["sampler"] = sampler
     if update != "full":
         extra["update"] = update
+    if sandwich:
+        extra["sandwich"] = sandwich
     return {
         **extra,
         "space": space.to_dict(),
@@ -273,12 +304,13 @@ def train_supernet(
     checkpoint: Path | str | None = None,
     resume: bool = False,
     device: str | torch.device | None = None,
-    small_input: bool = False,
+    small_input: bool | None = False,
     width_sharing: str = "prefix",
     conv0_head: str = "shared",
     v1_sharing: str = "dense",
     sampler: str = "uniform",
     update: str = "full",
+    sandwich: int = 0,
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> tuple[SuperNet, dict[str, Any]]:
@@ -291,13 +323,19 @@ def train_supernet(
         checkpoint: file written (atomically) after every epoch.
         resume: continue from ``checkpoint`` if it exists (its config must match).
         device: ``cpu``/``cuda``; default GPU when present.
-        small_input: sample architectures with the small-input stem (stride-1 conv1, no
-            maxpool); about 10x the compute at 32x32, so off by default.
+        small_input: ``False`` (default) trains ImageNet-stem paths, ``True`` small-input-stem
+            paths (stride-1 conv1, no maxpool; about 10x the compute at 32x32), ``None`` both:
+            the stem variant is a sampled decision like any other, as ``search.run`` searches it.
         width_sharing, conv0_head, v1_sharing: see :class:`SuperNet`.
         sampler: ``uniform`` (SPOS) or ``fair`` (FairNAS strict fairness); see ``supernet.sampling``.
         update: ``full`` (plain SGD on the shared tensors: weight decay and momentum move
             every element each step) or ``path`` (only the elements the sampled path reads
             change; the rest keep value and momentum bit for bit).
+        sandwich: 0 (default) trains one sampled path per step (SPOS). n >= 1 trains, per step,
+            the largest and the smallest network of the space and n sampled paths, the others
+            distilled from the largest (:func:`sandwich_step`; BigNAS uses n = 2). About
+            (n + 2) paths of compute per step, the largest the most expensive. The history's
+            train accuracy is that of the first sampled path, as without the sandwich.
 
     Raises:
         ValueError: bad device, sampler or update; a checkpoint trained with other settings.
@@ -305,13 +343,17 @@ def train_supernet(
         stop_after_epoch: stop (as if interrupted) after this many epochs.
     """
     dev = check_device(device)
-    small = bool(small_input)
+    small = None if small_input is None else bool(small_input)
     if update not in UPDATES:
         raise ValueError(f"update: expected one of {list(UPDATES)}, got {update!r}")
     sample = make_path_sampler(sampler, space, num_classes=data.num_classes, small_input=small,
                                image_size=data.image_size, seed=recipe.seed, flops_min=recipe.flops_min,
                                flops_max=recipe.flops_max)
-    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update, v1_sharing)
+    if isinstance(sandwich, bool) or not isinstance(sandwich, int) or sandwich < 0:
+        raise ValueError(f"sandwich: expected the number of sampled paths per step (0 = off), got {sandwich!r}")
+    extremes = [space.extreme(w, num_classes=data.num_classes, small_input=small) for w in ("largest", "smallest")]
+    config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update, v1_sharing,
+                     sandwich)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = None
     if resume:
@@ -355,10 +397,16 @@ def train_supernet(
         for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                                 generator=gen, device=dev, channels_last=channels_last,
                                                 min_last=TRAIN_MIN_BATCH)):
-            arch = sample(rng, epoch * steps + k)
-            saved = path_only.freeze(arch) if path_only is not None else None
-            out, loss = sgd_step(lambda x=x, arch=arch: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
-                                 recipe, use_amp, after_step=None if saved is None else lambda saved=saved: path_only.restore(saved))
+            step = epoch * steps + k
+            paths = ([sample(rng, step)] if not sandwich
+                     else extremes + [sample(rng, step * sandwich + r) for r in range(sandwich)])
+            saved = path_only.freeze(paths) if path_only is not None else None
+            after = None if saved is None else lambda saved=saved: path_only.restore(saved)
+            if sandwich:
+                out, loss = sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after)[2]
+            else:
+                out, loss = sgd_step(lambda x=x, arch=paths[0]: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
+                                     recipe, use_amp, after_step=after)
             n = y.numel()
             tot_loss += float(loss.detach()) * n
             tot_correct += int((out.argmax(1) == y).sum())
@@ -501,7 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from OUT/supernet.pt")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: GPU when present)")
     ap.add_argument("--image-size", type=int, default=None, help="resize ImageFolder images (default 32)")
-    ap.add_argument("--small-input", action="store_true", help="train small-input-stem architectures (32x32 maps)")
+    ap.add_argument("--small-input", choices=["no", "yes", "both"], default="no",
+                    help="stem variant of the trained paths: ImageNet stem (no), small-input stem (yes: "
+                         "32x32 maps, ~10x compute) or both (the search's setting)")
     ap.add_argument("--width-sharing", choices=["prefix", "separate"], default="prefix")
     ap.add_argument("--v1-sharing", choices=["dense", "labels", "per_group"], default="dense",
                     help="V1 group counts: one dense weight (positions after the shuffle), the same with "
@@ -510,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="path sampling: uniform (SPOS) or fair (FairNAS strict fairness per position)")
     ap.add_argument("--update", choices=list(UPDATES), default="full",
                     help="full: SGD on whole shared tensors; path: only what the sampled path reads changes")
+    ap.add_argument("--sandwich", type=int, default=0, metavar="N",
+                    help="BigNAS sandwich rule: per step the largest, the smallest and N sampled paths, "
+                         "distilled from the largest (0 = off, single path)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     d = Recipe()
     for f in fields(Recipe):
@@ -530,9 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         if ckpt.exists() and not args.resume:
             raise ValueError(f"out: {ckpt} exists; pass --resume to continue it or choose another --out")
         _, state = train_supernet(space, data, recipe, checkpoint=ckpt, resume=args.resume, device=args.device,
-                                  small_input=args.small_input, width_sharing=args.width_sharing,
+                                  small_input={"no": False, "yes": True, "both": None}[args.small_input],
+                                  width_sharing=args.width_sharing,
                                   v1_sharing=args.v1_sharing,
-                                  sampler=args.sampler, update=args.update, progress=not args.quiet)
+                                  sampler=args.sampler, update=args.update, sandwich=args.sandwich,
+                                  progress=not args.quiet)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,7 +75,7 @@ def run_optuna(
         study.enqueue_trial(space.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        arch = space.suggest(trial, num_classes=num_classes, small_input=False)
+        arch = space.suggest(trial, num_classes=num_classes, small_input=None)
         rec = score(arch)
         for k, v in rec.items():
             trial.set_user_attr(k, v)

@@ -130,7 +130,7 @@ class _DefineByRun:
         self.space, self.num_classes, self.names = space, num_classes, names
 
     def __call__(self, trial) -> dict:
-        arch = str(self.space.suggest(trial, num_classes=self.num_classes, small_input=False))
+        arch = str(self.space.suggest(trial, num_classes=self.num_classes, small_input=None))
         return {"arch": arch, "source": self.names.get(arch, "sampled")}
 
 

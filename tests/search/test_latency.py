@@ -206,3 +206,26 @@ def test_export_leaves_the_callers_model_as_it_found_it(tmp_path):
     assert model.training
     assert model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not model.conv1[0].weight.is_contiguous()
+
+
+def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
+    """Issue 10: the stem variant is searched, so one table holds both variants' blocks."""
+    from search.latency import _entries
+
+    both = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, small_input=None,
+                                  calib_archs=12, cache_dir=tmp_path, progress=False)
+    one = {s: {k for a in [TINY.sample(np.random.default_rng(i), num_classes=10, small_input=s) for i in range(40)]
+               for k, *_ in _entries(a, 16)} for s in (False, True)}
+    assert one[False] <= set(both.lut) and one[True] <= set(both.lut)
+    assert {"stem|8|0|16", "stem|8|1|16"} <= set(both.lut)
+    assert both.key["small_input"] is None
+    for s in (False, True):
+        a = TINY.sample(np.random.default_rng(5), num_classes=10, small_input=s)
+        assert math.isfinite(both.predict(a))
+    fastest, ms = both.fastest(TINY)
+    assert ms == pytest.approx(both.predict(fastest))
+    # the fastest over both variants is no slower than the fastest of either variant alone
+    for s in (False, True):
+        alone = LatencyPredictor(key=dict(both.key, small_input=s), lut=both.lut, coef=both.coef)
+        assert ms <= alone.fastest(TINY)[1] + 1e-12
+        assert alone.fastest(TINY)[0].small_input is s

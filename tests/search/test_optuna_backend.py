@@ -20,7 +20,7 @@ def test_an_interrupted_preset_trial_keeps_its_source_on_resume(tmp_path):
         study.enqueue_trial(SPACE.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
     # the process dies with two preset trials RUNNING: one mid-suggest, one before any suggestion
     t0 = study.ask()
-    SPACE.suggest(t0, num_classes=10, small_input=False)
+    SPACE.suggest(t0, num_classes=10, small_input=None)
     study.ask()
     del study
     run_optuna(_score, SPACE, run_dir=tmp_path, n_trials=5, seed=0, num_classes=10, seeds=seeds)
@@ -34,7 +34,7 @@ def test_an_interrupted_preset_trial_keeps_its_source_on_resume(tmp_path):
 def test_an_interrupted_sampled_trial_keeps_its_drawn_parameters(tmp_path):
     study = open_study(tmp_path, seed=0)
     t = study.ask()
-    arch = SPACE.suggest(t, num_classes=10, small_input=False)
+    arch = SPACE.suggest(t, num_classes=10, small_input=None)  # as the backend asks
     del study
     run_optuna(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, num_classes=10)
     recs = trial_records(open_study(tmp_path, seed=0))

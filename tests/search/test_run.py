@@ -38,6 +38,36 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     onnx.checker.check_model(str(run / "model.onnx"))
     assert "\\|" in (run / "report.md").read_text()  # arch strings escaped inside the Markdown table
     assert "searched:" in capsys.readouterr().out
+    # issue 10: the stem variant is searched (the tiny space declares both), the budget decides
+    import csv
+
+    with open(run / "trials.csv") as f:
+        stems = {Arch.parse(r["arch"]).small_input for r in csv.DictReader(f)}
+    assert stems == {False, True}
+
+
+def test_a_searched_small_stem_is_exported_and_reloads(tmp_path):
+    """Issue 10 must-show: a winner with the small-input stem ships and reloads exactly."""
+    import onnx
+
+    from search.export import export_model
+    from supernet import ShuffleNet
+    from tests.helpers import randomize_bn
+
+    arch = Arch.parse("stem8:small|16:v2s0.5,v1g2|32:v1g2|64:v2s0.5|conv64|cls10")
+    torch.manual_seed(0)
+    model = ShuffleNet(arch)
+    randomize_bn(model, 0)
+    model.eval()
+    export_model(model, tmp_path, input_size=32)
+    again = load_model(tmp_path)
+    assert again.arch == arch and again.arch.small_input
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(again(x), ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.ts"))(x), ref, rtol=0, atol=1e-5)
+    onnx.checker.check_model(str(tmp_path / "model.onnx"))
 
 
 def test_resume_keeps_every_finished_trial(env, monkeypatch):

@@ -176,3 +176,30 @@ def test_repair_block_is_deterministic_and_close():
     # v1 downsampling 96 -> 96 impossible -> nearest v2 split
     assert SPACE.repair_block(Block.v1(3), 96, 96, 2) == Block.v2(0.5)
     assert SPACE.repair_block(Block.v2(0.25), 96, 96, 1) == Block.v2(0.25)
+
+
+def test_the_stem_variant_is_a_searched_decision():
+    """Issue 10: the space declares small_input [false, true]; sampling, Optuna and the
+    enqueue bridge all treat it as a decision."""
+    import optuna
+
+    rng = np.random.default_rng(0)
+    drawn = [SPACE.sample(rng, num_classes=10).small_input for _ in range(400)]
+    assert 150 < sum(drawn) < 250  # uniform over the two variants
+    fixed = SearchSpace.from_dict({**SPACE.to_dict(), "stem": {"channels": [24], "small_input": [True]}})
+    assert all(fixed.sample(rng, num_classes=10).small_input for _ in range(20))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    archs = []
+    for _ in range(40):
+        t = study.ask()
+        archs.append(SPACE.suggest(t, num_classes=10))
+        assert t.params["small_input"] == archs[-1].small_input
+        study.tell(t, 0.0)
+    assert {a.small_input for a in archs} == {False, True}
+    small = get_preset("shufflenet_v2_x0_5", 10, small_input=True)
+    params = SPACE.params_from_arch(small)
+    assert params["small_input"] is True
+    study.enqueue_trial(params)
+    t = study.ask()
+    assert SPACE.suggest(t, num_classes=10) == small
+    assert "small_input" not in fixed.params_from_arch(small)

@@ -159,7 +159,7 @@ def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
     def step(arch):
-        saved = po.freeze(arch)
+        saved = po.freeze([arch])
         opt.zero_grad(set_to_none=True)
         net(x, arch).square().mean().backward()
         opt.step()
@@ -250,3 +250,99 @@ def test_supernet_training_with_fair_sampling_and_path_update_resumes_exactly(di
                        update="path")
     with pytest.raises(ValueError, match="update: expected one of"):
         train_supernet(TINY, digits, recipe, device="cpu", progress=False, update="sparse")
+
+
+def test_extreme_archs_are_the_largest_and_smallest_of_the_space():
+    import numpy as np
+
+    from search_space import count_flops
+
+    big = TINY.extreme("largest", num_classes=10)
+    small = TINY.extreme("smallest", num_classes=10)
+    assert str(big) == "stem8|24:v2s0.5x2|48:v2s0.5x2|64:v2s0.5x2|conv64|cls10"
+    assert str(small) == "stem8|16:v1g2|32:v1g2|64:v1g2|conv0|cls10"
+    rng = np.random.default_rng(0)
+    flops = [count_flops(TINY.sample(rng, num_classes=10), 32) for _ in range(300)]
+    assert count_flops(small, 32) <= min(flops) and count_flops(big, 32) >= max(flops)
+    with pytest.raises(ValueError, match="which: expected"):
+        TINY.extreme("widest")
+
+
+def test_sandwich_step_trains_the_largest_and_smallest_paths_with_in_place_distillation():
+    """Issue 10 (BigNAS sandwich rule): one step = labels for the largest, its soft prediction for the rest."""
+    import copy
+
+    import numpy as np
+    from torch import nn
+
+    from supernet import SuperNet
+    from supernet.train import sandwich_step
+
+    torch.manual_seed(0)
+    net = SuperNet(TINY, num_classes=10).train()
+    ref = copy.deepcopy(net)
+    recipe = Recipe(lr=0.1, momentum=0.0, weight_decay=0.0, grad_clip=None)
+    big, small = (TINY.extreme(w, num_classes=10) for w in ("largest", "smallest"))
+    mid = TINY.sample(np.random.default_rng(1), num_classes=10)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(6) % 10
+    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    masks = {w: net.path_masks(a) for w, a in (("big", big), ("small", small), ("mid", mid))}
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    outs = sandwich_step(net, x, y, [big, small, mid], crit, opt, sched, scaler, recipe, False)
+    assert len(outs) == 3
+    # reference: the summed loss by hand, one SGD step
+    lb = ref(x, big)
+    t = lb.detach().softmax(1)
+    loss = crit(lb, y) + sum(-(t * ref(x, a).log_softmax(1)).sum(1).mean() for a in (small, mid))
+    loss.backward()
+    with torch.no_grad():
+        for (n, p), (_, q) in zip(net.named_parameters(), ref.named_parameters()):
+            want = q - 0.1 * q.grad if q.grad is not None else q
+            torch.testing.assert_close(p, want, rtol=0, atol=1e-5, msg=n)
+    # elements that only the largest reads and only the smallest reads both moved
+    for w, others in (("big", ("small", "mid")), ("small", ("big", "mid"))):
+        moved = 0
+        for n, m in masks[w].items():
+            only = m.clone()
+            for o in others:
+                if n in masks[o]:
+                    only &= ~masks[o][n]
+            p = dict(net.named_parameters())[n].detach()
+            moved += int((p[only] != before[n][only]).sum())
+        assert moved > 0, w
+
+
+def test_supernet_training_with_the_sandwich_rule_records_it_and_resumes_exactly(digits, tmp_path):
+    recipe = Recipe(epochs=2, batch_size=256, lr=0.05, seed=2)
+    kw = dict(device="cpu", progress=False, sandwich=1)
+    full, _ = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "a.pt", **kw)
+    train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", stop_after_epoch=1, **kw)
+    resumed, state = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, **kw)
+    assert state["config"]["sandwich"] == 1 and len(state["history"]) == 2
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="sandwich: expected"):
+        train_supernet(TINY, digits, recipe, device="cpu", progress=False, sandwich=-1)
+
+
+def test_supernet_training_over_both_stem_variants(digits, tmp_path):
+    """Issue 10: the search searches the stem variant, so the supernet trains both."""
+    import numpy as np
+
+    from supernet.sampling import make_path_sampler
+
+    for kind in ("uniform", "fair"):
+        sample = make_path_sampler(kind, TINY, num_classes=10, small_input=None, image_size=32, seed=0)
+        rng = np.random.default_rng(0)
+        drawn = [sample(rng, k).small_input for k in range(60)]
+        assert 15 < sum(drawn) < 45, kind
+    _, state = train_supernet(TINY, digits, Recipe(epochs=1, batch_size=256, seed=0), checkpoint=tmp_path / "s.pt",
+                              device="cpu", progress=False, small_input=None)
+    assert state["config"]["small_input"] is None
+    with pytest.raises(ValueError, match="different small_input"):
+        train_supernet(TINY, digits, Recipe(epochs=1, batch_size=256, seed=0), checkpoint=tmp_path / "s.pt",
+                       resume=True, device="cpu", progress=False, small_input=False)
