@@ -73,7 +73,7 @@ def _code(arch: str) -> str:
 
 
 def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
-                 timings: dict[str, float], files: dict[str, str]) -> None:
+                 timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
     lat = winner["latency"]
     lines = [
         f"# ShuffleNAS run: {config['latency_ms']:g} ms budget",
@@ -95,6 +95,14 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
                      f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
     else:
         lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
+    if finetune:
+        lines += ["", "Final pick: the best candidates under the budget by one-shot score, fine-tuned from their "
+                  "inherited weights with successive halving (the weaker stop early); the exported model is the "
+                  "winner's fine-tuned weights.", "",
+                  "| candidate | top-1 inherited | top-1 per fine-tune epoch | stopped | latency |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {_code(r['arch'])} | {r['acc_inherited']:.2f}% | "
+                  + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
+                  f"{r['latency_ms']:.3f} ms |" for r in finetune]
     lines += [
         "",
         "Accuracies are inherited supernet weights + BN recalibration on the validation split: a ranking "

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "address": None,
     "concurrency": 2,
     "min_latency_frac": 0.0,
+    "finetune_top": 4,
+    "finetune_epochs": 4,
 }
 SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
@@ -59,7 +61,7 @@ def _number(v: str) -> int | float | str:
     return v
 
 
-_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency")
+_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs")
 _STRINGS = ("data", "space", "out")
 _CHOICES = {"runtime": ("eager", "torchscript", "compile"), "backend": ("optuna", "ray")}
 
@@ -84,8 +86,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{k}: must be a positive integer, got {v!r}")
-    if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
-        raise ValueError(f"seed: must be an integer >= 0, got {out['seed']!r}")
+    for k in ("seed", "finetune_top"):
+        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 0:
+            raise ValueError(f"{k}: must be an integer >= 0, got {out[k]!r}")
     for k in _STRINGS:
         if not isinstance(out[k], str) or not out[k].strip():
             raise ValueError(f"{k}: must be a non-empty string, got {out[k]!r}")
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
+    ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",
+                    help=f"final pick: fine-tune the N best candidates under the budget from their inherited weights, "
+                         f"successive halving (default {DEFAULTS['finetune_top']}; 0 = the one-shot score decides)")
+    ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
+                    help=f"most fine-tune epochs a candidate gets (default {DEFAULTS['finetune_epochs']})")
     ap.add_argument("--out", default=None, help="results folder (default results/)")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     ap.add_argument("--config", default=None, metavar="RUN_YAML", help="read settings from YAML; flags override it")
@@ -202,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.backends.optuna import run_optuna, trial_records
     from search.evaluate import EvalConfig, Scorer, evaluate_arch
     from search.export import export_model
+    from search.finetune import FinetuneConfig, finetune_step, successive_halving
     from search.latency import LatencyPredictor, measure_many, resolve_device
     from search.report import plot_pareto, write_report, write_trials_csv
     from search_space import SearchSpace, count_flops, count_mac, count_params, get_preset, list_presets
@@ -313,8 +322,10 @@ def _run(args: argparse.Namespace) -> int:
         uniq.setdefault(r["arch"], r)
     cands = list(uniq.values())
     preset_recs = {r["arch"]: r for r in records if r.get("source", "sampled") != "sampled" and r.get("evaluated")}
-    winner = baseline = None
+    baseline = None
     measured: dict[str, Any] = {}
+    ft = FinetuneConfig(top=cfg["finetune_top"], epochs=cfg["finetune_epochs"])
+    under: list[dict] = []  # candidates measured under the budget, best one-shot score first
     for start in range(0, len(cands), cfg["top_k"]):
         chunk = [r for r in cands[start:start + cfg["top_k"]] if r["arch"] not in measured]
         extra = [r for r in preset_recs.values() if r["arch"] not in measured] if start == 0 else []
@@ -323,13 +334,10 @@ def _run(args: argparse.Namespace) -> int:
             ms = measure_many([ShuffleNet(r["arch"]) for r in todo], input_shape=shape, device=device,
                               runtime=cfg["runtime"], threads=cfg["threads"], rounds=10, per_round=10, seed=cfg["seed"])
             measured.update({r["arch"]: m for r, m in zip(todo, ms)})
-        for r in cands[start:start + cfg["top_k"]]:
-            if measured[r["arch"]].median_ms <= budget:
-                winner = r
-                break
-        if winner is not None:
+        under += [r for r in cands[start:start + cfg["top_k"]] if measured[r["arch"]].median_ms <= budget]
+        if len(under) >= max(1, ft.top):
             break
-    if winner is None:
+    if not under:
         raise ValueError(f"no candidate measured under {budget:g} ms end to end; try more --trials or a larger budget")
     in_budget = [r for r in preset_recs.values() if measured[r["arch"]].median_ms <= budget]
     if in_budget:
@@ -338,12 +346,49 @@ def _run(args: argparse.Namespace) -> int:
 
     from search_space import Arch
 
+    sh: list[dict] = []
+    model = None
+    winner = under[0]
+    if ft.top and len(under) > 1:  # multi-fidelity: short fine-tunes, successive halving
+        t = time.perf_counter()
+        picks = under[:ft.top]
+        archs = [Arch.parse(r["arch"]) for r in picks]
+        step, models = finetune_step(supernet, archs, data, ft, device=device, seed=cfg["seed"],
+                                     ckpt_dir=run_dir / "finetune")
+        fbar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            fbar = tqdm(total=len(picks) * ft.epochs, desc="fine-tune (successive halving)", unit="epoch",
+                        dynamic_ncols=True)
+
+        def on_epoch(k: int, epoch: int, acc: float) -> None:
+            if fbar is not None:
+                fbar.update(1)
+                fbar.set_postfix(cand=k, acc=f"{acc:.1f}%")
+
+        sh = successive_halving(archs, step, ft, run_dir=run_dir, on_epoch=on_epoch)
+        if fbar is not None:
+            fbar.close()
+        for r, rec in zip(picks, sh):
+            rec.update(acc_inherited=r["acc"], latency_ms=measured[r["arch"]].median_ms)
+        best = max(range(len(sh)), key=lambda k: (not sh[k]["pruned"], sh[k]["final"]))
+        winner = picks[best]
+        step(best, ft.epochs)  # the winner's fine-tuned weights (a resumed pick loads its checkpoint)
+        model = models[best]
+        timings["fine-tune"] = time.perf_counter() - t
+
     arch = Arch.parse(winner["arch"])
-    acc, model = evaluate_arch(supernet, arch, data, EvalConfig(), device=device)
+    acc, inherited = evaluate_arch(supernet, arch, data, EvalConfig(), device=device)
     lat = measured[winner["arch"]]
     winner_out = dict(winner, acc=acc, latency_ms=lat.median_ms, latency=lat.to_dict(samples=False),
                       mac=count_mac(arch, size))
+    if model is None:
+        model = inherited
+    else:
+        winner_out["acc_finetuned"] = sh[best]["final"]
     meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch),
+            **({"val_acc_finetuned": sh[best]["final"], "finetune": asdict(ft)} if sh else {}),
             "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
             "data": data.describe(), "supernet": str(ckpt), **meta_cfg}
     files = export_model(model, run_dir, input_size=size, meta=meta)
@@ -358,14 +403,18 @@ def _run(args: argparse.Namespace) -> int:
     timings["total"] = time.perf_counter() - t_start
     (run_dir / "result.json").write_text(json.dumps(
         {"winner": winner_out, "baseline": base_out, "timings": timings, "n_trials": len(records),
-         "fastest_predicted_ms": fastest_ms}, indent=1, default=str))
+         "fastest_predicted_ms": fastest_ms, "finetune": sh}, indent=1, default=str))
     write_report(run_dir / "report.md", config=cfg, winner=winner_out, baseline=base_out, n_trials=len(records),
-                 timings=timings, files=files)
+                 timings=timings, files=files, finetune=sh)
     latest = Path(cfg["out"]) / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()
     latest.symlink_to(run_dir.resolve(), target_is_directory=True)
-    print(f"searched: {arch}\n  top-1 {acc:.2f}% (inherited) | {lat.median_ms:.3f} ms median (IQR {lat.iqr_ms:.3f}) "
+    if sh:
+        print(f"fine-tuned {len(sh)} candidates ({ft.epochs} epochs at most, successive halving): "
+              + ", ".join(f"{r['final']:.1f}%{' (stopped)' if r['pruned'] else ''}" for r in sh))
+    ft_txt = f", {winner_out['acc_finetuned']:.2f}% fine-tuned {ft.epochs} epochs" if sh else ""
+    print(f"searched: {arch}\n  top-1 {acc:.2f}% (inherited{ft_txt}) | {lat.median_ms:.3f} ms median (IQR {lat.iqr_ms:.3f}) "
           f"<= {budget:g} ms | {count_params(arch):,} params | {count_flops(arch, size) / 1e6:.2f} MFLOPs")
     if base_out is not None:
         print(f"best preset in budget: {baseline['source']} {baseline['acc']:.2f}% at {base_out['latency_ms']:.3f} ms")

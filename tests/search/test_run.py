@@ -14,7 +14,7 @@ from supernet.train import accuracy
 
 def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     base, out = env
-    assert main(base + ["--latency-ms", "1000", "--trials", "6"]) == 0
+    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--finetune-top", "4", "--finetune-epochs", "2"]) == 0
     run = (out / "latest").resolve()
     for f in ("model.pt", "model.ts", "arch.yaml", "trials.csv", "pareto.png", "report.md", "run.yaml", "result.json"):
         assert (run / f).is_file(), f
@@ -27,12 +27,17 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     data = load_data("digits")
     m = load_model(run)
     acc = accuracy(m, data.batches("val", batch_size=256))
-    assert acc == pytest.approx(w["acc"], abs=1e-9)
+    # the exported model is the winner's fine-tuned one (multi-fidelity final pick, 4 candidates)
+    sh = res["finetune"]
+    assert len(sh) == 4 and [r["arch"] for r in sh][0] == sh[0]["arch"]
+    assert sum(r["pruned"] for r in sh) >= 1 and all(r["epochs"] == 2 for r in sh if not r["pruned"])
+    assert w["acc_finetuned"] == max(r["final"] for r in sh if not r["pruned"])
+    assert acc == pytest.approx(w["acc_finetuned"], abs=1e-9)
     ts = torch.jit.load(str(run / "model.ts"))
     x = next(data.batches("val", batch_size=64))[0]
     with torch.no_grad():
         torch.testing.assert_close(ts(x), m(x), rtol=0, atol=1e-5)
-    assert accuracy(ts, data.batches("val", batch_size=256)) == pytest.approx(w["acc"], abs=1e-9)
+    assert accuracy(ts, data.batches("val", batch_size=256)) == pytest.approx(w["acc_finetuned"], abs=1e-9)
     import onnx
 
     onnx.checker.check_model(str(run / "model.onnx"))
@@ -177,6 +182,8 @@ def test_bad_latency_floor(frac, capsys):
     ("backend", "dask", "backend: unknown backend 'dask'; available: ['optuna', 'ray']"),
     ("seed", -1, "seed: must be an integer >= 0, got -1"),
     ("data", "", "data: must be a non-empty string, got ''"),
+    ("finetune_top", -1, "finetune_top: must be an integer >= 0, got -1"),
+    ("finetune_epochs", 0, "finetune_epochs: must be a positive integer, got 0"),
 ])
 def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, value, msg):
     """Issue 12 case 5: `top_k: 0` from YAML failed later inside range(); every setting is
