@@ -10,8 +10,12 @@ this machine:
    ranking architectures (batch 1, the run's runtime and threads).
 3. Retrains from scratch, with the one recipe of ``search.retrain`` and the
    same epochs: the winner, every preset that measures within the budget,
-   and ``--rank-archs`` more architectures from the search's evaluated trials,
-   spread over the latency range (one per latency quantile).
+   ``--rank-archs`` more architectures from the search's evaluated trials,
+   spread over the latency range (one per latency quantile), and the
+   random-search control (Li and Talwalkar, "Random Search and
+   Reproducibility for Neural Architecture Search", UAI 2019):
+   ``--random-archs`` architectures drawn uniformly from the space (both
+   stems) that measure within the same budget, retrained with the same recipe.
 4. Prints a table (top-1, latency median and IQR, params, FLOPs), the gap
    between the winner and the strongest preset in budget, Kendall tau /
    Spearman rho between inherited (supernet) and retrained accuracy, and saves
@@ -92,6 +96,10 @@ def compare_rows(rows: Sequence[dict], budget_ms: float) -> dict[str, Any]:
         out.update(gap_pts=win["retrained"] - base["retrained"],
                    latency_ratio=win["latency_ms"] / base["latency_ms"],
                    no_slower=win["latency_ms"] <= base["latency_ms"])
+    rand = [r["retrained"] for r in rows if r["role"] == "random"]
+    if rand:  # random search under the same measured budget (the NAS sanity baseline)
+        out.update(random_n=len(rand), random_mean=float(np.mean(rand)), random_best=max(rand),
+                   vs_random_best_pts=win["retrained"] - max(rand))
     sample = [r["retrained"] for r in rows if r["role"] == "ranked"]
     if sample:  # the control: does the search beat feasible trials picked without the supernet's opinion?
         out.update(sample_n=len(sample), sample_mean=float(np.mean(sample)), sample_best=max(sample))
@@ -117,18 +125,18 @@ def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: P
     front = pareto_front([t for t in trials if t["evaluated"]])
     a1.plot([t["latency_ms"] for t in front], [t["acc"] for t in front], "-", c="tab:blue", lw=1.2,
             label="search Pareto front")
-    colors = {"searched": "tab:red", "preset": "tab:orange", "ranked": "tab:green"}
-    markers = {"searched": "*", "preset": "s", "ranked": "o"}
+    colors = {"searched": "tab:red", "preset": "tab:orange", "ranked": "tab:green", "random": "tab:purple"}
+    markers = {"searched": "*", "preset": "s", "ranked": "o", "random": "^"}
     for ax, key, ylab in ((a1, "inherited", "top-1 (%), inherited supernet weights"),
                           (a2, "retrained", "top-1 (%), retrained from scratch")):
-        for role in ("ranked", "preset", "searched"):
+        for role in ("random", "ranked", "preset", "searched"):
             pts = [r for r in rows if r["role"] == role]
             ax.scatter([r["latency_ms"] for r in pts], [r[key] for r in pts], marker=markers[role],
                        s=220 if role == "searched" else 45, c=colors[role], zorder=5, edgecolors="k", linewidths=0.4,
                        label={"searched": "searched (winner)", "preset": "hand-designed presets",
-                              "ranked": "ranking sample"}[role])
+                              "ranked": "ranking sample", "random": "random search (control)"}[role])
         for r in rows:
-            if r["role"] != "ranked":
+            if r["role"] not in ("ranked", "random"):
                 ax.annotate(r["name"].replace("shufflenet_", ""), (r["latency_ms"], r[key]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points")
         ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
@@ -144,6 +152,28 @@ def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: P
     plt.close(fig)
 
 
+def random_candidates(space, args: argparse.Namespace, num_classes: int, size: int, *, exclude: set[str]) -> list:
+    """Twice ``--random-archs`` distinct architectures drawn uniformly from the space (stem variant
+    included) that the latency predictor of the search's conditions puts within the budget; the
+    caller keeps the first ``--random-archs`` that *measure* within it."""
+    if args.random_archs <= 0:
+        return []
+    from search.latency import LatencyPredictor
+
+    pred = LatencyPredictor.build(space, device="cpu", runtime="eager", input_shape=(1, 3, size, size),
+                                  threads=args.threads, num_classes=num_classes, small_input=None, progress=False)
+    rng = np.random.default_rng([args.seed, 7])
+    out, seen = [], set(exclude)
+    for _ in range(100_000):
+        a = space.sample(rng, num_classes=num_classes)
+        if str(a) not in seen and pred.predict(a) <= args.latency_ms:
+            seen.add(str(a))
+            out.append(a)
+            if len(out) == 2 * args.random_archs:
+                break
+    return out
+
+
 def _search(args: argparse.Namespace, out: Path, data_spec: str) -> Path:
     """Run (or reuse / resume) the search; returns its run folder."""
     from search.run import main as run_main
@@ -156,7 +186,7 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> Path:
         return run_dir
     argv = ["--latency-ms", str(args.latency_ms), "--data", data_spec, "--epochs", str(args.supernet_epochs),
          "--trials", str(args.trials), "--seed", str(args.seed), "--threads", str(args.threads),
-         "--space", args.space, "--out", str(out / "search")]
+         "--space", args.space, "--out", str(out / "search"), "--val-fraction", str(args.val_fraction)]
     if args.min_latency_frac:
         argv += ["--min-latency-frac", str(args.min_latency_frac)]
     if args.search_config:
@@ -176,13 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"),
                     help="ImageFolder root (default ../shared/data/cifar10/train)")
-    ap.add_argument("--per-class", type=int, default=2000, help="images per class (0: all); 10%% held out by hash")
+    ap.add_argument("--per-class", type=int, default=2000, help="images per class (0: all)")
     ap.add_argument("--latency-ms", type=float, default=2.4)
     ap.add_argument("--supernet-epochs", type=int, default=40)
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--retrain-epochs", type=int, default=15)
     ap.add_argument("--rank-archs", type=int, default=6,
                     help="extra searched trials retrained for the ranking (the winner and presets in budget count too)")
+    ap.add_argument("--random-archs", type=int, default=8,
+                    help="random-search control: architectures drawn uniformly from the space within the measured "
+                         "budget, retrained with the same recipe")
+    ap.add_argument("--val-fraction", type=float, default=0.25,
+                    help="share of each class held out (default 0.25: 5,000 images at 2,000 per class)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for latency")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-latency-frac", type=float, default=0.0, metavar="F",
@@ -210,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_spec = f"imagefolder:{args.root}" + (f"@{args.per_class}" if args.per_class else "")
-    data = load_data(data_spec)
+    data = load_data(data_spec, val_fraction=args.val_fraction)
     print(f"data: {data.describe()}", flush=True)
 
     run_dir = _search(args, out, data_spec)
@@ -225,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = [{"name": "searched", "role": "searched", "arch": winner}]
     space = SearchSpace.load(args.space)
-    rows += [{"name": n, "role": "preset", "arch": str(get_preset(n, data.num_classes))} for n in list_presets()
-             if space.contains(get_preset(n, data.num_classes))]
+    rows += [{"name": n + (":small" if small else ""), "role": "preset", "arch": str(get_preset(n, data.num_classes, small_input=small))}
+             for small in space.small_input for n in list_presets()
+             if space.contains(get_preset(n, data.num_classes, small_input=small))]
 
     # 2. latency: all candidates measured interleaved, once, before any training runs on the machine
     lat_f = out / "latency.json"
     ranked = pick_spanning(trials, args.rank_archs, exclude={r["arch"] for r in rows}, seed=args.seed)
     rows += [{"name": f"rank{i}", "role": "ranked", "arch": t["arch"]} for i, t in enumerate(ranked)]
+    rows += [{"name": f"random{i}", "role": "random", "arch": str(a)}
+             for i, a in enumerate(random_candidates(space, args, data.num_classes, size, exclude={r["arch"] for r in rows}))]
     lat = json.loads(lat_f.read_text()) if lat_f.is_file() else {}
     todo = [r for r in rows if r["arch"] not in lat]
     if todo:
@@ -245,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         r["latency_ms"], r["iqr_ms"] = lat[r["arch"]]["median_ms"], lat[r["arch"]]["iqr_ms"]
     env = lat[winner]["env"]
     rows = [r for r in rows if r["role"] != "preset" or r["latency_ms"] <= args.latency_ms]
+    kept = [r for r in rows if r["role"] == "random" and r["latency_ms"] <= args.latency_ms][:args.random_archs]
+    rows = [r for r in rows if r["role"] != "random"] + kept
+    if len(kept) < args.random_archs:
+        print(f"note: only {len(kept)} of the random candidates measured within the budget", flush=True)
 
     # inherited accuracy for presets the search did not seed (predicted over budget, measured under it)
     missing = [r for r in rows if r["arch"] not in inherited]
@@ -286,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. report
     summary = compare_rows(rows, args.latency_ms)
-    rows.sort(key=lambda r: ({"searched": 0, "preset": 1, "ranked": 2}[r["role"]], r["latency_ms"]))
+    rows.sort(key=lambda r: ({"searched": 0, "preset": 1, "ranked": 2, "random": 3}[r["role"]], r["latency_ms"]))
     print(f"\n[4/4] {data.spec}: {len(data.train_y)} train / {len(data.val_y)} held-out images, {size}x{size}; "
           f"budget {args.latency_ms:g} ms on {env['device_name']} ({env['runtime']}, {env['threads']} thread(s), "
           f"batch 1); retrain {recipe.epochs} epochs from scratch")
@@ -304,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latency-spread sample of search trials (n={summary['sample_n']}): retrained mean "
               f"{summary['sample_mean']:.2f}%, best {summary['sample_best']:.2f}%; the searched network ranks "
               f"{summary['searched_rank']}/{summary['n_ranked']} by retrained top-1")
+    if "random_n" in summary:
+        print(f"random-search control (n={summary['random_n']}, uniform over the space within the measured budget): "
+              f"retrained mean {summary['random_mean']:.2f}%, best {summary['random_best']:.2f}%; searched "
+              f"{summary['vs_random_best_pts']:+.2f} pts vs the best")
     if "kendall_tau" in summary:
         print(f"ranking, inherited vs retrained over {summary['n_ranked']} networks: Kendall tau "
               f"{summary['kendall_tau']:.3f}, Spearman rho {summary['spearman_rho']:.3f}")

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "min_latency_frac": 0.0,
     "finetune_top": 4,
     "finetune_epochs": 4,
+    "val_fraction": 0.1,
 }
 SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
@@ -98,6 +99,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for k, choices in _CHOICES.items():
         if out[k] not in choices:
             raise ValueError(f"{k}: unknown {k} {out[k]!r}; available: {list(choices)}")
+    v = out["val_fraction"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"val_fraction: must be a number in (0, 1), got {v!r}")
     f = out["min_latency_frac"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
         raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"successive halving (default {DEFAULTS['finetune_top']}; 0 = the one-shot score decides)")
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
                     help=f"most fine-tune epochs a candidate gets (default {DEFAULTS['finetune_epochs']})")
+    ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
+                    help="imagefolder data: share of each class held out for validation (default 0.1)")
     ap.add_argument("--out", default=None, help="results folder (default results/)")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     ap.add_argument("--config", default=None, metavar="RUN_YAML", help="read settings from YAML; flags override it")
@@ -172,7 +178,8 @@ def supernet_for(space, data, recipe, *, device, progress: bool):
     from supernet.train import load_supernet, train_supernet
 
     key = hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
-                                   "recipe": asdict(recipe), "device": device.type, "small_input": "searched"},
+                                   "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
+                                   "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
                                   sort_keys=True).encode()).hexdigest()[:16]
     ckpt = SUPERNET_CACHE / key / "supernet.pt"
     if ckpt.is_file():
@@ -230,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     budget = float(cfg["latency_ms"])
     device = resolve_device(cfg["device"])
     space = SearchSpace.load(cfg["space"])
-    data = load_data(cfg["data"], image_size=cfg["input_size"])
+    data = load_data(cfg["data"], image_size=cfg["input_size"], val_fraction=cfg["val_fraction"])
     if data.image_size != cfg["input_size"]:
         raise ValueError(f"input_size: {cfg['data']} images are {data.image_size}px; use --input-size {data.image_size}")
     size = cfg["input_size"]

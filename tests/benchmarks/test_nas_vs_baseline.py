@@ -71,6 +71,12 @@ def test_compare_rows_gap_baseline_and_ranking():
     s2 = nvb.compare_rows(dup, 2.4)
     assert s2["n_ranked"] == 3 and s2["baseline"] == "x1_0" and s2["gap_pts"] == 0.0
     assert "gap_pts" not in nvb.compare_rows(rows, 1.5) and nvb.compare_rows(rows, 1.5)["baseline"] is None
+    assert "random_n" not in s
+    # the random-search control: the winner against the best random network under the budget
+    rand = rows + [row("random0", "random", "q0", 40.0, 67.0, 1.9), row("random1", "random", "q1", 45.0, 60.0, 2.3)]
+    s3 = nvb.compare_rows(rand, 2.4)
+    assert s3["random_n"] == 2 and s3["random_best"] == 67.0 and s3["random_mean"] == pytest.approx(63.5)
+    assert s3["vs_random_best_pts"] == pytest.approx(66.5 - 67.0)
 
 
 def _imagefolder(root: Path, n: int = 24) -> None:
@@ -91,17 +97,27 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("supernet.data.CACHE_DIR", tmp_path / "cache")
     _imagefolder(tmp_path / "imgs")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "device": "cpu"}))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "device": "cpu", "finetune_top": 2,
+                                                        "finetune_epochs": 1}))
     out = tmp_path / "bench"
     argv = ["--root", str(tmp_path / "imgs"), "--per-class", "0", "--latency-ms", "1000", "--supernet-epochs", "1",
-            "--trials", "10", "--retrain-epochs", "2", "--rank-archs", "3", "--space", str(tmp_path / "tiny.yaml"),
+            "--trials", "10", "--retrain-epochs", "2", "--rank-archs", "3", "--random-archs", "2",
+            "--val-fraction", "0.25", "--space", str(tmp_path / "tiny.yaml"),
             "--search-config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--quiet"]
     assert nvb.main(argv) == 0
     res = json.loads((out / "nas_vs_baseline.json").read_text())
     rows = res["rows"]
     assert (out / "nas_vs_baseline.png").stat().st_size > 10_000
-    assert [r["role"] for r in rows] == ["searched"] + ["ranked"] * (len(rows) - 1) and len(rows) == 4
-    assert len({r["arch"] for r in rows}) == 4  # the ranking sample never repeats the winner
+    assert [r["role"] for r in rows] == ["searched"] + ["ranked"] * 3 + ["random"] * 2
+    assert len({r["arch"] for r in rows}) == 6  # the samples never repeat the winner or each other
+    assert all(r["latency_ms"] <= 1000 for r in rows if r["role"] == "random")
+    assert res["summary"]["random_n"] == 2
+    from supernet.data import load_data
+
+    held = load_data(f"imagefolder:{tmp_path / 'imgs'}", val_fraction=0.25)
+    assert res["data"]["val"] == int(held.val_y.numel()) > int(load_data(f"imagefolder:{tmp_path / 'imgs'}").val_y.numel())
+    run_yaml = yaml.safe_load((Path(res["run_dir"]) / "run.yaml").read_text())
+    assert run_yaml["config"]["val_fraction"] == 0.25 and run_yaml["data"]["val"] == res["data"]["val"]
     for r in rows:  # every figure in the table is the one its retrain and the latency file recorded
         m = json.loads((out / "retrain" / r["name"] / "metrics.json").read_text())
         assert m["arch"] == r["arch"] and r["retrained"] == m["val_acc"] and len(m["history"]) == 2

@@ -184,6 +184,7 @@ def test_bad_latency_floor(frac, capsys):
     ("data", "", "data: must be a non-empty string, got ''"),
     ("finetune_top", -1, "finetune_top: must be an integer >= 0, got -1"),
     ("finetune_epochs", 0, "finetune_epochs: must be a positive integer, got 0"),
+    ("val_fraction", 1, "val_fraction: must be a number in (0, 1), got 1"),
 ])
 def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, value, msg):
     """Issue 12 case 5: `top_k: 0` from YAML failed later inside range(); every setting is
