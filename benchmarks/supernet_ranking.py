@@ -4,7 +4,8 @@
 holds networks of the space retrained from scratch: the 9 presets and sampled
 networks spanning unit mix, stems and FLOPs, with the data spec they were
 trained on. This script trains a supernet on the same data with one variant
-(``--sampler``, ``--update``, ``--conv0-head``), scores every network of the
+(``--sampler``, ``--update``, ``--conv0-head``, ``--v1-sharing``, ``--sandwich``,
+``--small-input``), scores every network of the
 truth with inherited weights + BN recalibration, and prints Kendall tau /
 Spearman rho against the retrained top-1 (mean over seeds): overall, within
 the presets and within the sampled networks. ``--supernet PATH`` scores an
@@ -13,6 +14,12 @@ existing checkpoint instead of training one.
     python benchmarks/supernet_ranking.py --epochs 40                      # uniform SPOS
     python benchmarks/supernet_ranking.py --epochs 40 --update path        # path-only optimizer update
     python benchmarks/supernet_ranking.py --epochs 40 --sampler fair       # FairNAS strict fairness
+    python benchmarks/supernet_ranking.py --epochs 40 --v1-sharing labels  # V1 hidden channels keep their weights
+    python benchmarks/supernet_ranking.py --epochs 10 --sandwich 2         # BigNAS sandwich rule (~4 paths a step)
+    python benchmarks/supernet_ranking.py --epochs 40 --curve-every 10 --finetune-epochs 2   # tau vs epochs; fine-tuned tau
+
+Each run writes ``results/ranking/<variant>.json`` (per network scores, tau per
+checkpoint) and, with ``--curve-every``, a tau-vs-epochs plot beside it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--curve-every", type=int, default=0, metavar="K",
                     help="also score the supernet every K epochs: the tau-vs-epochs curve (JSON + PNG)")
+    ap.add_argument("--finetune-epochs", type=int, default=0, metavar="E",
+                    help="also fine-tune every network E epochs from its inherited weights (search.finetune, the "
+                         "final pick's step) and rank by that")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt)")
     args = ap.parse_args()
@@ -107,26 +117,45 @@ def main() -> None:
             print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items()), flush=True)
         label = (f"{variant}, {args.epochs} epochs in {state['train_seconds']:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
-    print(f"supernet: {label}\n{'name':<22} {'retrained':>9} {'inherited':>9}")
+    finetuned = {}
+    if args.finetune_epochs:
+        from search.finetune import FinetuneConfig, finetune_step
+
+        archs = [Arch.parse(r["arch"]) for r in rows]
+        step, _ = finetune_step(sup, archs, data, FinetuneConfig(top=len(rows), epochs=args.finetune_epochs),
+                                device="cpu", seed=args.seed, ckpt_dir=Path(args.out or f"results/ranking/{variant}").with_suffix("") / "finetune")
+        for k, r in enumerate(rows):
+            for e in range(1, args.finetune_epochs + 1):
+                r[f"finetuned_e{e}"] = step(k, e)
+        for e in range(1, args.finetune_epochs + 1):
+            finetuned[e] = {name: corr(sel, f"finetuned_e{e}") for name, sel in groups().items()}
+    print(f"supernet: {label}\n{'name':<22} {'retrained':>9} {'inherited':>9}"
+          + (f" {'fine-tuned':>10}" if finetuned else ""))
     for r in rows:
-        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}%")
+        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}%"
+              + (f" {r[f'finetuned_e{args.finetune_epochs}']:9.2f}%" if finetuned else ""))
     for name, c in curve[-1][1].items():
         print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}")
-    out = Path("results/ranking") / f"{variant}.json"
+    for e, cs in finetuned.items():
+        print(f"fine-tuned {e} epoch(s) from inherited weights: "
+              + "  ".join(f"{name} tau {c['tau']:.3f} (rho {c['rho']:.3f})" for name, c in cs.items()))
+    out = Path(args.out).with_suffix(".json") if args.out and not args.supernet else Path("results/ranking") / f"{variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
                                "curve": [{"epoch": e, **c} for e, c in curve],
-                               "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", "inherited")}
-                                            for r in rows]}, indent=1))
+                               "finetuned": {str(e): c for e, c in finetuned.items()},
+                               "networks": [{k: v for k, v in r.items()
+                                             if k in ("name", "role", "arch", "retrained", "inherited")
+                                             or k.startswith("finetuned_e")} for r in rows]}, indent=1))
     print(f"wrote {out}")
     if len(curve) > 1:
         _plot(curve, out.with_suffix(".png"), variant)
 
 
-def corr(sel: list[dict]) -> dict:
+def corr(sel: list[dict], key: str = "inherited") -> dict:
     from scipy.stats import kendalltau, spearmanr
 
-    a = [r["inherited"] for r in sel]
+    a = [r[key] for r in sel]
     b = [r["retrained"] for r in sel]
     return {"n": len(sel), "tau": float(kendalltau(a, b).statistic), "rho": float(spearmanr(a, b).statistic)}
 
