@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="results/ground_truth", help="checkpoints of the retrains")
     ap.add_argument("--remeasure", action="store_true",
                     help="measure every network's latency again (interleaved) on a quiet machine, keep the retrains")
+    ap.add_argument("--stem", choices=["all", "imagenet", "small"], default="all",
+                    help="retrain only the networks with this stem in this invocation (the file keeps all)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -322,6 +324,11 @@ def _run(args) -> int:
         print(f"latency of {len(nets)} networks measured interleaved in {time.perf_counter() - t:.0f} s")
     jobs = [(n, args.seed) for n in truth["networks"]]
     jobs += [(n, args.seed + 1) for n in truth["networks"] if n["name"] in _repeat_names(truth["networks"], args.repeat)]
+    # the ImageNet-stem retrains (minutes each) before the small-stem ones (4-10x longer), so an
+    # interrupted run holds the most networks; --stem trains one kind only
+    jobs.sort(key=lambda j: ":small" in j[0]["arch"])
+    if args.stem != "all":
+        jobs = [j for j in jobs if (":small" in j[0]["arch"]) == (args.stem == "small")]
     for k, (n, seed) in enumerate(jobs):
         if any(r["seed"] == seed for r in n["runs"]):
             continue
