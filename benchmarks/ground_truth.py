@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--remeasure", action="store_true",
                     help="measure every network's latency again (interleaved) on a quiet machine, keep the retrains")
     ap.add_argument("--stem", choices=["all", "imagenet", "small"], default="all",
-                    help="retrain only the networks with this stem in this invocation (the file keeps all)")
+                    help="retrain only the networks with this stem in this invocation (the file keeps all; "
+                         "run such invocations one after the other, never two at once: each rewrites the file)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:

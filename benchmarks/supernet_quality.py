@@ -56,7 +56,8 @@ def main() -> None:
     calib = calibration_batches(data, cfg, torch.device("cpu"), True)
     rng = np.random.default_rng(args.seed + 1)
     cands = [(n, get_preset(n, data.num_classes)) for n in list_presets()]
-    cands += [(f"random{k}", space.sample(rng, num_classes=data.num_classes)) for k in range(args.archs)]
+    cands += [(f"random{k}", space.sample(rng, num_classes=data.num_classes, small_input=False))  # the supernet's stem
+              for k in range(args.archs)]
     rows = []
     print(f"\n{'name':<20} {'MFLOPs':>8} {'params':>9} {'inherited top-1':>16}  arch")
     for name, arch in cands:

@@ -25,7 +25,9 @@ checkpoint) and, with ``--curve-every``, a tau-vs-epochs plot beside it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,15 +48,19 @@ def main() -> None:
                     help="how V1 group counts share weights (SuperNet v1_sharing)")
     ap.add_argument("--sandwich", type=int, default=0, metavar="N",
                     help="BigNAS sandwich rule with N sampled paths per step (0 = single path)")
-    ap.add_argument("--small-input", choices=["no", "yes", "both"], default="no",
+    ap.add_argument("--small-input", choices=["no", "yes", "both"], default=None,
                     help="stem variant of the supernet's paths (and of the truth networks scored): ImageNet stem "
-                         "(no, the cheapest), small-input stem (yes) or both (the search's setting, ~5x the compute)")
+                         "(no, the default: the cheapest), small-input stem (yes) or both (the search's setting, "
+                         "~5x the compute); with --supernet, the checkpoint's")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--curve-every", type=int, default=0, metavar="K",
                     help="also score the supernet every K epochs: the tau-vs-epochs curve (JSON + PNG)")
     ap.add_argument("--finetune-epochs", type=int, default=0, metavar="E",
                     help="also fine-tune every network E epochs from its inherited weights (search.finetune, the "
                          "final pick's step) and rank by that")
+    ap.add_argument("--few-shot-epochs", type=int, default=0, metavar="E",
+                    help="few-shot NAS by unit family: two sub-supernets (mostly-V1 / mostly-V2 paths) start from "
+                         "the trained supernet and train E more epochs each; every network is scored by its family's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt)")
     args = ap.parse_args()
@@ -66,6 +72,7 @@ def main() -> None:
     from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
     from search_space import Arch, SearchSpace
     from supernet.data import load_data
+    from supernet.sampling import FAMILIES, unit_family
 
     try:
         truth = load_truth(args.truth)
@@ -73,6 +80,10 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     rows = [dict(n, retrained=truth_accuracy(n)) for n in truth["networks"] if n["runs"]]
+    loaded = st.load_supernet(args.supernet, device="cpu") if args.supernet else None
+    if args.small_input is None:
+        args.small_input = ({False: "no", True: "yes", None: "both"}[loaded[1]["config"]["small_input"]]
+                            if loaded else "no")
     small = {"no": False, "yes": True, "both": None}[args.small_input]
     if small is not None:
         skipped = [r["name"] for r in rows if Arch.parse(r["arch"]).small_input is not small]
@@ -85,19 +96,24 @@ def main() -> None:
     cfg = EvalConfig()
     calib = calibration_batches(data, cfg, torch.device("cpu"), True)
 
-    def score(sup) -> dict:
-        sup.eval()
+    def score(sup, key: str = "inherited") -> dict:
+        sups = sup if isinstance(sup, dict) else None
         for r in rows:
-            r["inherited"], _ = evaluate_arch(sup, Arch.parse(r["arch"]), data, cfg, device="cpu", calib=calib)
-        return {name: corr(sel) for name, sel in groups().items()}
+            a = Arch.parse(r["arch"])
+            net = sups[unit_family(a)] if sups else sup
+            net.eval()
+            r[key], _ = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
+        return {name: corr(sel, key) for name, sel in groups().items()}
 
     def groups() -> dict[str, list]:
         return {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
                 "sampled": [r for r in rows if r["role"] != "preset"]}
 
-    if args.supernet:
-        sup, state = st.load_supernet(args.supernet, device="cpu")
-        label, variant = f"checkpoint {args.supernet}", Path(args.supernet).stem
+    if loaded:
+        sup, state = loaded
+        ident = hashlib.sha1(str(Path(args.supernet).resolve()).encode()).hexdigest()[:8]
+        label, variant = f"checkpoint {args.supernet}", f"{Path(args.supernet).stem}-{ident}-e{state['epoch']}"
+        supernet_id = f"{Path(args.supernet).resolve()}@{state['epoch']}"
         curve = [(state["epoch"], score(sup))]
     else:
         recipe = st.Recipe(epochs=args.epochs, seed=args.seed)
@@ -109,21 +125,44 @@ def main() -> None:
                        else {args.epochs})
         curve = []
         for stop in marks:  # training resumes exactly, so stopping to score changes nothing
-            sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
-                                           progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
-                                           update=args.update, small_input=small,
-                                           v1_sharing=args.v1_sharing, sandwich=args.sandwich, stop_after_epoch=stop)
+            at = ckpt.with_name(f"{ckpt.stem}-at{stop}.pt")  # the supernet as it was at this mark, for re-runs
+            if at.is_file():
+                sup, state = st.load_supernet(at, device="cpu")
+            else:
+                done = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] if ckpt.is_file() else 0
+                if done > stop:
+                    raise SystemExit(f"error: {ckpt} is at epoch {done}, past the curve mark {stop} (no {at.name}); "
+                                     f"use a new --out for the curve")
+                sup, state = st.train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device="cpu",
+                                               progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
+                                               update=args.update, small_input=small, v1_sharing=args.v1_sharing,
+                                               sandwich=args.sandwich, stop_after_epoch=stop)
+                shutil.copyfile(ckpt, at)
             curve.append((stop, score(sup)))
             print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items()), flush=True)
         label = (f"{variant}, {args.epochs} epochs in {state['train_seconds']:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
+        supernet_id = f"{ckpt.resolve()}@{state['epoch']}"
+    few_shot = {}
+    if args.few_shot_epochs:
+        if args.supernet:
+            raise SystemExit("error: --few-shot-epochs needs a supernet trained here (not --supernet)")
+        subs = {}
+        for fam in FAMILIES:
+            subs[fam], _ = st.train_supernet(
+                space, data, st.Recipe(epochs=args.few_shot_epochs, seed=args.seed, lr=0.02, warmup_epochs=0),
+                checkpoint=ckpt.with_name(f"{ckpt.stem}-fewshot-{fam}.pt"), resume=True, device="cpu", progress=False,
+                conv0_head=args.conv0_head, sampler=args.sampler, update=args.update, small_input=small,
+                v1_sharing=args.v1_sharing, sandwich=args.sandwich, family=fam, init=ckpt)
+        few_shot = score(subs, "few_shot")
     finetuned = {}
     if args.finetune_epochs:
         from search.finetune import FinetuneConfig, finetune_step
 
         archs = [Arch.parse(r["arch"]) for r in rows]
         step, _ = finetune_step(sup, archs, data, FinetuneConfig(top=len(rows), epochs=args.finetune_epochs),
-                                device="cpu", seed=args.seed, ckpt_dir=Path(args.out or f"results/ranking/{variant}").with_suffix("") / "finetune")
+                                device="cpu", seed=args.seed, supernet_id=supernet_id,
+                                ckpt_dir=Path(args.out or f"results/ranking/{variant}").with_suffix("") / "finetune")
         for k, r in enumerate(rows):
             for e in range(1, args.finetune_epochs + 1):
                 r[f"finetuned_e{e}"] = step(k, e)
@@ -136,6 +175,9 @@ def main() -> None:
               + (f" {r[f'finetuned_e{args.finetune_epochs}']:9.2f}%" if finetuned else ""))
     for name, c in curve[-1][1].items():
         print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}")
+    if few_shot:
+        print(f"few-shot by unit family (+{args.few_shot_epochs} epochs per sub-supernet): "
+              + "  ".join(f"{name} tau {c['tau']:.3f} (rho {c['rho']:.3f})" for name, c in few_shot.items()))
     for e, cs in finetuned.items():
         print(f"fine-tuned {e} epoch(s) from inherited weights: "
               + "  ".join(f"{name} tau {c['tau']:.3f} (rho {c['rho']:.3f})" for name, c in cs.items()))
@@ -143,9 +185,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
                                "curve": [{"epoch": e, **c} for e, c in curve],
-                               "finetuned": {str(e): c for e, c in finetuned.items()},
+                               "finetuned": {str(e): c for e, c in finetuned.items()}, "few_shot": few_shot,
                                "networks": [{k: v for k, v in r.items()
-                                             if k in ("name", "role", "arch", "retrained", "inherited")
+                                             if k in ("name", "role", "arch", "retrained", "inherited", "few_shot")
                                              or k.startswith("finetuned_e")} for r in rows]}, indent=1))
     print(f"wrote {out}")
     if len(curve) > 1:

@@ -12,28 +12,27 @@ a candidate goes on only while its validation top-1 is among the best
 first, so the strongest set the bar early. The winner is the most accurate
 candidate that finished all ``epochs``.
 
-The study lives in ``finetune.journal`` of the run folder and each
-candidate's fine-tune is checkpointed, so an interrupted pick resumes.
+Each candidate's fine-tune is checkpointed after every epoch, so an
+interrupted pick resumes and ends as an uninterrupted one would (see
+:func:`successive_halving`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search_space import Arch
 
-__all__ = ["FinetuneConfig", "successive_halving", "finetune_step"]
+__all__ = ["FinetuneConfig", "successive_halving", "winner_index", "finetune_step"]
 
 log = logging.getLogger(__name__)
-STUDY_FILE = "finetune.journal"
 
 
 @dataclass(frozen=True)
@@ -67,82 +66,88 @@ def successive_halving(
     step: Callable[[int, int], float],
     cfg: FinetuneConfig,
     *,
-    run_dir: Path | None = None,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> list[dict]:
     """Fine-tune ``archs`` (best one-shot score first) under successive halving.
+
+    The study is in memory. Resuming relies on ``step`` being resumable (the real one
+    checkpoints every candidate after every epoch and returns the recorded figure without
+    training again): the decisions are replayed in the same order on the same values, so
+    an interrupted pick ends exactly as an uninterrupted one. (A persistent Optuna study
+    would not: trials failed by the interruption keep competing at the rungs.)
 
     Args:
         archs: the candidates, in the order they run.
         step: ``step(k, epoch) -> val top-1 (%)`` fine-tunes candidate ``k`` up to ``epoch``
             (1-based; called with 1, 2, ... in turn) and returns its accuracy then.
         cfg: the budget (``epochs``) and eta (``reduction_factor``).
-        run_dir: keep the study in ``run_dir/finetune.journal`` (resumable); None = in memory.
         on_epoch: progress callback ``(k, epoch, acc)``.
 
     Returns:
         One record per candidate, in input order: ``arch``, ``finetune_acc`` (per epoch, %),
-        ``epochs`` (run), ``pruned`` (stopped by successive halving) and ``final`` (its last
-        accuracy, %).
+        ``epochs`` (run), ``pruned`` (stopped early by successive halving) and ``final``
+        (its last accuracy, %). A candidate that ran every epoch is never ``pruned``.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE))) if run_dir is not None else None
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=cfg.reduction_factor,
                                                     min_early_stopping_rate=0)
-    study = optuna.create_study(storage=storage, study_name="finetune", direction="maximize", pruner=pruner,
-                                load_if_exists=True)
-    done = {t.params["candidate"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a dead process
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
 
     def objective(trial: optuna.Trial) -> float:
         k = trial.suggest_int("candidate", 0, len(archs) - 1)
-        trial.set_user_attr("arch", str(archs[k]))
         acc = float("nan")
         for epoch in range(1, cfg.epochs + 1):
             acc = float(step(k, epoch))
             trial.report(acc, epoch)
             if on_epoch is not None:
                 on_epoch(k, epoch, acc)
-            if trial.should_prune():
+            if epoch < cfg.epochs and trial.should_prune():
                 raise optuna.TrialPruned()
         return acc
 
     for k in range(len(archs)):
-        if k in done:
-            continue
         study.enqueue_trial({"candidate": k})
-        study.optimize(objective, n_trials=1, gc_after_trial=False)
+        study.optimize(objective, n_trials=1, gc_after_trial=False, catch=())
     out = []
-    trials = {t.params["candidate"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
-    for k, a in enumerate(archs):
-        t = trials[k]
+    for t in study.get_trials(deepcopy=False):
+        k = t.params["candidate"]
         accs = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
-        out.append({"arch": str(a), "finetune_acc": accs, "epochs": len(accs), "pruned": t.state == TrialState.PRUNED,
-                    "final": accs[-1]})
+        out.append({"arch": str(archs[k]), "finetune_acc": accs, "epochs": len(accs),
+                    "pruned": t.state == TrialState.PRUNED, "final": accs[-1]})
     return out
 
 
+def winner_index(records: Sequence[dict]) -> int:
+    """The candidate to ship: the most accurate of those that ran every epoch."""
+    if not records:
+        raise ValueError("finetune: no candidates")
+    return max(range(len(records)), key=lambda k: (not records[k]["pruned"], records[k]["final"]))
+
+
 def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *, device, seed: int,
-                  ckpt_dir: Path, calib=None) -> tuple[Callable[[int, int], float], dict]:
+                  ckpt_dir: Path, supernet_id: str, calib=None) -> tuple[Callable[[int, int], float], dict]:
     """The real ``step`` for :func:`successive_halving`: candidate k starts from its inherited
     weights (BN recalibrated, as scored) and trains with the supernet recipe's augmentation and
     a short cosine schedule of ``cfg.epochs`` epochs at ``cfg.lr`` (no warm-up), checkpointed in
-    ``ckpt_dir/<k>.pt``. Returns ``(step, models)``: ``models[k]`` is candidate k's model as
-    last fine-tuned (in eval mode)."""
+    ``ckpt_dir/<sha1 of the arch>.pt`` after every epoch. ``supernet_id`` names the supernet the
+    weights come from; a checkpoint of another supernet, arch or schedule is refused, not reused.
+    Returns ``(step, models)``: ``models[k]`` is candidate k's model as last fine-tuned (eval mode)."""
     from search.evaluate import EvalConfig, evaluate_arch
     from supernet.train import Recipe, train_model
 
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, warmup_epochs=0, seed=seed)
     models: dict[int, object] = {}
+    schedule = {"epochs": cfg.epochs, "lr": cfg.lr}
 
     def step(k: int, epoch: int) -> float:
         if k not in models:
             _, models[k] = evaluate_arch(supernet, archs[k], data, EvalConfig(), device=device, calib=calib)
+        name = hashlib.sha1(str(archs[k]).encode()).hexdigest()[:16]
         # one epoch more per call: the checkpoint carries optimizer and schedule across calls
         hist = train_model(models[k], data, recipe, device=device, progress=False, desc=f"fine-tune {k}",
-                           checkpoint=Path(ckpt_dir) / f"{k}.pt", resume=True,
-                           config={"arch": str(archs[k]), "finetune": asdict(cfg)}, stop_after_epoch=epoch)
+                           checkpoint=Path(ckpt_dir) / f"{name}.pt", resume=True,
+                           config={"arch": str(archs[k]), "finetune": schedule, "supernet": supernet_id},
+                           stop_after_epoch=epoch)
         models[k].eval()
         return float(hist[epoch - 1]["val_acc"])  # a resumed candidate may already be past ``epoch``
 

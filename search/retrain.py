@@ -1,7 +1,9 @@
 """``python -m search.retrain``: train a found architecture (or a preset) with one standard recipe.
 
 Targets: a run folder (its exported ``arch.yaml``; ``--init inherited`` starts
-from its ``model.pt``, the inherited supernet weights), an arch string, an arch
+from its ``model.pt``: the weights inherited from the supernet, fine-tuned for a
+few epochs when the run's final pick fine-tuned, as ``search.run`` does by
+default), an arch string, an arch
 YAML file, or ``--preset NAME``. Every target trains with the same recipe
 (SGD with momentum and nesterov, linear warm-up then cosine, label smoothing,
 no weight decay on BN/bias, random-crop/flip augmentation; channels_last on
@@ -138,7 +140,7 @@ def _retrain(args: argparse.Namespace) -> int:
         raise ValueError(f"num_classes: the arch has {arch.num_classes} classes, {data.spec} has {data.num_classes}")
     if args.init == "inherited":
         if run_dir is None:
-            raise ValueError("init: 'inherited' needs a run folder (its model.pt holds the inherited weights)")
+            raise ValueError("init: 'inherited' needs a run folder (its model.pt holds the inherited, fine-tuned weights)")
         model = load_model(run_dir)
     else:
         model = ShuffleNet(arch)

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
                     help=f"most fine-tune epochs a candidate gets (default {DEFAULTS['finetune_epochs']})")
     ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
-                    help="imagefolder data: share of each class held out for validation (default 0.1)")
+                    help="imagefolder data: share of each class held out for validation (default 0.1; "
+                         "digits and cifar10 have fixed splits)")
     ap.add_argument("--out", default=None, help="results folder (default results/)")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     ap.add_argument("--config", default=None, metavar="RUN_YAML", help="read settings from YAML; flags override it")
@@ -173,15 +174,20 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return validate_config(cfg)
 
 
+def supernet_key(space, data, recipe, device) -> str:
+    """Identity of the supernet a run searches with: space, data and split, recipe, device kind,
+    and the stem variants it trains (both: the stem is searched)."""
+    return hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
+                                    "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
+                                    "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
+                                   sort_keys=True).encode()).hexdigest()[:16]
+
+
 def supernet_for(space, data, recipe, *, device, progress: bool):
     """Train the supernet, or reuse the cached one trained with the same space, data, recipe and seed."""
     from supernet.train import load_supernet, train_supernet
 
-    key = hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
-                                   "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
-                                   "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
-                                  sort_keys=True).encode()).hexdigest()[:16]
-    ckpt = SUPERNET_CACHE / key / "supernet.pt"
+    ckpt = SUPERNET_CACHE / supernet_key(space, data, recipe, device) / "supernet.pt"
     if ckpt.is_file():
         try:
             net, state = load_supernet(ckpt, device=device)
@@ -217,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.backends.optuna import run_optuna, trial_records
     from search.evaluate import EvalConfig, Scorer, evaluate_arch
     from search.export import export_model
-    from search.finetune import FinetuneConfig, finetune_step, successive_halving
+    from search.finetune import FinetuneConfig, finetune_step, successive_halving, winner_index
     from search.latency import LatencyPredictor, measure_many, resolve_device
     from search.report import plot_pareto, write_report, write_trials_csv
     from search_space import SearchSpace, count_flops, count_mac, count_params, get_preset, list_presets
@@ -243,6 +249,14 @@ def _run(args: argparse.Namespace) -> int:
     size = cfg["input_size"]
     shape = (1, 3, size, size)
     timings: dict[str, float] = {}
+    recipe = Recipe(epochs=cfg["epochs"], seed=cfg["seed"])
+    sn_key = supernet_key(space, data, recipe, device)
+    if args.resume:  # trials scored by two different supernets must not mix
+        before = (yaml.safe_load((Path(args.resume) / "run.yaml").read_text()) or {}).get("supernet_key")
+        if before != sn_key:
+            raise ValueError(
+                f"resume: {args.resume} was searched with another supernet ({before or 'an older ShuffleNAS'}; "
+                f"now {sn_key}: space, data, split, recipe or stem variants differ); start a new run")
 
     t = time.perf_counter()
     predictor = LatencyPredictor.build(space, device=device, runtime=cfg["runtime"], input_shape=shape,
@@ -269,9 +283,8 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = Path(cfg["out"]) / f"{stamp}-{budget:g}ms"
         run_dir.mkdir(parents=True, exist_ok=False)
     _run.run_dir = run_dir  # for the Ctrl-C hint
-    recipe = Recipe(epochs=cfg["epochs"], seed=cfg["seed"])
     meta_cfg = {"config": cfg, "recipe": asdict(recipe), "space": space.to_dict(), "data": data.describe(),
-                "torch": str(torch.__version__)}
+                "torch": str(torch.__version__), "supernet_key": sn_key}
     (run_dir / "run.yaml").write_text(yaml.safe_dump(meta_cfg, sort_keys=False))
 
     t = time.perf_counter()
@@ -356,12 +369,12 @@ def _run(args: argparse.Namespace) -> int:
     sh: list[dict] = []
     model = None
     winner = under[0]
-    if ft.top and len(under) > 1:  # multi-fidelity: short fine-tunes, successive halving
+    if ft.top:  # multi-fidelity: short fine-tunes, successive halving; the winner ships fine-tuned
         t = time.perf_counter()
         picks = under[:ft.top]
         archs = [Arch.parse(r["arch"]) for r in picks]
         step, models = finetune_step(supernet, archs, data, ft, device=device, seed=cfg["seed"],
-                                     ckpt_dir=run_dir / "finetune")
+                                     ckpt_dir=run_dir / "finetune", supernet_id=sn_key)
         fbar = None
         if progress:
             from tqdm.auto import tqdm
@@ -374,12 +387,12 @@ def _run(args: argparse.Namespace) -> int:
                 fbar.update(1)
                 fbar.set_postfix(cand=k, acc=f"{acc:.1f}%")
 
-        sh = successive_halving(archs, step, ft, run_dir=run_dir, on_epoch=on_epoch)
+        sh = successive_halving(archs, step, ft, on_epoch=on_epoch)
         if fbar is not None:
             fbar.close()
         for r, rec in zip(picks, sh):
             rec.update(acc_inherited=r["acc"], latency_ms=measured[r["arch"]].median_ms)
-        best = max(range(len(sh)), key=lambda k: (not sh[k]["pruned"], sh[k]["final"]))
+        best = winner_index(sh)
         winner = picks[best]
         step(best, ft.epochs)  # the winner's fine-tuned weights (a resumed pick loads its checkpoint)
         model = models[best]

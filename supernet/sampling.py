@@ -31,9 +31,38 @@ import numpy as np
 
 from search_space import Arch, SearchSpace, Stage, count_flops
 
-__all__ = ["UniformSampler", "FairSampler", "make_path_sampler", "SAMPLERS"]
+__all__ = ["UniformSampler", "FairSampler", "make_path_sampler", "SAMPLERS", "FAMILIES", "unit_family", "in_family"]
 
 SAMPLERS = ("uniform", "fair")
+FAMILIES = ("v1", "v2")
+
+
+def unit_family(arch: Arch) -> str:
+    """The unit family most of ``arch``'s blocks belong to: ``"v1"`` (ShuffleNet V1 units) or
+    ``"v2"``; a tie goes to ``"v2"``. The split of few-shot NAS by unit family (Zhao et al.,
+    "Few-shot Neural Architecture Search", ICML 2021, section 3: one sub-supernet per part
+    of the space) uses it."""
+    blocks = [b for st in arch.stages for b in st.blocks]
+    return "v1" if 2 * sum(b.unit == "v1" for b in blocks) > len(blocks) else "v2"
+
+
+def in_family(sample, family: str):
+    """``sample`` restricted to architectures of ``family`` (:func:`unit_family`) by rejection.
+
+    Raises:
+        ValueError: an unknown family; (when called) none found in 10,000 draws.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {list(FAMILIES)}, got {family!r}")
+
+    def restricted(rng: np.random.Generator, step: int = 0) -> Arch:
+        for _ in range(10_000):
+            a = sample(rng, step)
+            if unit_family(a) == family:
+                return a
+        raise ValueError(f"family: no {family} architecture in 10,000 draws of the sampler")
+
+    return restricted
 
 
 class UniformSampler:

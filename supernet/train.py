@@ -33,7 +33,7 @@ from torch import nn
 from search_space import Arch, SearchSpace
 
 from .data import Data, load_data
-from .sampling import make_path_sampler
+from .sampling import in_family, make_path_sampler
 from .supernet import SuperNet
 
 __all__ = ["Recipe", "train_supernet", "sandwich_step", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
@@ -274,7 +274,8 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
             width_sharing: str = "prefix", conv0_head: str = "shared", sampler: str = "uniform",
-            update: str = "full", v1_sharing: str = "dense", sandwich: int = 0) -> dict[str, Any]:
+            update: str = "full", v1_sharing: str = "dense", sandwich: int = 0, family: str | None = None,
+            init: str | None = None) -> dict[str, Any]:
     extra: dict[str, Any] = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
     if v1_sharing != "dense":  # absent = the original scheme, so older checkpoints load as they were trained
         extra["v1_sharing"] = v1_sharing
@@ -284,6 +285,10 @@ def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, sm
         extra["update"] = update
     if sandwich:
         extra["sandwich"] = sandwich
+    if family is not None:
+        extra["family"] = family
+    if init is not None:
+        extra["init"] = init
     return {
         **extra,
         "space": space.to_dict(),
@@ -311,6 +316,8 @@ def train_supernet(
     sampler: str = "uniform",
     update: str = "full",
     sandwich: int = 0,
+    family: str | None = None,
+    init: Path | str | None = None,
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> tuple[SuperNet, dict[str, Any]]:
@@ -336,6 +343,10 @@ def train_supernet(
             distilled from the largest (:func:`sandwich_step`; BigNAS uses n = 2). About
             (n + 2) paths of compute per step, the largest the most expensive. The history's
             train accuracy is that of the first sampled path, as without the sandwich.
+        family: train only paths of this unit family (``"v1"``/``"v2"``, see
+            :func:`supernet.sampling.unit_family`): a sub-supernet of few-shot NAS.
+        init: a supernet checkpoint whose weights start the training (few-shot NAS starts
+            every sub-supernet from the trained one-shot supernet); same space and knobs.
 
     Raises:
         ValueError: bad device, sampler or update; a checkpoint trained with other settings.
@@ -351,9 +362,12 @@ def train_supernet(
                                flops_max=recipe.flops_max)
     if isinstance(sandwich, bool) or not isinstance(sandwich, int) or sandwich < 0:
         raise ValueError(f"sandwich: expected the number of sampled paths per step (0 = off), got {sandwich!r}")
-    extremes = [space.extreme(w, num_classes=data.num_classes, small_input=small) for w in ("largest", "smallest")]
+    if family is not None:
+        sample = in_family(sample, family)
+    extremes = ([space.extreme(w, num_classes=data.num_classes, small_input=small) for w in ("largest", "smallest")]
+                if sandwich else [])
     config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update, v1_sharing,
-                     sandwich)
+                     sandwich, family, None if init is None else str(init))
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = None
     if resume:
@@ -372,6 +386,14 @@ def train_supernet(
     torch.manual_seed(recipe.seed)
     supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head,
                         v1_sharing=v1_sharing)
+    if init is not None and state is None:
+        start, _ = load_supernet(init)
+        if start.state_dict().keys() != supernet.state_dict().keys():
+            raise ValueError(f"init: {init} is a supernet of another space or with other sharing knobs")
+        try:
+            supernet.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"init: {init} does not fit this supernet ({str(e).splitlines()[0]})") from None
     channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from search.finetune import FinetuneConfig, successive_halving
+from search.finetune import FinetuneConfig, successive_halving, winner_index
 from search_space import Arch
 
 ARCHS = [Arch.parse(f"stem8|16:v2s0.5|32:v2s0.5|{c}:v2s0.5|conv0|cls10") for c in (64, 48, 96, 128)]
@@ -10,9 +10,15 @@ ARCHS = [Arch.parse(f"stem8|16:v2s0.5|32:v2s0.5|{c}:v2s0.5|conv0|cls10") for c i
 CURVES = {0: [50, 60, 70, 80], 1: [40, 45, 90, 99], 2: [55, 65, 75, 85], 3: [30, 70, 95, 97]}
 
 
-def _step(calls):
+def _step(calls, trained=None):
+    """A fake fine-tune: ``calls`` logs the epochs actually trained; ``trained`` plays the checkpoints
+    (a candidate already past ``epoch`` returns its recorded figure without training)."""
+    trained = {} if trained is None else trained
+
     def step(k, epoch):
-        calls.append((k, epoch))
+        if trained.get(k, 0) < epoch:
+            calls.append((k, epoch))
+            trained[k] = epoch
         return CURVES[k][epoch - 1]
     return step
 
@@ -25,27 +31,36 @@ def test_successive_halving_stops_the_weaker_half():
     assert [r["final"] for r in recs] == [80, 40, 85, 30]
     assert recs[2]["finetune_acc"] == [55, 65, 75, 85] and recs[1]["arch"] == str(ARCHS[1])
     assert len(calls) == 10  # instead of 16 without halving
-    winner = max((r for r in recs if not r["pruned"]), key=lambda r: r["final"])
-    assert winner["arch"] == str(ARCHS[2])
+    assert winner_index(recs) == 2
 
 
-def test_an_interrupted_pick_resumes_without_redoing_finished_candidates(tmp_path):
-    calls = []
-    step = _step(calls)
+@pytest.mark.parametrize("crash_at", [(0, 3), (1, 1), (2, 2), (2, 4), (3, 1)])
+def test_an_interrupted_pick_ends_as_an_uninterrupted_one(crash_at):
+    """Resume replays the decisions on the checkpointed figures: no candidate trains twice and
+    the outcome is the uninterrupted one, wherever the interruption fell."""
+    want = successive_halving(ARCHS, _step([]), FinetuneConfig(top=4, epochs=4))
+    calls, trained = [], {}
+    step = _step(calls, trained)
 
     def dying(k, epoch):
-        if k == 2 and epoch == 2:
+        if (k, epoch) == crash_at:
             raise KeyboardInterrupt
         return step(k, epoch)
 
-    cfg = FinetuneConfig(top=4, epochs=4)
     with pytest.raises(KeyboardInterrupt):
-        successive_halving(ARCHS, dying, cfg, run_dir=tmp_path)
-    assert calls == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (2, 1)]
-    calls.clear()
-    recs = successive_halving(ARCHS, step, cfg, run_dir=tmp_path)
-    assert calls == [(2, 1), (2, 2), (2, 3), (2, 4), (3, 1)]  # candidates 0 and 1 are kept as they finished
-    assert [r["pruned"] for r in recs] == [False, True, False, True]
+        successive_halving(ARCHS, dying, FinetuneConfig(top=4, epochs=4))
+    before = list(calls)
+    recs = successive_halving(ARCHS, step, FinetuneConfig(top=4, epochs=4))
+    assert recs == want
+    assert len(calls) == len(set(calls)) == 10  # every (candidate, epoch) trained once in all
+    assert calls[:len(before)] == before
+
+
+def test_a_candidate_that_ran_every_epoch_is_never_marked_stopped():
+    curves = {0: [50, 90], 1: [60, 10]}  # candidate 1 reaches the last rung, then falls below
+    recs = successive_halving(ARCHS[:2], lambda k, e: curves[k][e - 1], FinetuneConfig(top=2, epochs=2))
+    assert [r["pruned"] for r in recs] == [False, False] and [r["epochs"] for r in recs] == [2, 2]
+    assert winner_index(recs) == 0
 
 
 @pytest.mark.parametrize("kw, msg", [(dict(top=-1), "finetune_top"), (dict(epochs=0), "finetune_epochs"),
@@ -70,11 +85,14 @@ def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_p
     data = load_data("digits")
     archs = [Arch.parse("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10")]
     cfg = FinetuneConfig(top=1, epochs=2, lr=0.05)
-    step, models = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path)
+    step, models = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path, supernet_id="a")
     a1, a2 = step(0, 1), step(0, 2)
     assert 0 <= a1 <= 100 and a2 > 20  # two epochs on digits from an untrained supernet
     # a new process (fresh step) resuming at epoch 2 trains nothing and reports the same figure
-    again, models2 = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path)
+    again, models2 = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path, supernet_id="a")
     assert again(0, 2) == a2
+    other, _ = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path, supernet_id="b")
+    with pytest.raises(ValueError, match="different supernet"):
+        other(0, 1)  # fine-tunes from another supernet are refused, not reused
     for (n, p), (_, q) in zip(models[0].state_dict().items(), models2[0].state_dict().items()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)

@@ -75,7 +75,7 @@ def test_a_searched_small_stem_is_exported_and_reloads(tmp_path):
     onnx.checker.check_model(str(tmp_path / "model.onnx"))
 
 
-def test_resume_keeps_every_finished_trial(env, monkeypatch):
+def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
     base, out = env
     import search.evaluate as ev
 
@@ -104,6 +104,16 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch):
     after = {t.number: (t.params, t.values) for t in open_study(run, seed=0).get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
     assert len(after) == 6 and all(after[k] == v for k, v in before.items())
+    # a run is never continued with another supernet (its trials' scores would not compare)
+    import yaml
+
+    meta = yaml.safe_load((run / "run.yaml").read_text())
+    assert len(meta["supernet_key"]) == 16
+    (run / "run.yaml").write_text(yaml.safe_dump(dict(meta, supernet_key="0" * 16), sort_keys=False))
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "was searched with another supernet (0000000000000000; now " + meta["supernet_key"] in err
 
 
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "fast"])

@@ -346,3 +346,33 @@ def test_supernet_training_over_both_stem_variants(digits, tmp_path):
     with pytest.raises(ValueError, match="different small_input"):
         train_supernet(TINY, digits, Recipe(epochs=1, batch_size=256, seed=0), checkpoint=tmp_path / "s.pt",
                        resume=True, device="cpu", progress=False, small_input=False)
+
+
+def test_few_shot_sub_supernet_trains_one_unit_family_from_the_one_shot_weights(digits, tmp_path):
+    """Few-shot NAS split by unit family: a sub-supernet starts from the trained supernet and
+    samples only architectures of its family."""
+    import numpy as np
+
+    from search_space import Arch
+    from supernet.sampling import in_family, make_path_sampler, unit_family
+
+    assert unit_family(Arch.parse("stem8|16:v1g2,v1g1|32:v1g1|64:v2s0.5|conv0|cls10")) == "v1"  # 3 of 4 blocks
+    assert unit_family(Arch.parse("stem8|16:v1g2,v2s0.5|32:v1g1|64:v2s0.5|conv0|cls10")) == "v2"  # a tie
+    base = make_path_sampler("uniform", TINY, num_classes=10, small_input=False, image_size=32, seed=0)
+    rng = np.random.default_rng(0)
+    for fam in ("v1", "v2"):
+        assert all(unit_family(in_family(base, fam)(rng, k)) == fam for k in range(30))
+    with pytest.raises(ValueError, match="family: expected"):
+        in_family(base, "v3")
+    recipe = Recipe(epochs=1, batch_size=256, seed=0)
+    one_shot, _ = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "one.pt", device="cpu", progress=False)
+    start, _ = train_supernet(TINY, digits, recipe, device="cpu", progress=False, family="v1", init=tmp_path / "one.pt",
+                              stop_after_epoch=0)
+    for (k, a), (_, b) in zip(one_shot.state_dict().items(), start.state_dict().items()):
+        assert torch.equal(a, b), k
+    _, state = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "v1.pt", device="cpu", progress=False,
+                              family="v1", init=tmp_path / "one.pt")
+    assert state["config"]["family"] == "v1" and state["config"]["init"] == str(tmp_path / "one.pt")
+    other = SearchSpace.from_dict({**TINY.to_dict(), "last_conv": [0, 128]})
+    with pytest.raises(ValueError, match="init: .* (another space|does not fit)"):
+        train_supernet(other, digits, recipe, device="cpu", progress=False, init=tmp_path / "one.pt")
