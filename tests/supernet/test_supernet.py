@@ -180,8 +180,6 @@ def test_recalibrate_bn_is_the_cumulative_average():
 
 
 def test_per_width_conv0_head_extracts_exactly_and_uses_its_own_classifier(tmp_path):
-    from supernet.data import load_data
-    from supernet.train import Recipe, load_supernet, train_supernet
 
     tiny = SearchSpace.from_dict({
         "stem": {"channels": [8]},
@@ -206,12 +204,7 @@ def test_per_width_conv0_head_extracts_exactly_and_uses_its_own_classifier(tmp_p
         torch.testing.assert_close(s(x, a64), y64, rtol=0, atol=0)
     with pytest.raises(ValueError, match="conv0_head"):
         SuperNet(tiny, num_classes=3, conv0_head="each")
-    ck = tmp_path / "s.pt"
-    net, state = train_supernet(tiny, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",
-                                progress=False, conv0_head="per_width")
-    assert state["config"]["conv0_head"] == "per_width"
-    again, _ = load_supernet(ck)
-    assert again.conv0_head == "per_width" and again.state_dict().keys() == net.state_dict().keys()
+    _knob_round_trips(tiny, tmp_path, "conv0_head", "per_width")
 
 
 def test_supernet_from_several_threads_equals_one_thread():
@@ -306,8 +299,6 @@ def test_v1_hidden_labels_keep_each_hidden_channels_weights_across_group_counts(
 
 
 def test_per_group_v1_weights_are_separate_and_round_trip(tmp_path):
-    from supernet.data import load_data
-    from supernet.train import Recipe, load_supernet, train_supernet
 
     tiny = SearchSpace.from_dict(TINY_V1)
     torch.manual_seed(0)
@@ -320,11 +311,19 @@ def test_per_group_v1_weights_are_separate_and_round_trip(tmp_path):
         s.units["stage3_1_v1g2"].bn3.bias += 1.0  # only the g=2 network reads it
         assert not torch.allclose(s(x, a2), y2)
         torch.testing.assert_close(s(x, a4), y4, rtol=0, atol=0)
+    _knob_round_trips(tiny, tmp_path, "v1_sharing", "per_group")
+
+
+def _knob_round_trips(space, tmp_path, knob: str, value: str) -> None:
+    """A supernet trained with ``knob=value`` records it and reloads bit for bit with it."""
+    from supernet.data import load_data
+    from supernet.train import Recipe, load_supernet, train_supernet
+
     ck = tmp_path / "s.pt"
-    net, state = train_supernet(tiny, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",
-                                progress=False, v1_sharing="per_group")
-    assert state["config"]["v1_sharing"] == "per_group"
+    net, state = train_supernet(space, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",
+                                progress=False, **{knob: value})
+    assert state["config"][knob] == value
     again, _ = load_supernet(ck)
-    assert again.v1_sharing == "per_group" and again.state_dict().keys() == net.state_dict().keys()
+    assert getattr(again, knob) == value and again.state_dict().keys() == net.state_dict().keys()
     for k, v in net.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
