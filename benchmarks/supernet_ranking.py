@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
     ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],
                     help="classifier of conv0 networks (SuperNet conv0_head)")
-    ap.add_argument("--v1-sharing", default="dense", choices=["dense", "labels", "per_group"],
+    ap.add_argument("--v1-sharing", default="labels", choices=["dense", "labels", "per_group"],
                     help="how V1 group counts share weights (SuperNet v1_sharing)")
     ap.add_argument("--sandwich", type=int, default=0, metavar="N",
                     help="BigNAS sandwich rule with N sampled paths per step (0 = single path)")

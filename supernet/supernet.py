@@ -330,18 +330,20 @@ class SuperNet(nn.Module):
             score ~10 points low with inherited weights on CIFAR-10, but per-width
             classifiers did not change that (Kendall tau 0.24 vs 0.28, benchmarks/supernet_ranking.py).
         v1_sharing: how V1 units of different group counts share weights at a position:
-            ``"dense"`` one dense weight per pointwise conv, g groups read its g diagonal
-            blocks, and the tensors after the unit's channel shuffle are indexed by
-            position (so each g sees them in another order); ``"labels"`` the same dense
-            weights with those tensors indexed by hidden-channel label (see
-            ``_SharedV1``); ``"per_group"`` separate V1 weights per group count.
+            ``"labels"`` (default) one dense weight per pointwise conv, g groups read its g
+            diagonal blocks, and the tensors after the unit's channel shuffle are indexed
+            by hidden-channel label (see ``_SharedV1``); ``"dense"`` (before issue 10; a
+            checkpoint without the setting is one) the same indexed by position, so each g
+            sees them in another order; ``"per_group"`` separate V1 weights per group
+            count. Kendall tau against the committed ground truth (20 epochs,
+            ``benchmarks/supernet_ranking.py``): labels -0.03, dense -0.19.
 
     Raises:
         ValueError: an unknown ``width_sharing``, ``conv0_head`` or ``v1_sharing``; ``num_classes`` < 1.
     """
 
     def __init__(self, space: SearchSpace | str, *, num_classes: int, width_sharing: str = "prefix",
-                 conv0_head: str = "shared", v1_sharing: str = "dense") -> None:
+                 conv0_head: str = "shared", v1_sharing: str = "labels") -> None:
         super().__init__()
         if not isinstance(space, SearchSpace):
             space = SearchSpace.load(space)

@@ -274,7 +274,7 @@ def accuracy(model: Callable, batches, *, device: torch.device | str = "cpu") ->
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
             width_sharing: str = "prefix", conv0_head: str = "shared", sampler: str = "uniform",
-            update: str = "full", v1_sharing: str = "dense", sandwich: int = 0, family: str | None = None,
+            update: str = "full", v1_sharing: str = "labels", sandwich: int = 0, family: str | None = None,
             init: str | None = None) -> dict[str, Any]:
     extra: dict[str, Any] = {} if conv0_head == "shared" else {"conv0_head": conv0_head}  # old checkpoints stay resumable
     if v1_sharing != "dense":  # absent = the original scheme, so older checkpoints load as they were trained
@@ -312,7 +312,7 @@ def train_supernet(
     small_input: bool | None = False,
     width_sharing: str = "prefix",
     conv0_head: str = "shared",
-    v1_sharing: str = "dense",
+    v1_sharing: str = "labels",
     sampler: str = "uniform",
     update: str = "full",
     sandwich: int = 0,
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="stem variant of the trained paths: ImageNet stem (no), small-input stem (yes: "
                          "32x32 maps, ~10x compute) or both (the search's setting)")
     ap.add_argument("--width-sharing", choices=["prefix", "separate"], default="prefix")
-    ap.add_argument("--v1-sharing", choices=["dense", "labels", "per_group"], default="dense",
+    ap.add_argument("--v1-sharing", choices=["dense", "labels", "per_group"], default="labels",
                     help="V1 group counts: one dense weight (positions after the shuffle), the same with "
                          "hidden-channel labels, or separate weights per group count")
     ap.add_argument("--sampler", choices=["uniform", "fair"], default="uniform",

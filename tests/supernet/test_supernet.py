@@ -14,7 +14,7 @@ SPACE = SearchSpace.load("default")
 @pytest.fixture(scope="module")
 def supernet():
     torch.manual_seed(0)
-    s = SuperNet(SPACE, num_classes=7)
+    s = SuperNet(SPACE, num_classes=7, v1_sharing="dense")  # the block-diagonal test reads dense weights
     randomize_bn(s, 1)
     return s.eval()
 
