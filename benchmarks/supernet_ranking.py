@@ -39,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--truth", default=str(Path(__file__).with_name("ground_truth.json")),
                     help="ground-truth JSON (benchmarks/ground_truth.py)")
-    ap.add_argument("--sampler", default="uniform", choices=["uniform", "fair"])
+    ap.add_argument("--sampler", default="fair", choices=["uniform", "fair"])
     ap.add_argument("--update", default="full", choices=["full", "path"])
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
     ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],

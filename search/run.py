@@ -179,7 +179,7 @@ def supernet_key(space, data, recipe, device) -> str:
     and the stem variants it trains (both: the stem is searched)."""
     return hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
                                     "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
-                                    "v1_sharing": "labels",
+                                    "v1_sharing": "labels", "sampler": "fair",
                                     "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
                                    sort_keys=True).encode()).hexdigest()[:16]
 

@@ -247,7 +247,7 @@ def test_supernet_training_with_fair_sampling_and_path_update_resumes_exactly(di
         assert torch.equal(x, y), k
     with pytest.raises(ValueError, match="different sampler"):
         train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, device="cpu", progress=False,
-                       update="path")
+                       update="path", sampler="uniform")
     with pytest.raises(ValueError, match="update: expected one of"):
         train_supernet(TINY, digits, recipe, device="cpu", progress=False, update="sparse")
 
