@@ -152,7 +152,7 @@ def main() -> None:
             subs[fam], _ = st.train_supernet(
                 space, data, st.Recipe(epochs=args.few_shot_epochs, seed=args.seed, lr=0.02, warmup_epochs=0),
                 checkpoint=ckpt.with_name(f"{ckpt.stem}-fewshot-{fam}.pt"), resume=True, device="cpu", progress=False,
-                conv0_head=args.conv0_head, sampler=args.sampler, update=args.update, small_input=small,
+                conv0_head=args.conv0_head, sampler="uniform", update=args.update, small_input=small,
                 v1_sharing=args.v1_sharing, sandwich=args.sandwich, family=fam, init=ckpt)
         few_shot = score(subs, "few_shot")
     finetuned = {}

@@ -335,8 +335,8 @@ class SuperNet(nn.Module):
             by hidden-channel label (see ``_SharedV1``); ``"dense"`` (before issue 10; a
             checkpoint without the setting is one) the same indexed by position, so each g
             sees them in another order; ``"per_group"`` separate V1 weights per group
-            count. Kendall tau against the committed ground truth (20 epochs,
-            ``benchmarks/supernet_ranking.py``): labels -0.03, dense -0.19.
+            count. Kendall tau against the committed ground truth (20 epochs, uniform
+            sampling, ``benchmarks/supernet_ranking.py``): labels -0.03, dense -0.19.
 
     Raises:
         ValueError: an unknown ``width_sharing``, ``conv0_head`` or ``v1_sharing``; ``num_classes`` < 1.

@@ -360,8 +360,11 @@ def train_supernet(
     small = None if small_input is None else bool(small_input)
     if update not in UPDATES:
         raise ValueError(f"update: expected one of {list(UPDATES)}, got {update!r}")
-    if sampler is None:
-        sampler = "uniform" if recipe.flops_min is not None or recipe.flops_max is not None else "fair"
+    if sampler is None:  # the fair sampler's plan is fixed per step: it takes no FLOPs window or family filter
+        windowed = recipe.flops_min is not None or recipe.flops_max is not None
+        sampler = "uniform" if windowed or family is not None else "fair"
+    if family is not None and sampler != "uniform":
+        raise ValueError("family: a few-shot sub-supernet samples its family by rejection; use sampler='uniform'")
     sample = make_path_sampler(sampler, space, num_classes=data.num_classes, small_input=small,
                                image_size=data.image_size, seed=recipe.seed, flops_min=recipe.flops_min,
                                flops_max=recipe.flops_max)

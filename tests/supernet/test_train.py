@@ -259,7 +259,8 @@ def test_extreme_archs_are_the_largest_and_smallest_of_the_space():
 
     big = TINY.extreme("largest", num_classes=10)
     small = TINY.extreme("smallest", num_classes=10)
-    assert str(big) == "stem8|24:v2s0.5x2|48:v2s0.5x2|64:v2s0.5x2|conv64|cls10"
+    assert str(big) == "stem8:small|24:v2s0.5x2|48:v2s0.5x2|64:v2s0.5x2|conv64|cls10"  # the stem variant is free too
+    assert str(TINY.extreme("largest", num_classes=10, small_input=False)) == str(big).replace(":small", "")
     assert str(small) == "stem8|16:v1g2|32:v1g2|64:v1g2|conv0|cls10"
     rng = np.random.default_rng(0)
     flops = [count_flops(TINY.sample(rng, num_classes=10), 32) for _ in range(300)]
