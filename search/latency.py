@@ -10,7 +10,10 @@ device name, torch version, runtime mode, dtype, memory format, batch,
 threads, input shape.
 
 Runtimes: ``eager`` (default), ``torchscript`` (trace + freeze), ``compile``
-(``torch.compile``). fp32 by default, fp16/bf16 on CUDA. Batch 1 by default.
+(``torch.compile``), ``onnxruntime`` (the model exported to ONNX, opset 17, run by
+an ONNX Runtime ``InferenceSession``: CPU execution provider with ``threads``
+intra-op threads, the CUDA provider on a GPU; NCHW input, whatever the memory
+format asked). fp32 by default, fp16/bf16 on CUDA. Batch 1 by default.
 
 ``LatencyPredictor``: a per-block lookup table measured on the device (keyed
 by unit type and configuration, channels, stride and feature-map size) plus a
@@ -63,10 +66,11 @@ __all__ = [
     "LatencyPredictor",
     "resolve_device",
     "device_name",
+    "ort_session",
 ]
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("eager", "torchscript", "compile")
+RUNTIMES = ("eager", "torchscript", "compile", "onnxruntime")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CACHE_DIR = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "latency"
 PREDICTOR_FORMAT = "shufflenas.latency/2"
@@ -102,9 +106,52 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
 
 
 def _check_runtime(runtime: str) -> str:
+    """``runtime`` if known and importable; else ``ValueError`` naming the choices or the fix."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: unknown runtime {runtime!r}; available: {list(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ValueError("runtime: 'onnxruntime' needs the onnxruntime package (pip install onnxruntime, "
+                             "or onnxruntime-gpu for CUDA)") from None
     return runtime
+
+
+def ort_session(model_or_path, *, device: torch.device, threads: int, example: torch.Tensor | None = None):
+    """An ONNX Runtime ``InferenceSession`` for a module (exported to ONNX in memory, opset 17,
+    from ``example``) or an ``.onnx`` file: the CUDA provider on a GPU, else the CPU provider
+    with ``threads`` intra-op threads and sequential execution.
+
+    Raises:
+        ValueError: the file is missing, corrupt or not a model ONNX Runtime can load (names it).
+    """
+    import io
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    providers = (["CUDAExecutionProvider"] if device.type == "cuda" else []) + ["CPUExecutionProvider"]
+    if isinstance(model_or_path, nn.Module):
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(copy.deepcopy(model_or_path).float().cpu().to(memory_format=torch.contiguous_format),
+                              (example.float().cpu().contiguous(),), buf, input_names=["input"],
+                              output_names=["logits"], opset_version=17, dynamo=False)
+        return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise ValueError(f"onnx: {str(path)!r} does not exist")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own error types
+        raise ValueError(f"onnx: {str(path)!r} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
+                         f"re-export it (search.export.export_model)") from None
 
 
 def _check_dtype(dtype: str, dev: torch.device) -> torch.dtype:
@@ -167,12 +214,23 @@ class _Runner:
     as they were, so it can go on training."""
 
     def __init__(self, model: nn.Module, input_shape, dev: torch.device, runtime: str, dtype: torch.dtype,
-                 memory_format: torch.memory_format) -> None:
-        with torch.inference_mode(False):
+                 memory_format: torch.memory_format, threads: int = 1) -> None:
+        self.dev = dev
+        if runtime == "onnxruntime":
+            with torch.inference_mode(False), torch.no_grad():
+                x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
+                self.session = ort_session(model, device=dev, threads=threads, example=x)
+            self.feed = {"input": x.numpy()}
+            self.model = lambda _x: self.session.run(None, self.feed)
+            self.x = None
+            return
+        with torch.inference_mode(False), warnings.catch_warnings():
+            # a deep-copied ScriptModule (a loaded model.ts) holds non-leaf parameters: .to() warns about .grad
+            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
             model = copy.deepcopy(model)
-        model = model.eval().to(device=dev, dtype=dtype)
-        if memory_format == torch.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.eval().to(device=dev, dtype=dtype)
+            if memory_format == torch.channels_last:
+                model = model.to(memory_format=torch.channels_last)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(input_shape, generator=g).to(device=dev, dtype=dtype)
         self.x = x.contiguous(memory_format=memory_format)
@@ -190,7 +248,7 @@ class _Runner:
         self.model(self.x)
 
     def time_once(self) -> float:
-        if self.dev.type == "cuda":
+        if self.dev.type == "cuda" and self.x is not None:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             self.model(self.x)
@@ -230,7 +288,7 @@ def _env(dev, runtime, dtype, memory_format, input_shape, threads) -> dict[str, 
         "torch": str(torch.__version__),
         "runtime": runtime,
         "dtype": dtype,
-        "memory_format": memory_format,
+        "memory_format": "contiguous" if runtime == "onnxruntime" else memory_format,  # ORT takes NCHW
         "batch": input_shape[0],
         "input_shape": list(input_shape),
         "threads": threads,
@@ -293,7 +351,7 @@ def measure(
         raise ValueError(f"samples: need at least 5, got {samples}")
     warmup_runs = warmup_runs if warmup_runs is not None else (50 if dev.type == "cuda" else 20)
     with _Threads(threads, dev) as nthreads, torch.inference_mode():
-        runner = _Runner(model, shape, dev, runtime, tdtype, mf)
+        runner = _Runner(model, shape, dev, runtime, tdtype, mf, nthreads)
         env = _env(dev, runtime, dtype, mf_name, shape, nthreads)
         best: Measurement | None = None
         for attempt in range(1, retries + 2):
@@ -314,10 +372,10 @@ def measure_many(
     *,
     input_shape: Sequence[int],
     device: str | torch.device | None = None,
-    runtime: str = "eager",
+    runtime: str | Sequence[str] = "eager",
     threads: int | None = 1,
     dtype: str = "float32",
-    memory_format: str | None = None,
+    memory_format: str | None | Sequence[str | None] = None,
     rounds: int = 10,
     per_round: int = 10,
     warmup_runs: int | None = None,
@@ -330,17 +388,31 @@ def measure_many(
     ``per_round`` times in a shuffled order, so machine drift hits all of them alike.
     Each model's turn starts with ``rewarm_runs`` untimed runs: after another model has
     run, one run is not enough to bring its weights back into cache (on a 2-core EPYC,
-    1 re-warm run read 10 models 5-30% slower than each measured alone; 20 runs, 0-6%)."""
+    1 re-warm run read 10 models 5-30% slower than each measured alone; 20 runs, 0-6%).
+    ``runtime`` and ``memory_format`` take one value for all models or one per model (the
+    shipped artefacts of a run are measured side by side this way); ``models`` entries
+    measured with ``onnxruntime`` may also be ``.onnx`` paths.
+
+    Raises:
+        ValueError: a bad shape, device, dtype, runtime or memory format; per-model lists of
+            another length than ``models``."""
     shape = _check_shape(input_shape)
     dev = resolve_device(device)
-    _check_runtime(runtime)
     tdtype = _check_dtype(dtype, dev)
-    mf_name, mf = _memory_format(memory_format, dev)
     warmup_runs = warmup_runs if warmup_runs is not None else (50 if dev.type == "cuda" else 20)
     rng = np.random.default_rng(seed)
+    n = len(models)
+    runtimes = [runtime] * n if isinstance(runtime, str) else list(runtime)
+    formats = [memory_format] * n if memory_format is None or isinstance(memory_format, str) else list(memory_format)
+    if len(runtimes) != n or len(formats) != n:
+        raise ValueError(f"runtime/memory_format: expected one value or one per model ({n}), "
+                         f"got {len(runtimes)} and {len(formats)}")
+    for rt in runtimes:
+        _check_runtime(rt)
+    mfs = [_memory_format(f, dev) for f in formats]
     with _Threads(threads, dev) as nthreads, torch.inference_mode():
-        runners = [_Runner(m, shape, dev, runtime, tdtype, mf) for m in models]
-        env = _env(dev, runtime, dtype, mf_name, shape, nthreads)
+        runners = [_Runner(m, shape, dev, rt, tdtype, mf, nthreads) for m, rt, (_, mf) in zip(models, runtimes, mfs)]
+        envs = [_env(dev, rt, dtype, name, shape, nthreads) for rt, (name, _) in zip(runtimes, mfs)]
         for r in runners:
             _warm(r, warmup_runs, warmup_s)
         samples: list[list[float]] = [[] for _ in runners]
@@ -350,7 +422,7 @@ def measure_many(
                 samples[i].extend(runners[i].time_once() for _ in range(per_round))
             if progress is not None:
                 progress(k + 1, rounds)
-    return [_stats(s, dict(env), 1) for s in samples]
+    return [_stats(s, env, 1) for s, env in zip(samples, envs)]
 
 
 def compare(a: nn.Module, b: nn.Module, *, input_shape: Sequence[int], rounds: int = 20, per_round: int = 10,
@@ -365,7 +437,7 @@ def compare(a: nn.Module, b: nn.Module, *, input_shape: Sequence[int], rounds: i
     if kw:
         raise TypeError(f"compare: unexpected arguments {sorted(kw)}")
     with _Threads(threads, dev) as nthreads, torch.inference_mode():
-        ra, rb = _Runner(a, shape, dev, runtime, tdtype, mf), _Runner(b, shape, dev, runtime, tdtype, mf)
+        ra, rb = (_Runner(a, shape, dev, runtime, tdtype, mf, nthreads), _Runner(b, shape, dev, runtime, tdtype, mf, nthreads))
         env = _env(dev, runtime, "float32" if tdtype == torch.float32 else str(tdtype).split(".")[-1], mf_name, shape, nthreads)
         warm = 50 if dev.type == "cuda" else 20
         _warm(ra, warm, 0.3)

@@ -103,6 +103,28 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         lines += [f"| {_code(r['arch'])} | {r['acc_inherited']:.2f}% | "
                   + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
                   f"{r['latency_ms']:.3f} ms |" for r in finetune]
+    shipped = winner.get("shipped") or {}
+    if shipped:
+        lines += ["", "Shipped artefacts, loaded back from this folder and measured interleaved after export "
+                  "(batch 1, the threads above); the budget applies to the one marked:", "",
+                  "| file | runtime | memory format | latency median (IQR) | note |", "| --- | --- | --- | --- | --- |"]
+        for v in shipped.values():
+            note = []
+            if v["primary"]:
+                note.append("**budget checked on this one**")
+                if v["median_ms"] > config["latency_ms"]:
+                    note.append(f"**over the {config['latency_ms']:g} ms budget**")
+            if v["noisy"]:
+                note.append("**unreliable: IQR over 10% of the median after a re-measurement**")
+            lines.append(f"| `{v['file']}` | {v['runtime']} | {v['memory_format']} | {v['median_ms']:.3f} ms "
+                         f"({v['iqr_ms']:.3f}) | {'; '.join(note)} |")
+    from search.export import torchvision_equivalent
+    from search_space import Arch
+
+    call, why = torchvision_equivalent(Arch.parse(winner["arch"]))
+    lines += ["", f"torchvision: `model.pt`'s `state_dict` loads (strict) into `{call}`" if call else
+              "torchvision: outside `torchvision.models.ShuffleNetV2` because of " + "; ".join(why)
+              + "; rebuild it with `search.export.load_model`"]
     lines += [
         "",
         "Accuracies are inherited supernet weights + BN recalibration on the validation split: a ranking "

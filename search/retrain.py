@@ -161,7 +161,7 @@ def _retrain(args: argparse.Namespace) -> int:
                                "best_val_acc": max(h["val_acc"] for h in history), "history": history}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     plot_curve(history, out / "curve.png", f"{name} ({args.init}) on {data.spec}: {final['val_acc']:.2f}% val top-1")
-    export_model(model, out, input_size=data.image_size, meta=metrics, onnx=False)
+    export_model(model, out, input_size=data.image_size, meta=metrics, onnx=False, data=data)
     if run_dir is not None and (run_dir / "report.md").is_file():
         with open(run_dir / "report.md", "a") as f:
             f.write(f"\n## Retrained ({args.init}, {recipe.epochs} epochs, same recipe as presets)\n\n"

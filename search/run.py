@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "finetune_epochs": 4,
     "val_fraction": 0.1,
 }
+SHIPPED_BY_RUNTIME = {"eager": "model", "compile": "model", "torchscript": "torchscript", "onnxruntime": "onnx"}
+NOISY_REL_IQR = 0.10  # a latency whose IQR exceeds this share of its median is flagged unreliable
 SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
 
@@ -64,7 +66,7 @@ def _number(v: str) -> int | float | str:
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs")
 _STRINGS = ("data", "space", "out")
-_CHOICES = {"runtime": ("eager", "torchscript", "compile"), "backend": ("optuna", "ray")}
+_CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray")}
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +101,10 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for k, choices in _CHOICES.items():
         if out[k] not in choices:
             raise ValueError(f"{k}: unknown {k} {out[k]!r}; available: {list(choices)}")
+    if out["runtime"] == "onnxruntime":
+        from search.latency import _check_runtime  # the package must be importable before any work starts
+
+        _check_runtime("onnxruntime")
     v = out["val_fraction"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         raise ValueError(f"val_fraction: must be a number in (0, 1), got {v!r}")
@@ -119,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="digits (default, embedded) | cifar10[:ROOT] | imagefolder:PATH[@N]")
     ap.add_argument("--space", default=None, help="built-in space name or YAML path (default 'default')")
     ap.add_argument("--input-size", type=_number, default=None, help="input side in pixels (default 32)")
-    ap.add_argument("--runtime", default=None, help="eager (default) | torchscript | compile")
+    ap.add_argument("--runtime", default=None, help="eager (default) | torchscript | compile | onnxruntime (the budget "
+                    "applies to model.onnx run by ONNX Runtime)")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: the GPU when present)")
     ap.add_argument("--threads", type=_number, default=None, help="CPU threads for latency (default 1)")
     ap.add_argument("--seed", type=_number, default=None)
@@ -223,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from search.backends.optuna import run_optuna, trial_records
     from search.evaluate import EvalConfig, Scorer, evaluate_arch
-    from search.export import export_model
+    from search.export import export_model, load_artefact, measure_artefacts
     from search.finetune import FinetuneConfig, finetune_step, successive_halving, winner_index
     from search.latency import LatencyPredictor, measure_many, resolve_device
     from search.report import plot_pareto, write_report, write_trials_csv
@@ -412,7 +419,27 @@ def _run(args: argparse.Namespace) -> int:
             **({"val_acc_finetuned": sh[best]["final"], "finetune": asdict(ft)} if sh else {}),
             "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
             "data": data.describe(), "supernet": str(ckpt), **meta_cfg}
-    files = export_model(model, run_dir, input_size=size, meta=meta)
+    files = export_model(model, run_dir, input_size=size, meta=meta, data=data)
+    # what ships is what is measured: every artefact loaded back and timed interleaved (issue 11)
+    t = time.perf_counter()
+    shipped = measure_artefacts(run_dir, files, input_size=size, device=device, threads=cfg["threads"],
+                                seed=cfg["seed"])
+    primary = SHIPPED_BY_RUNTIME[cfg["runtime"]]
+    if primary in shipped and shipped[primary].rel_iqr > NOISY_REL_IQR:  # one re-measurement, then a flag
+        from search.latency import measure
+
+        again = measure(load_artefact(run_dir, primary) if primary != "onnx" else run_dir / files[primary],
+                        input_shape=shape, device=device, runtime=shipped[primary].env["runtime"],
+                        memory_format=shipped[primary].env["memory_format"], threads=cfg["threads"],
+                        max_rel_iqr=NOISY_REL_IQR)
+        if again.rel_iqr < shipped[primary].rel_iqr:
+            shipped[primary] = again
+    timings["shipped artefacts"] = time.perf_counter() - t
+    winner_out["shipped"] = {k: {"file": files[k], "median_ms": m.median_ms, "iqr_ms": m.iqr_ms,
+                                 "runtime": m.env["runtime"], "memory_format": m.env["memory_format"],
+                                 "threads": m.env["threads"], "batch": m.env["batch"],
+                                 "noisy": m.rel_iqr > NOISY_REL_IQR, "primary": k == primary}
+                             for k, m in shipped.items()}
     base_out = None
     if baseline is not None:
         bl = measured[baseline["arch"]]
@@ -437,9 +464,17 @@ def _run(args: argparse.Namespace) -> int:
     ft_txt = f", {winner_out['acc_finetuned']:.2f}% fine-tuned {ft.epochs} epochs" if sh else ""
     print(f"searched: {arch}\n  top-1 {acc:.2f}% (inherited{ft_txt}) | {lat.median_ms:.3f} ms median (IQR {lat.iqr_ms:.3f}) "
           f"<= {budget:g} ms | {count_params(arch):,} params | {count_flops(arch, size) / 1e6:.2f} MFLOPs")
+    print("shipped artefacts (batch 1, measured after export): " + ", ".join(
+        f"{v['file']} {v['median_ms']:.3f} ms ({v['runtime']}, {v['memory_format']})" for v in winner_out["shipped"].values()))
+    for v in winner_out["shipped"].values():
+        if v["primary"] and v["noisy"]:
+            print(f"warning: the latency of {v['file']} is unreliable: IQR {v['iqr_ms']:.3f} ms is over "
+                  f"{NOISY_REL_IQR:.0%} of the median after a re-measurement; is another process using the CPU?")
+        if v["primary"] and v["median_ms"] > budget:
+            print(f"warning: {v['file']} measured {v['median_ms']:.3f} ms after export, over the {budget:g} ms budget")
     if base_out is not None:
         print(f"best preset in budget: {baseline['source']} {baseline['acc']:.2f}% at {base_out['latency_ms']:.3f} ms")
-    print(f"run folder: {run_dir} (report.md, model.pt, model.ts, pareto.png); {timings['total']:.0f} s")
+    print(f"run folder: {run_dir} (report.md, {', '.join(files.values())}, pareto.png); {timings['total']:.0f} s")
     return 0
 
 

@@ -350,13 +350,16 @@ class Arch:
 
     @classmethod
     def from_yaml(cls, text: str) -> "Arch":
-        """Load the YAML written by :meth:`to_yaml` (or a plain dict form)."""
+        """Load the YAML written by :meth:`to_yaml` (or a plain dict form). A top-level ``deploy``
+        section (written by ``search.export`` into ``arch.yaml``) is ignored."""
         import yaml
 
         try:
             d = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ValueError(f"arch YAML: not valid YAML ({e})") from None
+        if isinstance(d, dict):  # search.export adds a `deploy` section (preprocessing, classes); not the arch's
+            d.pop("deploy", None)
         if isinstance(d, dict) and "arch" in d and len(d) > 1:
             s = d.pop("arch")
             arch = cls.from_dict(d)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from search.export import load_model
+from search.export import load_artefact, load_model
 from search.run import main
 from search_space import Arch
 from supernet.data import load_data
@@ -33,7 +33,7 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     assert sum(r["pruned"] for r in sh) >= 1 and all(r["epochs"] == 2 for r in sh if not r["pruned"])
     assert w["acc_finetuned"] == max(r["final"] for r in sh if not r["pruned"])
     assert acc == pytest.approx(w["acc_finetuned"], abs=1e-9)
-    ts = torch.jit.load(str(run / "model.ts"))
+    ts = load_artefact(run, "torchscript")
     x = next(data.batches("val", batch_size=64))[0]
     with torch.no_grad():
         torch.testing.assert_close(ts(x), m(x), rtol=0, atol=1e-5)
@@ -42,6 +42,18 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
 
     onnx.checker.check_model(str(run / "model.onnx"))
     assert "\\|" in (run / "report.md").read_text()  # arch strings escaped inside the Markdown table
+    # issue 11: what ships is what was measured; every artefact is measured after export, conditions recorded
+    assert m.memory_format == w["latency"]["env"]["memory_format"] == "channels_last"
+    assert m.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    shipped = w["shipped"]
+    assert list(shipped) == ["model", "export", "torchscript", "onnx"]
+    assert [(v["file"], v["runtime"], v["memory_format"], v["primary"]) for v in shipped.values()] == [
+        ("model.pt", "eager", "channels_last", True), ("model.pt2", "eager", "contiguous", False),
+        ("model.ts", "eager", "contiguous", False), ("model.onnx", "onnxruntime", "contiguous", False)]
+    assert all(v["threads"] == 1 and v["batch"] == 1 and v["median_ms"] > 0 for v in shipped.values())
+    report = (run / "report.md").read_text()
+    assert "| `model.pt` | eager | channels_last |" in report and "budget checked on this one" in report
+    assert m.meta["categories"] == data.classes and m.transforms is not None
     assert "searched:" in capsys.readouterr().out
     # issue 10: the stem variant is searched (the tiny space declares both), the budget decides
     import csv
@@ -229,3 +241,24 @@ def test_a_resumed_runs_settings_are_validated_too(tmp_path, capsys):
     (run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 5, "threads": 0}}))
     assert main(["--resume", str(run)]) == 2
     assert capsys.readouterr().err.strip() == "error: threads: must be a positive integer, got 0"
+
+
+def test_a_noisy_latency_is_remeasured_then_flagged(env, monkeypatch, capsys):
+    """Issue 11: a final measurement whose spread stays wide is flagged, not accepted silently."""
+    import search.latency as lat
+
+    real = lat._Runner.time_once
+    ticks = {"n": 0}
+
+    def stalling(self):  # every 3rd run stalls 20 ms: IQR far above 10% of the median
+        ticks["n"] += 1
+        t = real(self)
+        return t + 20.0 if ticks["n"] % 3 == 0 else t
+
+    base, out = env
+    monkeypatch.setattr(lat._Runner, "time_once", stalling)
+    assert main(base + ["--latency-ms", "1000", "--trials", "3"]) == 0
+    res = json.loads(((out / "latest").resolve() / "result.json").read_text())
+    assert res["winner"]["shipped"]["model"]["noisy"] is True
+    assert "warning: the latency of model.pt is unreliable" in capsys.readouterr().out
+    assert "**unreliable" in ((out / "latest").resolve() / "report.md").read_text()
