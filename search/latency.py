@@ -688,37 +688,27 @@ class LatencyPredictor:
             except ValueError as e:
                 warnings.warn(f"{e}; rebuilding it", RuntimeWarning, stacklevel=2)
         t0 = time.perf_counter()
-        size = shape[-1]
-        # every table entry the space can need for this task
-        specs: dict[str, tuple[tuple, tuple]] = {}
-        for small in _stem_variants(space, small_input):
-            stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small), size)
-            for stem in space.stem_channels:
-                specs[f"stem|{stem}|{int(small)}|{size}"] = (("stem", stem, small), (1, 3, size, size))
-            prev = space.stem_channels
-            for i, ss in enumerate(space.stages):
-                h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
-                for cout in ss.channels:
-                    for cin in prev:
-                        for b in space.valid_blocks(cin, cout, 2, i > 0):
-                            specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
-                    if ss.max_depth > 1:
-                        for b in space.valid_blocks(cout, cout, 1):
-                            specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
-                prev = ss.channels
-            for c in space.stages[-1].channels:
-                for last in space.last_conv:
-                    specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
+        specs = _table_specs(space, num_classes, small_input, shape[-1])
         lut: dict[str, float] = {}
         bar = _bar(len(specs), "latency table", progress)
-        for k, (spec, ishape) in specs.items():
-            m = measure(_build_entry(spec), input_shape=ishape, device=dev, runtime=runtime, threads=nthreads,
-                        dtype=dtype, samples=25, warmup_runs=5, warmup_s=0.02, retries=1, max_rel_iqr=0.2)
-            lut[k] = m.median_ms
+
+        costs: dict[str, tuple[float, float]] = {}
+
+        def entry_ms(k: str) -> float:
+            spec, ishape = specs[k]
+            module = _build_entry(spec)
+            if k not in costs:
+                costs[k] = _entry_cost(module, ishape)
+            return measure(module, input_shape=ishape, device=dev, runtime=runtime, threads=nthreads,
+                           dtype=dtype, samples=25, warmup_runs=5, warmup_s=0.02, retries=1, max_rel_iqr=0.2).median_ms
+
+        for k in specs:
+            lut[k] = entry_ms(k)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        remeasured = _check_table(lut, costs, entry_ms)
         table_s = time.perf_counter() - t0
         p = cls(key=key, lut=lut, coef=[1.0, 1.0, 1.0] + [0.0] * (len(cls.FEATURES) - 3))
         rng = np.random.default_rng(seed)
@@ -730,7 +720,8 @@ class LatencyPredictor:
             bar.update(1)
             bar.close()
         p.fit_calibration(archs, [m.median_ms for m in meas])
-        p.fit.update(table_entries=len(lut), table_seconds=table_s, total_seconds=time.perf_counter() - t0)
+        p.fit.update(table_entries=len(lut), table_seconds=table_s, total_seconds=time.perf_counter() - t0,
+                     remeasured=remeasured)
         p.save(path)
         log.info("latency predictor built in %.0f s (%d entries), saved to %s", time.perf_counter() - t0, len(lut), path)
         return p
@@ -750,6 +741,139 @@ class LatencyPredictor:
             "calibrated_mape": float(np.mean(np.abs(pred - y) / y) * 100),
             "coef": dict(zip(self.FEATURES, self.coef)),
         }
+
+
+def _table_specs(space: SearchSpace, num_classes: int, small_input: bool | None,
+                 size: int) -> dict[str, tuple[tuple, tuple[int, ...]]]:
+    """Every lookup-table entry the space can need for this task: ``{key: (constructor args, input shape)}``."""
+    specs: dict[str, tuple[tuple, tuple]] = {}
+    for small in _stem_variants(space, small_input):
+        stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small), size)
+        for stem in space.stem_channels:
+            specs[f"stem|{stem}|{int(small)}|{size}"] = (("stem", stem, small), (1, 3, size, size))
+        prev = space.stem_channels
+        for i, ss in enumerate(space.stages):
+            h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
+            for cout in ss.channels:
+                for cin in prev:
+                    for b in space.valid_blocks(cin, cout, 2, i > 0):
+                        specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
+                if ss.max_depth > 1:
+                    for b in space.valid_blocks(cout, cout, 1):
+                        specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
+            prev = ss.channels
+        for c in space.stages[-1].channels:
+            for last in space.last_conv:
+                specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
+    return specs
+
+
+OUTLIER_FACTOR = 3.0  # a table entry this many times above its cost-model fit is re-measured
+OUTLIER_MIN_MS = 0.02  # ... unless the difference is below this (timer resolution and call overhead)
+
+
+def _entry_cost(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
+    """(multiply-adds, memory access in elements) of one forward of a table entry, read from its
+    layers' shapes on a CPU forward: convolutions and linear layers count multiply-adds
+    (``count_flops``' convention); every leaf layer counts its input, output and parameter
+    elements (the memory access cost of ShuffleNet V2, Ma et al. 2018, section 2)."""
+    flops = mem = 0.0
+
+    def hook(m: nn.Module, inp, out) -> None:
+        nonlocal flops, mem
+        x = inp[0]
+        mem += x.numel() + out.numel() + sum(p.numel() for p in m.parameters(recurse=False))
+        if isinstance(m, nn.Conv2d):
+            flops += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            flops += out.numel() * m.in_features
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return flops, mem
+
+
+def _kind(key: str) -> str:
+    """The entry kind a cost fit is made per: ``stem``, ``head0`` (no conv5), ``head``, ``v1`` or ``v2``."""
+    head = key.split("|")[0]
+    if head == "head":
+        return "head0" if key.split("|")[2] == "0" else "head"
+    return head if head == "stem" else head[:2]
+
+
+def _cost_fit(lut: dict[str, float], costs: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Each entry's latency as predicted from its FLOPs and memory access by a least-squares fit of
+    relative error over the entries of its kind (:func:`_kind`), refitted once without the worst
+    tenth (so that a few stalled entries do not pull the fit). Kinds with fewer than 6 entries
+    keep their measurement as the fit (not checked). Returns ``{key: fitted ms}``."""
+    out = dict(lut)
+    kinds: dict[str, list[str]] = {}
+    for k in lut:
+        kinds.setdefault(_kind(k), []).append(k)
+    for keys in kinds.values():
+        if len(keys) < 6:
+            continue
+        X = np.array([[1.0, *costs[k]] for k in keys])
+        y = np.array([lut[k] for k in keys])
+        scale = np.abs(X).max(0)
+        scale[scale == 0] = 1.0
+        Xs = X / scale
+        keep = np.ones(len(keys), dtype=bool)
+        for _ in range(2):
+            w = 1.0 / np.maximum(y[keep], 1e-6)
+            coef, *_ = np.linalg.lstsq(Xs[keep] * w[:, None], y[keep] * w, rcond=None)
+            fit = np.maximum(Xs @ coef, 1e-6)
+            ratio = y / fit
+            keep = ratio <= np.quantile(ratio, 0.9)
+        out.update({k: float(f) for k, f in zip(keys, fit)})
+    return out
+
+
+def _outliers(lut: dict[str, float], fit: dict[str, float]) -> list[str]:
+    """Entries slower than ``OUTLIER_FACTOR`` x their cost fit (a stall only adds time)."""
+    return [k for k, v in lut.items() if v - fit[k] > OUTLIER_MIN_MS and v > OUTLIER_FACTOR * fit[k]]
+
+
+def _check_table(lut: dict[str, float], costs: dict[str, tuple[float, float]], remeasure: Callable[[str], float],
+                 attempts: int = 2) -> dict[str, list[float]]:
+    """Find entries far off their FLOPs/memory-access fit, re-measure them (``attempts`` times)
+    and keep the lowest reading (a stall only adds time); in place on ``lut``.
+
+    An entry that stays far off its fit is kept when its readings agree with each other (within
+    25%: a real cost the model does not see, such as a slow grouped-conv kernel). One whose
+    readings still disagree means the machine was not quiet: the table is refused.
+
+    Returns:
+        ``{key: [first reading, re-measurements...]}`` of the entries re-measured.
+
+    Raises:
+        ValueError: entries whose readings stay inconsistent (named, with their readings).
+    """
+    if len(lut) < 8:
+        return {}
+    fit = _cost_fit(lut, costs)
+    readings: dict[str, list[float]] = {}
+    for k in _outliers(lut, fit):
+        readings[k] = [lut[k]] + [remeasure(k) for _ in range(attempts)]
+        lut[k] = min(readings[k])
+    fit = _cost_fit(lut, costs)
+    bad = [k for k in _outliers(lut, fit) if k in readings
+           and (max(readings[k][1:]) / min(readings[k][1:]) > 1.25)]
+    if bad:
+        shown = "; ".join(f"{k}: {', '.join(f'{v:.3f}' for v in readings[k])} ms (cost fit {fit[k]:.3f} ms)"
+                          for k in bad[:5])
+        raise ValueError(f"latency table: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} measured inconsistently "
+                         f"and far from their FLOPs/memory-access cost ({shown}); the machine was busy. Nothing was "
+                         f"cached: rebuild on a quiet machine (python -m search.latency build)")
+    if readings:
+        log.info("latency table: re-measured %d outlier entr%s", len(readings), "y" if len(readings) == 1 else "ies")
+    return readings
 
 
 def _stem_variants(space: SearchSpace, small_input: bool | None) -> tuple[bool, ...]:

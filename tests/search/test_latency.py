@@ -62,7 +62,7 @@ def test_compile_runtime():
 @pytest.mark.parametrize(
     "kwargs, msg",
     [
-        (dict(runtime="tensorrt"), r"unknown runtime 'tensorrt'; available: \['eager', 'torchscript', 'compile'\]"),
+        (dict(runtime="tensorrt"), r"unknown runtime 'tensorrt'; available: \['eager', 'torchscript', 'compile', 'onnxruntime'\]"),
         (dict(input_shape=(1, 3, 0, 16)), "must be positive"),
         (dict(input_shape=(1, 3, -4, 16)), "must be positive"),
         (dict(input_shape=(3, 16, 16)), "expected 4 integers"),
@@ -229,3 +229,51 @@ def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
         alone = LatencyPredictor(key=dict(both.key, small_input=s), lut=both.lut, coef=both.coef)
         assert ms <= alone.fastest(TINY)[1] + 1e-12
         assert alone.fastest(TINY)[0].small_input is s
+
+
+def _stalled_build(tmp_path, monkeypatch, stalls_ms):
+    """Build the TINY predictor while the timer adds ``stalls_ms[i]`` to every sample of the i-th
+    measurement of one table entry (the stall of issue 11: another process took the CPU)."""
+    import search.latency as lat
+
+    key = "v2s0.5|24|24|1|2|1"
+    target = lat._table_specs(TINY, 10, False, 16)[key][0]
+    made = {"n": 0}
+    init, timer, build_entry = lat._Runner.__init__, lat._Runner.time_once, lat._build_entry
+
+    def marked(spec):
+        m = build_entry(spec)
+        m.stall_target = spec == target
+        return m
+
+    def tagged_init(self, model, *a, **k):
+        init(self, model, *a, **k)
+        self.stall = 0.0
+        if getattr(model, "stall_target", False):
+            self.stall = stalls_ms[made["n"]] if made["n"] < len(stalls_ms) else 0.0
+            made["n"] += 1
+
+    monkeypatch.setattr(lat, "_build_entry", marked)
+    monkeypatch.setattr(lat._Runner, "__init__", tagged_init)
+    monkeypatch.setattr(lat._Runner, "time_once", lambda self: timer(self) + self.stall)
+    build = lambda: LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10,  # noqa: E731
+                                           calib_archs=8, cache_dir=tmp_path, progress=False, rebuild=True)
+    return key, build
+
+
+def test_a_stalled_table_entry_is_detected_and_remeasured(tmp_path, monkeypatch):
+    key, build = _stalled_build(tmp_path, monkeypatch, [50.0])  # the first measurement stalls, the re-measures do not
+    p = build()
+    assert list(p.fit["remeasured"]) == [key]
+    first, *again = p.fit["remeasured"][key]
+    assert first > 50.0 and len(again) == 2 and max(again) < 5.0
+    assert p.lut[key] == min(again)
+    assert len(list(tmp_path.glob("predictor-*.json"))) == 1
+
+
+def test_a_table_that_stays_wrong_is_refused_and_not_cached(tmp_path, monkeypatch):
+    key, build = _stalled_build(tmp_path, monkeypatch, [50.0, 20.0, 80.0])  # every reading stalls, differently
+    with pytest.raises(ValueError, match=r"latency table: 1 entry measured inconsistently .*" + key.replace("|", r"\|")
+                       + r".*Nothing was cached"):
+        build()
+    assert list(tmp_path.glob("predictor-*.json")) == []
