@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--archs", type=int, default=50)
     ap.add_argument("--input-size", type=int, default=32)
     ap.add_argument("--num-classes", type=int, default=10)
-    ap.add_argument("--small-input", action="store_true")
+    ap.add_argument("--small-input", choices=["no", "yes", "both"], default="both",
+                    help="stem variant: ImageNet stem (no), small-input stem (yes), or both as search.run covers (default)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--runtime", default="eager")
     ap.add_argument("--threads", type=int, default=1)
@@ -44,10 +45,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out archs (fitting uses seed 0)")
     args = ap.parse_args()
     space = SearchSpace.load(args.space)
+    small = {"no": False, "yes": True, "both": None}[args.small_input]
     shape = (1, 3, args.input_size, args.input_size)
     t0 = time.perf_counter()
     p = LatencyPredictor.build(space, device=args.device, runtime=args.runtime, input_shape=shape,
-                               threads=args.threads, num_classes=args.num_classes, small_input=args.small_input,
+                               threads=args.threads, num_classes=args.num_classes, small_input=small,
                                calib_archs=args.calib_archs, rebuild=args.rebuild)
     print(f"device {p.key['device_name']} | runtime {p.key['runtime']} | input {shape} | threads {p.key['threads']} "
           f"| torch {p.key['torch']}")
@@ -56,11 +58,14 @@ def main() -> None:
           f"calibration {p.fit.get('coef')}; on its {p.fit.get('n')} fitting archs MAPE raw "
           f"{p.fit.get('raw_mape', float('nan')):.2f}% -> calibrated {p.fit.get('calibrated_mape', float('nan')):.2f}%")
     rng = np.random.default_rng(args.seed)
-    archs = [space.sample(rng, num_classes=args.num_classes, small_input=args.small_input) for _ in range(args.archs)]
+    archs = [space.sample(rng, num_classes=args.num_classes, small_input=small) for _ in range(args.archs)]
     names = [f"random{k}" for k in range(args.archs)]
     for n in list_presets():
-        archs.append(get_preset(n, args.num_classes, small_input=args.small_input))
-        names.append(n)
+        for v in ((False, True) if small is None else (small,)):
+            a = get_preset(n, args.num_classes, small_input=v)
+            if v in space.small_input and space.contains(a):
+                archs.append(a)
+                names.append(n + (":small" if v else ""))
     t1 = time.perf_counter()
     meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, device=resolve_device(args.device),
                         runtime=args.runtime, threads=p.key["threads"], rounds=args.rounds, per_round=10, seed=args.seed)
@@ -74,7 +79,8 @@ def main() -> None:
     print()
     k = args.archs
     report("calibrated, random", pred[:k], med[:k])
-    report("calibrated, presets", pred[k:], med[k:])
+    if len(archs) > k:
+        report("calibrated, presets", pred[k:], med[k:])
     report("calibrated, all", pred, med)
     report("raw table sum, all", raw, med)
 
