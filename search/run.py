@@ -395,7 +395,14 @@ def _run(args: argparse.Namespace) -> int:
                 fbar.update(1)
                 fbar.set_postfix(cand=k, acc=f"{acc:.1f}%")
 
-        sh = successive_halving(archs, step, ft, on_epoch=on_epoch)
+        if cfg["backend"] == "ray":  # ASHA in Ray Tune: the candidates fine-tune in parallel trials
+            from search.backends.ray import finetune_asha
+
+            sh = finetune_asha(supernet, archs, data, ft, device=device, seed=cfg["seed"],
+                               ckpt_dir=run_dir / "finetune", supernet_id=sn_key, run_dir=run_dir,
+                               address=cfg["address"], concurrency=cfg["concurrency"])
+        else:  # Optuna's successive-halving pruner, in this process
+            sh = successive_halving(archs, step, ft, on_epoch=on_epoch)
         if fbar is not None:
             fbar.close()
         for r, rec in zip(picks, sh):

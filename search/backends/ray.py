@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from search_space import Arch, SearchSpace
 
-__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray"]
+__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study-ray.journal"
@@ -197,3 +197,62 @@ def run_ray(
     study = optuna.load_study(study_name=study_name, storage=storage)
     (Path(run_dir) / "ray_study.txt").write_text(study_name + "\n")
     return study
+
+
+def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=None, device=None, seed=0,
+                        ckpt_dir=None, supernet_id=None) -> None:
+    """One candidate's fine-tune as a Tune function trainable: one report per epoch (ASHA's rungs)."""
+    import torch
+    from ray import tune
+
+    from search.finetune import finetune_step
+
+    torch.set_num_threads(1)
+    step, _ = finetune_step(supernet, archs, data, cfg, device=device, seed=seed, ckpt_dir=ckpt_dir,
+                            supernet_id=supernet_id)
+    k = config["candidate"]
+    for epoch in range(1, cfg.epochs + 1):
+        tune.report({"acc": step(k, epoch), "candidate": k, "epoch": epoch})
+
+
+def finetune_asha(supernet, archs: Sequence[Arch], data, cfg, *, device, seed: int, ckpt_dir: Path,
+                  supernet_id: str, run_dir: Path, address: str | None = None, concurrency: int = 2,
+                  verbose: int = 0) -> list[dict]:
+    """The multi-fidelity final pick on Ray Tune: every candidate fine-tunes in a trial of its own
+    (``search.finetune.finetune_step``, checkpointed per epoch under ``ckpt_dir``) and Tune's
+    :class:`~ray.tune.schedulers.ASHAScheduler` (Li et al., MLSys 2020) stops the weaker ones at
+    the rungs 1, eta, eta^2, ... epochs. Candidates start best one-shot score first.
+
+    Returns records like :func:`search.finetune.successive_halving` (input order): ``arch``,
+    ``finetune_acc``, ``epochs``, ``pruned`` (stopped before ``cfg.epochs``), ``final``.
+
+    Raises:
+        ValueError: an unreachable ``address``; a trial that failed (its error).
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    init_ray(address)
+    trainable = tune.with_parameters(_finetune_trainable, supernet=supernet, data=data, archs=list(archs), cfg=cfg,
+                                     device=str(device), seed=seed, ckpt_dir=str(Path(ckpt_dir).resolve()),
+                                     supernet_id=supernet_id)
+    sched = ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1,
+                          reduction_factor=cfg.reduction_factor)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"candidate": tune.grid_search(list(range(len(archs))))},
+        tune_config=tune.TuneConfig(metric="acc", mode="max", scheduler=sched, max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(name=f"finetune-{uuid.uuid4().hex[:8]}",
+                                  storage_path=str(Path(run_dir).resolve() / "ray"), verbose=verbose),
+    )
+    results = tuner.fit()
+    out: list[dict | None] = [None] * len(archs)
+    for r in results:
+        if r.error is not None:
+            raise ValueError(f"finetune: a Ray trial failed ({str(r.error).splitlines()[0]})")
+        hist = r.metrics_dataframe.sort_values("epoch")
+        k = int(r.config["candidate"])
+        accs = [float(a) for a in hist["acc"]]
+        out[k] = {"arch": str(archs[k]), "finetune_acc": accs, "epochs": len(accs),
+                  "pruned": len(accs) < cfg.epochs, "final": accs[-1]}
+    return [r for r in out if r is not None]

@@ -56,3 +56,44 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
     assert names.count("ArchTrial") >= 4, names
     jobs = _get(url + "/api/v0/jobs")["data"]["result"]["result"]
     assert any(j.get("job_id") == ray.get_runtime_context().get_job_id() for j in jobs), jobs
+
+
+@pytest.mark.slow
+def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_path):
+    """Issue 10: the multi-fidelity final pick runs as ASHA in Ray Tune. Every figure a Ray trial
+    reports is the one the same candidate reaches in this process (seeded, 1 thread), the pruned
+    ones stopped at a rung, and the shipped winner reloads from its checkpoint."""
+    import torch
+
+    from search.backends.ray import finetune_asha
+    from search.finetune import FinetuneConfig, finetune_step, winner_index
+    from search_space import Arch, SearchSpace
+    from supernet import SuperNet
+    from supernet.data import load_data
+    from tests.search.conftest import TINY
+
+    torch.manual_seed(0)
+    sup = SuperNet(SearchSpace.from_dict(TINY), num_classes=10)
+    data = load_data("digits")
+    archs = [Arch.parse(s) for s in ("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10",
+                                     "stem8|24:v1g1|32:v2s0.5|64:v1g2|conv0|cls10",
+                                     "stem8|16:v1g2x2|32:v1g1|64:v2s0.5|conv64|cls10")]
+    cfg = FinetuneConfig(top=3, epochs=2, lr=0.05)
+    recs = finetune_asha(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path / "ft", supernet_id="s",
+                         run_dir=tmp_path, concurrency=2)
+    assert [r["arch"] for r in recs] == [str(a) for a in archs]
+    assert all(r["pruned"] == (r["epochs"] < 2) and 1 <= r["epochs"] <= 2 for r in recs)
+    assert sum(not r["pruned"] for r in recs) >= 1
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step, models = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path / "local",
+                                     supernet_id="s")
+        for k, r in enumerate(recs):
+            assert r["finetune_acc"] == [step(k, e) for e in range(1, r["epochs"] + 1)], k
+        again, _ = finetune_step(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path / "ft",
+                                 supernet_id="s")
+        best = winner_index(recs)
+        assert again(best, 2) == recs[best]["final"]  # the winner's weights come back from the trial's checkpoint
+    finally:
+        torch.set_num_threads(prev)
