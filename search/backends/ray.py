@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from search_space import Arch, SearchSpace
 
-__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha"]
+__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha", "dashboard_hint"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study-ray.journal"
@@ -51,8 +51,22 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> Any:
         raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({e})") from None
     url = getattr(ctx, "dashboard_url", None)
     if url:
-        log.info("Ray dashboard: http://%s", url)
+        print(dashboard_hint(url), flush=True)
     return ctx
+
+
+def dashboard_hint(url: str) -> str:
+    """How a person opens the dashboard at ``url``: Ray 2.60's new local clusters use token
+    authentication (``RAY_AUTH_MODE=token``), and the page asks for the token kept in
+    ``~/.ray/auth_token`` (``ray get-auth-token`` prints it)."""
+    import os
+
+    line = f"Ray dashboard: http://{url}"
+    token = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or token.is_file():
+        line += (f" (it asks for a token: paste the one in {token}, which `ray get-auth-token` prints; "
+                 f"or start the cluster with RAY_AUTH_MODE=disabled on a trusted machine)")
+    return line
 
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:

@@ -51,6 +51,12 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
     assert res["n_trials"] == 4 and res["winner"]["latency"]["median_ms"] <= 1000
     assert (run / "model.pt").is_file() and (run / "ray_study.txt").is_file()
     url = "http://" + cluster.dashboard_url
+    from search.backends.ray import dashboard_hint
+
+    hint = dashboard_hint(cluster.dashboard_url)
+    assert hint.startswith(f"Ray dashboard: {url}")
+    if Path(os.path.expanduser("~/.ray/auth_token")).is_file():  # token auth: the hint says where the token is
+        assert str(Path.home() / ".ray" / "auth_token") in hint and "ray get-auth-token" in hint
     actors = _get(url + "/api/v0/actors?limit=1000")["data"]["result"]["result"]
     names = [a.get("class_name") for a in actors]
     assert names.count("ArchTrial") >= 4, names
