@@ -473,19 +473,34 @@ class _Head(nn.Module):
         return self.fc(self.conv5(x).mean([2, 3]))
 
 
+def _stem_key(stem: int, small: bool, size: int) -> str:
+    """Lookup-table key of the stem (the one place the key format is written, with the two below)."""
+    return f"stem|{stem}|{int(small)}|{size}"
+
+
+def _block_key(block, cin: int, cout: int, stride: int, h: int, first_grouped: bool) -> str:
+    """Lookup-table key of a block: unit, channels in/out, stride, input map side, grouped first conv."""
+    return f"{block}|{cin}|{cout}|{stride}|{h}|{int(first_grouped)}"
+
+
+def _head_key(c: int, last_conv: int, num_classes: int, h: int) -> str:
+    """Lookup-table key of the head: stage-4 channels, last conv, classes, map side."""
+    return f"head|{c}|{last_conv}|{num_classes}|{h}"
+
+
 def _entries(arch: Arch, input_size: int) -> list[tuple[str, tuple, tuple[int, ...]]]:
     """(key string, constructor args, input shape) for every lookup-table entry of ``arch``."""
     sizes = spatial_sizes(arch, input_size)
-    out = [(f"stem|{arch.stem}|{int(arch.small_input)}|{input_size}", ("stem", arch.stem, arch.small_input),
+    out = [(_stem_key(arch.stem, arch.small_input, input_size), ("stem", arch.stem, arch.small_input),
             (1, 3, input_size, input_size))]
     for i, j, cin, cout, b in arch.iter_blocks():
         h = sizes[i] if j == 0 else sizes[i + 1]
         stride = 2 if j == 0 else 1
         fg = not (i == 0 and j == 0)
-        key = f"{b}|{cin}|{cout}|{stride}|{h}|{int(fg)}"
+        key = _block_key(b, cin, cout, stride, h, fg)
         out.append((key, ("block", str(b), cin, cout, stride, fg), (1, cin, h, h)))
     c, h = arch.stages[-1].channels, sizes[-1]
-    out.append((f"head|{c}|{arch.last_conv}|{arch.num_classes}|{h}", ("head", c, arch.last_conv, arch.num_classes),
+    out.append((_head_key(c, arch.last_conv, arch.num_classes, h), ("head", c, arch.last_conv, arch.num_classes),
                 (1, c, h, h)))
     return out
 
@@ -568,13 +583,13 @@ class LatencyPredictor:
         ncls = self.key["num_classes"]
 
         def cost(b, cin, cout, stride, h, fg):
-            return self.lut.get(f"{b}|{cin}|{cout}|{stride}|{h}|{int(fg)}", math.inf)
+            return self.lut.get(_block_key(b, cin, cout, stride, h, fg), math.inf)
 
         best: Arch | None = None
         best_ms = math.inf
         for small, stem in itertools.product(_stem_variants(space, self.key["small_input"]), space.stem_channels):
             sizes = spatial_sizes(_probe_arch(space, ncls, small), size)
-            states = {stem: (self.lut.get(f"stem|{stem}|{int(small)}|{size}", math.inf), [])}
+            states = {stem: (self.lut.get(_stem_key(stem, small, size), math.inf), [])}
             for i, ss in enumerate(space.stages):
                 nxt = {}
                 for cout in ss.channels:
@@ -708,7 +723,7 @@ class LatencyPredictor:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        remeasured = _check_table(lut, costs, entry_ms)
+        remeasured = _check_table(lut, costs, {k: _kind(spec) for k, (spec, _) in specs.items()}, entry_ms)
         table_s = time.perf_counter() - t0
         p = cls(key=key, lut=lut, coef=[1.0, 1.0, 1.0] + [0.0] * (len(cls.FEATURES) - 3))
         rng = np.random.default_rng(seed)
@@ -750,21 +765,21 @@ def _table_specs(space: SearchSpace, num_classes: int, small_input: bool | None,
     for small in _stem_variants(space, small_input):
         stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small), size)
         for stem in space.stem_channels:
-            specs[f"stem|{stem}|{int(small)}|{size}"] = (("stem", stem, small), (1, 3, size, size))
+            specs[_stem_key(stem, small, size)] = (("stem", stem, small), (1, 3, size, size))
         prev = space.stem_channels
         for i, ss in enumerate(space.stages):
             h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
             for cout in ss.channels:
                 for cin in prev:
                     for b in space.valid_blocks(cin, cout, 2, i > 0):
-                        specs[f"{b}|{cin}|{cout}|2|{h_in}|{int(i > 0)}"] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
+                        specs[_block_key(b, cin, cout, 2, h_in, i > 0)] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
                 if ss.max_depth > 1:
                     for b in space.valid_blocks(cout, cout, 1):
-                        specs[f"{b}|{cout}|{cout}|1|{h_out}|1"] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
+                        specs[_block_key(b, cout, cout, 1, h_out, True)] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
             prev = ss.channels
         for c in space.stages[-1].channels:
             for last in space.last_conv:
-                specs[f"head|{c}|{last}|{num_classes}|{stage_sizes[-1]}"] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
+                specs[_head_key(c, last, num_classes, stage_sizes[-1])] = (("head", c, last, num_classes), (1, c, stage_sizes[-1], stage_sizes[-1]))
     return specs
 
 
@@ -799,24 +814,23 @@ def _entry_cost(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float,
     return flops, mem
 
 
-def _kind(key: str) -> str:
+def _kind(spec: tuple) -> str:
     """The entry kind a cost fit is made per: ``stem``, ``head0`` (no conv5), ``head``, ``v1`` or ``v2``."""
-    head = key.split("|")[0]
-    if head == "head":
-        return "head0" if key.split("|")[2] == "0" else "head"
-    return head if head == "stem" else head[:2]
+    if spec[0] == "head":
+        return "head0" if spec[2] == 0 else "head"
+    return "stem" if spec[0] == "stem" else str(spec[1])[:2]
 
 
-def _cost_fit(lut: dict[str, float], costs: dict[str, tuple[float, float]]) -> dict[str, float]:
+def _cost_fit(lut: dict[str, float], costs: dict[str, tuple[float, float]], kinds: dict[str, str]) -> dict[str, float]:
     """Each entry's latency as predicted from its FLOPs and memory access by a least-squares fit of
     relative error over the entries of its kind (:func:`_kind`), refitted once without the worst
     tenth (so that a few stalled entries do not pull the fit). Kinds with fewer than 6 entries
     keep their measurement as the fit (not checked). Returns ``{key: fitted ms}``."""
     out = dict(lut)
-    kinds: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {}
     for k in lut:
-        kinds.setdefault(_kind(k), []).append(k)
-    for keys in kinds.values():
+        groups.setdefault(kinds[k], []).append(k)
+    for keys in groups.values():
         if len(keys) < 6:
             continue
         X = np.array([[1.0, *costs[k]] for k in keys])
@@ -840,8 +854,8 @@ def _outliers(lut: dict[str, float], fit: dict[str, float]) -> list[str]:
     return [k for k, v in lut.items() if v - fit[k] > OUTLIER_MIN_MS and v > OUTLIER_FACTOR * fit[k]]
 
 
-def _check_table(lut: dict[str, float], costs: dict[str, tuple[float, float]], remeasure: Callable[[str], float],
-                 attempts: int = 2) -> dict[str, list[float]]:
+def _check_table(lut: dict[str, float], costs: dict[str, tuple[float, float]], kinds: dict[str, str],
+                 remeasure: Callable[[str], float], attempts: int = 2) -> dict[str, list[float]]:
     """Find entries far off their FLOPs/memory-access fit, re-measure them (``attempts`` times)
     and keep the lowest reading (a stall only adds time); in place on ``lut``.
 
@@ -857,12 +871,12 @@ def _check_table(lut: dict[str, float], costs: dict[str, tuple[float, float]], r
     """
     if len(lut) < 8:
         return {}
-    fit = _cost_fit(lut, costs)
+    fit = _cost_fit(lut, costs, kinds)
     readings: dict[str, list[float]] = {}
     for k in _outliers(lut, fit):
         readings[k] = [lut[k]] + [remeasure(k) for _ in range(attempts)]
         lut[k] = min(readings[k])
-    fit = _cost_fit(lut, costs)
+    fit = _cost_fit(lut, costs, kinds)
     bad = [k for k in _outliers(lut, fit) if k in readings
            and (max(readings[k][1:]) / min(readings[k][1:]) > 1.25)]
     if bad:

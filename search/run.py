@@ -29,7 +29,7 @@ log = logging.getLogger("search.run")
 DEFAULTS: dict[str, Any] = {
     "latency_ms": None,
     "trials": 40,
-    "epochs": 60,
+    "epochs": 25,
     "data": "digits",
     "space": "default",
     "input_size": 32,
@@ -384,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
         step, models = finetune_step(supernet, archs, data, ft, device=device, seed=cfg["seed"],
                                      ckpt_dir=run_dir / "finetune", supernet_id=sn_key)
         fbar = None
-        if progress:
+        if progress and cfg["backend"] != "ray":  # Ray Tune prints its own trial table
             from tqdm.auto import tqdm
 
             fbar = tqdm(total=len(picks) * ft.epochs, desc="fine-tune (successive halving)", unit="epoch",
