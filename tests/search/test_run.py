@@ -83,7 +83,7 @@ def test_a_searched_small_stem_is_exported_and_reloads(tmp_path):
     with torch.no_grad():
         ref = model(x)
         torch.testing.assert_close(again(x), ref, rtol=0, atol=1e-5)
-        torch.testing.assert_close(torch.jit.load(str(tmp_path / "model.ts"))(x), ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_artefact(tmp_path, "torchscript")(x), ref, rtol=0, atol=1e-5)
     onnx.checker.check_model(str(tmp_path / "model.onnx"))
 
 
