@@ -57,13 +57,16 @@ def preprocessing(data) -> dict[str, Any]:
 
 def make_transforms(preprocess: dict[str, Any]):
     """torchvision ``transforms.v2`` pipeline for ``preprocess`` (see :func:`preprocessing`):
-    uint8 images (any size) -> resized, float, normalised ``(N, 3, H, W)``."""
+    a PIL image or uint8 ``(3, H, W)`` / ``(N, 3, H, W)`` tensor (any size) -> resized,
+    float, normalised tensor of the same batch shape."""
     from torchvision.transforms import v2
 
     return v2.Compose([
+        v2.ToImage(),  # PIL images and uint8 tensors alike
         v2.Resize(list(preprocess["input_size"]), interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(list(preprocess["mean"]), list(preprocess["std"])),
+        v2.ToPureTensor(),
     ])
 
 
@@ -105,9 +108,13 @@ def export_model(model: ShuffleNet, out_dir: Path | str, *, input_size: int, met
     x = torch.zeros(2, 3, input_size, input_size)  # batch 2: torch.export specialises a batch of 1
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still ships
-        program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},))
-        _atomic(out / ARTEFACTS["export"], lambda p: torch.export.save(program, str(p)))
-        files["export"] = ARTEFACTS["export"]
+        try:
+            program = torch.export.export(model, (x,),
+                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},))
+            _atomic(out / ARTEFACTS["export"], lambda p: torch.export.save(program, str(p)))
+            files["export"] = ARTEFACTS["export"]
+        except Exception as e:  # noqa: BLE001 - like ONNX, a convenience: the run stays valid without it
+            log.warning("torch.export artefact (model.pt2) skipped: %s", str(e).splitlines()[0])
         traced = torch.jit.trace(model, x[:1])
         _atomic(out / ARTEFACTS["torchscript"], lambda p: torch.jit.save(traced, str(p)))
     files["torchscript"] = ARTEFACTS["torchscript"]
@@ -179,8 +186,9 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
     if not p.is_file():
         raise ValueError(f"{kind}: {str(p)!r} does not exist")
     if kind == "onnx":
-        from search.latency import ort_session, resolve_device
+        from search.latency import _check_runtime, ort_session, resolve_device
 
+        _check_runtime("onnxruntime")
         return ort_session(p, device=resolve_device(device), threads=threads)
     try:
         with warnings.catch_warnings():
@@ -192,12 +200,14 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
 
 
 def measure_artefacts(run_dir: Path | str, files: dict[str, str], *, input_size: int, device=None,
-                      threads: int = 1, seed: int = 0, rounds: int = 10) -> dict[str, Any]:
+                      threads: int = 1, seed: int = 0, rounds: int = 10, model_runtime: str = "eager") -> dict[str, Any]:
     """Latency of every shipped artefact in ``files`` (as returned by :func:`export_model`),
     loaded back from ``run_dir`` and measured interleaved at batch 1, ``threads`` threads:
-    ``model.pt`` as :func:`load_model` returns it (eager, its recorded memory format),
+    ``model.pt`` as :func:`load_model` returns it (its recorded memory format), run with
+    ``model_runtime`` (``eager``, ``torchscript`` trace + freeze or ``compile``: the search's runtime),
     ``model.pt2`` and ``model.ts`` eager on NCHW input (how a user calls them),
-    ``model.onnx`` with ONNX Runtime (skipped if onnxruntime is not installed).
+    ``model.onnx`` with ONNX Runtime (skipped with a warning if onnxruntime is not installed, or
+    has no CUDA provider on a GPU).
 
     Returns:
         ``{kind: Measurement}`` (see ``search.latency.measure_many``), in ``ARTEFACTS`` order.
@@ -214,13 +224,20 @@ def measure_artefacts(run_dir: Path | str, files: dict[str, str], *, input_size:
             except ImportError:
                 log.warning("model.onnx not measured: onnxruntime is not installed")
                 continue
+            from search.latency import ort_session, resolve_device
+
+            try:
+                ort_session(Path(run_dir) / files[kind], device=resolve_device(device), threads=threads)
+            except ValueError as e:
+                log.warning("model.onnx not measured: %s", e)
+                continue
             models.append(Path(run_dir) / files[kind])
             runtimes.append("onnxruntime")
             formats.append("contiguous")
         else:
             m = load_artefact(run_dir, kind)
             models.append(m)
-            runtimes.append("eager")
+            runtimes.append(model_runtime if kind == "model" else "eager")
             formats.append(getattr(m, "memory_format", "contiguous"))
         kinds.append(kind)
     ms = measure_many(models, input_shape=(1, 3, input_size, input_size), device=device, runtime=runtimes,

@@ -12,8 +12,9 @@ threads, input shape.
 Runtimes: ``eager`` (default), ``torchscript`` (trace + freeze), ``compile``
 (``torch.compile``), ``onnxruntime`` (the model exported to ONNX, opset 17, run by
 an ONNX Runtime ``InferenceSession``: CPU execution provider with ``threads``
-intra-op threads, the CUDA provider on a GPU; NCHW input, whatever the memory
-format asked). fp32 by default, fp16/bf16 on CUDA. Batch 1 by default.
+intra-op threads, the CUDA provider on a GPU (needs onnxruntime-gpu; its timing
+includes the copies of the numpy input and output); NCHW input, fp32, whatever the
+memory format asked). fp32 by default, fp16/bf16 on CUDA. Batch 1 by default.
 
 ``LatencyPredictor``: a per-block lookup table measured on the device (keyed
 by unit type and configuration, channels, stride and feature-map size) plus a
@@ -136,6 +137,12 @@ def ort_session(model_or_path, *, device: torch.device, threads: int, example: t
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     providers = (["CUDAExecutionProvider"] if device.type == "cuda" else []) + ["CPUExecutionProvider"]
+    def check(sess):
+        if device.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+            raise ValueError("runtime: onnxruntime has no CUDA execution provider here (the CPU wheel is "
+                             "installed); pip install onnxruntime-gpu, or measure on the CPU")
+        return sess
+
     if isinstance(model_or_path, nn.Module):
         buf = io.BytesIO()
         with warnings.catch_warnings():
@@ -143,15 +150,16 @@ def ort_session(model_or_path, *, device: torch.device, threads: int, example: t
             torch.onnx.export(copy.deepcopy(model_or_path).float().cpu().to(memory_format=torch.contiguous_format),
                               (example.float().cpu().contiguous(),), buf, input_names=["input"],
                               output_names=["logits"], opset_version=17, dynamo=False)
-        return ort.InferenceSession(buf.getvalue(), opts, providers=providers)
+        return check(ort.InferenceSession(buf.getvalue(), opts, providers=providers))
     path = Path(model_or_path)
     if not path.is_file():
         raise ValueError(f"onnx: {str(path)!r} does not exist")
     try:
-        return ort.InferenceSession(str(path), opts, providers=providers)
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises its own error types
         raise ValueError(f"onnx: {str(path)!r} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
                          f"re-export it (search.export.export_model)") from None
+    return check(sess)
 
 
 def _check_dtype(dtype: str, dev: torch.device) -> torch.dtype:
@@ -216,7 +224,9 @@ class _Runner:
     def __init__(self, model: nn.Module, input_shape, dev: torch.device, runtime: str, dtype: torch.dtype,
                  memory_format: torch.memory_format, threads: int = 1) -> None:
         self.dev = dev
-        if runtime == "onnxruntime":
+        if runtime == "onnxruntime":  # fp32; on CUDA the timing includes the host<->device copies of input/output
+            if dtype != torch.float32:
+                raise ValueError(f"dtype: the onnxruntime runtime measures float32 models only, got {dtype}")
             with torch.inference_mode(False), torch.no_grad():
                 x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
                 self.session = ort_session(model, device=dev, threads=threads, example=x)

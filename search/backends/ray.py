@@ -237,6 +237,9 @@ def finetune_asha(supernet, archs: Sequence[Arch], data, cfg, *, device, seed: i
     :class:`~ray.tune.schedulers.ASHAScheduler` (Li et al., MLSys 2020) stops the weaker ones at
     the rungs 1, eta, eta^2, ... epochs. Candidates start best one-shot score first.
 
+    ``ckpt_dir`` and ``run_dir`` must be storage every node sees (a local cluster, or a shared
+    file system on several nodes): the driver reloads the winner from its trial's checkpoint.
+
     Returns records like :func:`search.finetune.successive_halving` (input order): ``arch``,
     ``finetune_acc``, ``epochs``, ``pruned`` (stopped before ``cfg.epochs``), ``final``.
 

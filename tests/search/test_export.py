@@ -105,6 +105,11 @@ def test_preprocessing_round_trips_and_reproduces_the_recorded_accuracy(exported
         pred = m(x).argmax(1)
     acc = 100 * int((pred == digits.val_y).sum()) / len(digits.val_y)
     assert acc == pytest.approx(m.meta["val_acc"], abs=1e-9) and acc > 30
+    # a PIL image goes through the same pipeline (as with torchvision's weights.transforms())
+    from PIL import Image
+
+    pil = Image.fromarray(digits.val_x[0].permute(1, 2, 0).numpy())
+    torch.testing.assert_close(m.transforms(pil), ref[0], rtol=0, atol=1e-5)
     # the same pipeline from the file alone (no model)
     again = make_transforms(yaml.safe_load((out / "arch.yaml").read_text())["deploy"]["preprocess"])
     torch.testing.assert_close(again(digits.val_x[:4]), ref[:4], rtol=0, atol=1e-5)
@@ -158,7 +163,7 @@ def test_onnxruntime_runtime_measures_and_predicts(tmp_path):
     assert 0 < p.predict(arch) < 1e3
 
 
-def test_onnxruntime_missing_is_one_clear_line(monkeypatch):
+def test_onnxruntime_missing_is_one_clear_line(monkeypatch, capsys, tmp_path):
     import builtins
 
     from search.latency import _check_runtime
@@ -174,7 +179,13 @@ def test_onnxruntime_missing_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ort)
     with pytest.raises(ValueError, match="pip install onnxruntime"):
         _check_runtime("onnxruntime")
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(ValueError, match="pip install onnxruntime"):
+        load_artefact(tmp_path, "onnx")
+    capsys.readouterr()
     assert main(["--latency-ms", "5", "--runtime", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install onnxruntime" in err[0]
 
 
 def test_unknown_runtime_exits_2(capsys):

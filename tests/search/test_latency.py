@@ -264,7 +264,7 @@ def _stalled_build(tmp_path, monkeypatch, stalls_ms):
 def test_a_stalled_table_entry_is_detected_and_remeasured(tmp_path, monkeypatch):
     key, build = _stalled_build(tmp_path, monkeypatch, [50.0])  # the first measurement stalls, the re-measures do not
     p = build()
-    assert list(p.fit["remeasured"]) == [key]
+    assert key in p.fit["remeasured"]  # (on a busy machine a genuine outlier may be re-measured too)
     first, *again = p.fit["remeasured"][key]
     assert first > 50.0 and len(again) == 2 and max(again) < 5.0
     assert p.lut[key] == min(again)
