@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("eager", "torchscript", "compile", "onnxruntime")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CACHE_DIR = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "latency"
-PREDICTOR_FORMAT = "shufflenas.latency/2"
+PREDICTOR_FORMAT = "shufflenas.latency/3"
 
 
 # ---------------------------------------------------------------------------- checks
@@ -539,7 +539,8 @@ class LatencyPredictor:
     coef: list[float]  # latency = coef . features(arch)
     fit: dict[str, Any] = field(default_factory=dict)
 
-    FEATURES = ("lut_v1_ms", "lut_v2_ms", "lut_stem_head_ms", "n_v1", "n_v2", "mflops", "mmac", "const")
+    FEATURES = ("lut_v1_ms", "lut_v2_ms", "lut_stem_head_ms", "n_v1", "n_v1_shuffle", "n_v2", "mflops", "mmac",
+                "const")
 
     # ---------------------------------------------------------------- prediction
     def features(self, arch: Arch) -> list[float]:
@@ -566,7 +567,9 @@ class LatencyPredictor:
                 f"the predictor was built for another space or input size; rebuild it"
             )
         n_v1 = sum(b.unit == "v1" for st in arch.stages for b in st.blocks)
-        return [sums["v1"], sums["v2"], sums["other"], float(n_v1), float(sum(arch.depths) - n_v1),
+        # V1 units with g > 1 run a channel shuffle (4 more ops); at batch 1 per-op overhead dominates
+        n_shuffle = sum(b.unit == "v1" and b.groups > 1 for st in arch.stages for b in st.blocks)
+        return [sums["v1"], sums["v2"], sums["other"], float(n_v1), float(n_shuffle), float(sum(arch.depths) - n_v1),
                 count_flops(arch, size) / 1e6, count_mac(arch, size) / 1e6, 1.0]
 
     def raw(self, arch: Arch) -> float:

@@ -157,7 +157,7 @@ def test_onnxruntime_runtime_measures_and_predicts(tmp_path):
                                              {"depth": [1, 1], "channels": [64]}],
                                   "units": {"v2": {"split": [0.5]}}, "last_conv": [0, 64]})
     p = LatencyPredictor.build(tiny, device="cpu", runtime="onnxruntime", input_shape=(1, 3, 16, 16), num_classes=10,
-                               calib_archs=8, cache_dir=tmp_path, progress=False)
+                               calib_archs=10, cache_dir=tmp_path, progress=False)
     assert p.key["runtime"] == "onnxruntime"
     arch = tiny.sample(np.random.default_rng(0), num_classes=10, small_input=False)
     assert 0 < p.predict(arch) < 1e3

@@ -145,7 +145,7 @@ def test_stale_or_corrupted_cache_is_rebuilt_with_a_warning(built, tmp_path):
     with pytest.raises(ValueError, match="unreadable"):
         LatencyPredictor.load(target, p.key)
     with pytest.warns(RuntimeWarning, match="unreadable.*rebuilding"):
-        rebuilt = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=8,
+        rebuilt = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=10,
                                          cache_dir=tmp_path, progress=False)
     assert set(rebuilt.lut) == set(p.lut)
     assert LatencyPredictor.load(target, p.key).coef == rebuilt.coef  # the rebuilt cache replaced the bad file
@@ -257,7 +257,7 @@ def _stalled_build(tmp_path, monkeypatch, stalls_ms):
     monkeypatch.setattr(lat._Runner, "__init__", tagged_init)
     monkeypatch.setattr(lat._Runner, "time_once", lambda self: timer(self) + self.stall)
     build = lambda: LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10,  # noqa: E731
-                                           calib_archs=8, cache_dir=tmp_path, progress=False, rebuild=True)
+                                           calib_archs=10, cache_dir=tmp_path, progress=False, rebuild=True)
     return key, build
 
 
