@@ -9,7 +9,7 @@ from typing import Any, Sequence
 __all__ = ["write_trials_csv", "pareto_front", "plot_pareto", "write_report"]
 
 COLUMNS = ["number", "source", "arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
-           "params", "mflops"]
+           "params", "mflops", "state", "error"]
 
 
 def write_trials_csv(records: Sequence[dict], path: Path) -> None:

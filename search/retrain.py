@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None, help="default: RUN_DIR/retrain-<init>, else results/retrain-<name>")
     ap.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
+    ap.add_argument("--train-workers", type=int, default=1, metavar="N", help="train on N Ray Train workers, data-parallel (the batch size stays the global batch; BatchNorm synchronised); default 1: in this process")
+    ap.add_argument("--address", default=None, help="Ray cluster of the workers (ray start --head); default a local one")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -131,6 +133,10 @@ def _retrain(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {args.epochs}")
+    from supernet.cluster import check_workers
+    from supernet.train import check_device
+
+    check_workers(args.train_workers, address=args.address, use_gpu=check_device(args.device).type == "cuda")
     run_data = None
     if args.target and Path(args.target).is_dir() and (Path(args.target) / "run.yaml").is_file():
         run_data = yaml.safe_load((Path(args.target) / "run.yaml").read_text())["config"]["data"]
@@ -153,7 +159,8 @@ def _retrain(args: argparse.Namespace) -> int:
     recipe = retrain_recipe(args.epochs, args.seed, args.lr, args.batch_size)
     config = {"arch": str(arch), "init": args.init}
     history = train_model(model, data, recipe, device=args.device, progress=not args.quiet, desc=f"retrain {name}",
-                          checkpoint=ckpt, resume=args.resume, config=config)
+                          checkpoint=ckpt, resume=args.resume, config=config, workers=args.train_workers,
+                          address=args.address)
     final = history[-1]
     metrics: dict[str, Any] = {"arch": str(arch), "name": name, "init": args.init, "data": data.describe(),
                                "recipe": asdict(recipe), "params": count_params(arch),

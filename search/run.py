@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "finetune_top": 4,
     "finetune_epochs": 4,
     "val_fraction": 0.1,
+    "train_workers": 1,
 }
 # the artefact the budget is re-checked on after export; model.pt runs with the search's runtime
 SHIPPED_BY_RUNTIME = {"eager": "model", "compile": "model", "torchscript": "model", "onnxruntime": "onnx"}
@@ -65,7 +66,8 @@ def _number(v: str) -> int | float | str:
     return v
 
 
-_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs")
+_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
+                  "train_workers")
 _STRINGS = ("data", "space", "out")
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray")}
 
@@ -132,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=_number, default=None, help="CPU threads for latency (default 1)")
     ap.add_argument("--seed", type=_number, default=None)
     ap.add_argument("--backend", default=None, choices=["optuna", "ray"], help="optuna (default) | ray")
-    ap.add_argument("--address", default=None, help="ray: join an existing cluster (ray start --head)")
+    ap.add_argument("--address", default=None, help="ray: join an existing cluster (ray start --head); the search "
+                    "trials (--backend ray) and the supernet training (--train-workers) run there")
+    ap.add_argument("--train-workers", type=_number, default=None, metavar="N",
+                    help="train the supernet on N Ray Train workers, data-parallel and equal to 1 worker to float "
+                         "rounding (default 1: in this process)")
     ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
@@ -192,7 +198,7 @@ def supernet_key(space, data, recipe, device) -> str:
                                    sort_keys=True).encode()).hexdigest()[:16]
 
 
-def supernet_for(space, data, recipe, *, device, progress: bool):
+def supernet_for(space, data, recipe, *, device, progress: bool, workers: int = 1, address: str | None = None):
     """Train the supernet, or reuse the cached one trained with the same space, data, recipe and seed."""
     from supernet.train import load_supernet, train_supernet
 
@@ -206,8 +212,9 @@ def supernet_for(space, data, recipe, *, device, progress: bool):
         except ValueError as e:
             log.warning("supernet cache %s unusable (%s); training again", ckpt, e)
             ckpt.unlink()
+    # the stem variant is searched, so the supernet trains both; N workers train what 1 does (same cache key)
     net, _ = train_supernet(space, data, recipe, checkpoint=ckpt, resume=True, device=device, progress=progress,
-                            small_input=None)  # the stem variant is searched, so the supernet trains both
+                            small_input=None, workers=workers, address=address)
     return net, ckpt, False
 
 
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from search.backends.optuna import run_optuna, trial_records
+    from search.backends.optuna import failed_trials, run_optuna, trial_records
     from search.evaluate import EvalConfig, Scorer, evaluate_arch
     from search.export import export_model, load_artefact, measure_artefacts
     from search.finetune import FinetuneConfig, finetune_step, successive_halving, winner_index
@@ -242,15 +249,21 @@ def _run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     cfg = resolve_config(args)
-    if cfg["backend"] == "ray" and args.resume:
-        raise ValueError("resume: Ray runs cannot be resumed yet; start a new run (or use --backend optuna)")
-    if cfg["backend"] == "ray" and cfg["address"] and cfg["address"] != "auto":
-        from search.backends.ray import _check_reachable
+    if args.resume:
+        before = (yaml.safe_load((Path(args.resume) / "run.yaml").read_text()) or {}).get("config", {})
+        if before.get("backend", "optuna") != cfg["backend"]:
+            raise ValueError(f"backend: {args.resume} was searched with {before.get('backend', 'optuna')!r}; "
+                             f"resume it with the same backend (drop --backend {cfg['backend']})")
+    if (cfg["backend"] == "ray" or cfg["train_workers"] > 1) and cfg["address"] and cfg["address"] != "auto":
+        from supernet.cluster import check_reachable
 
-        _check_reachable(cfg["address"])  # before any training: fail in seconds, not after minutes
+        check_reachable(cfg["address"])  # before any training: fail in seconds, not after minutes
     progress = not args.quiet
     budget = float(cfg["latency_ms"])
     device = resolve_device(cfg["device"])
+    from supernet.cluster import check_workers
+
+    check_workers(cfg["train_workers"], address=cfg["address"], use_gpu=device.type == "cuda")
     space = SearchSpace.load(cfg["space"])
     data = load_data(cfg["data"], image_size=cfg["input_size"], val_fraction=cfg["val_fraction"])
     if data.image_size != cfg["input_size"]:
@@ -297,7 +310,8 @@ def _run(args: argparse.Namespace) -> int:
     (run_dir / "run.yaml").write_text(yaml.safe_dump(meta_cfg, sort_keys=False))
 
     t = time.perf_counter()
-    supernet, ckpt, reused = supernet_for(space, data, recipe, device=device, progress=progress)
+    supernet, ckpt, reused = supernet_for(space, data, recipe, device=device, progress=progress,
+                                          workers=cfg["train_workers"], address=cfg["address"])
     supernet.eval()
     timings["supernet" + (" (cached)" if reused else " training")] = time.perf_counter() - t
 
@@ -330,7 +344,7 @@ def _run(args: argparse.Namespace) -> int:
         study = run_ray(scorer_kw, space, supernet=supernet, data=data, predictor=predictor, run_dir=run_dir,
                         n_trials=cfg["trials"], seed=cfg["seed"], num_classes=data.num_classes,
                         concurrency=cfg["concurrency"], address=cfg["address"], seeds=seeds, on_trial=on_trial,
-                        verbose=1 if progress else 0)
+                        verbose=1 if progress else 0, resume=bool(args.resume))
     else:
         study = run_optuna(scorer, space, run_dir=run_dir, n_trials=cfg["trials"], seed=cfg["seed"],
                            num_classes=data.num_classes, seeds=seeds, on_trial=on_trial)
@@ -338,6 +352,10 @@ def _run(args: argparse.Namespace) -> int:
         bar.close()
     timings["search"] = time.perf_counter() - t
     records = trial_records(study)
+    failed = failed_trials(study)
+    if failed:
+        print(f"warning: {len(failed)} trial(s) failed and are recorded in trials.csv (state 'failed'); "
+              f"first: {failed[0]['arch']}: {failed[0]['error']}", file=sys.stderr)
 
     # final pick: the most accurate candidates, measured end to end, interleaved
     t = time.perf_counter()
@@ -458,13 +476,14 @@ def _run(args: argparse.Namespace) -> int:
         bl = measured[baseline["arch"]]
         base_out = dict(baseline, latency_ms=bl.median_ms, latency=bl.to_dict(samples=False))
     plot_recs = [dict(r, latency_ms=measured[r["arch"]].median_ms) if r["arch"] in measured else r for r in records]
-    write_trials_csv(plot_recs, run_dir / "trials.csv")
+    write_trials_csv([dict(r, state="complete") for r in plot_recs] + [dict(r, state="failed") for r in failed],
+                     run_dir / "trials.csv")
     plot_pareto(plot_recs, run_dir / "pareto.png", budget_ms=budget, winner=winner_out, floor_ms=floor_ms,
                 title=f"{cfg['data']} | {predictor.key['device_name']} | {cfg['runtime']} | {size}x{size}")
     timings["total"] = time.perf_counter() - t_start
     (run_dir / "result.json").write_text(json.dumps(
         {"winner": winner_out, "baseline": base_out, "timings": timings, "n_trials": len(records),
-         "fastest_predicted_ms": fastest_ms, "finetune": sh}, indent=1, default=str))
+         "n_failed": len(failed), "fastest_predicted_ms": fastest_ms, "finetune": sh}, indent=1, default=str))
     write_report(run_dir / "report.md", config=cfg, winner=winner_out, baseline=base_out, n_trials=len(records),
                  timings=timings, files=files, finetune=sh)
     latest = Path(cfg["out"]) / "latest"

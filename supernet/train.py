@@ -33,6 +33,7 @@ from torch import nn
 from search_space import Arch, SearchSpace
 
 from .data import Data, load_data
+from .distributed import LOCAL, Replica
 from .sampling import in_family, make_path_sampler
 from .supernet import SuperNet
 
@@ -138,7 +139,12 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.device):
+def _min_last(replica: Replica) -> int:
+    """Smallest last batch: BatchNorm needs 2 images, and every worker at least one."""
+    return max(TRAIN_MIN_BATCH, replica.world_size)
+
+
+def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.device, replica: Replica = LOCAL):
     """Device and memory format (channels_last on CPU), optimizer, per-step schedule, AMP scaler (CUDA)."""
     channels_last = dev.type == "cpu"
     model.to(dev)
@@ -147,7 +153,10 @@ def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.dev
     n = data.train_y.numel()
     if n < 2:
         raise ValueError(f"data: {data.spec} has {n} training image(s); training (BatchNorm) needs at least 2")
-    steps = data.num_batches("train", batch_size=recipe.batch_size, min_last=TRAIN_MIN_BATCH)
+    if recipe.batch_size < replica.world_size:
+        raise ValueError(f"batch_size: {recipe.batch_size} is the global batch and cannot feed "
+                         f"{replica.world_size} workers; use at least {replica.world_size}")
+    steps = data.num_batches("train", batch_size=recipe.batch_size, min_last=_min_last(replica))
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, steps)
     use_amp = dev.type == "cuda"
@@ -156,45 +165,50 @@ def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.dev
 
 def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Module, model: nn.Module,
              opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
-             use_amp: bool, after_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             use_amp: bool, after_step: Callable[[], None] | None = None, *, replica: Replica = LOCAL,
+             loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``.
-    ``after_step`` runs right after the optimizer step (the path-only update restores there)."""
+    ``after_step`` runs right after the optimizer step (the path-only update restores there).
+    On a data-parallel ``replica``, ``y`` is this worker's shard and ``loss_weight`` its weight
+    (:meth:`Replica.shard`): BatchNorm uses the global batch and the gradients are averaged."""
     opt.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), replica.synced_batch_norm():
         out = forward()
         loss = crit(out, y)
-    scaler.scale(loss).backward()
-    _finish_step(model, opt, sched, scaler, recipe, after_step)
+    scaler.scale(loss * loss_weight if loss_weight != 1.0 else loss).backward()
+    _finish_step(model, opt, sched, scaler, recipe, after_step, replica)
     return out, loss
 
 
 def sandwich_step(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], crit: nn.Module,
                   opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe, use_amp: bool,
-                  after_step: Callable[[], None] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                  after_step: Callable[[], None] | None = None, *, replica: Replica = LOCAL,
+                  loss_weight: float = 1.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One step of the sandwich rule with in-place distillation (BigNAS, Yu et al., ECCV 2020,
     section 3.1): ``paths[0]`` (the largest network) learns the labels with ``crit``; every other
     path learns the largest's predicted distribution (soft cross-entropy against its detached
     softmax). The gradients of all paths are summed into one optimizer step. Returns
-    ``[(logits, loss)]`` per path, in order."""
+    ``[(logits, loss)]`` per path, in order. ``replica``, ``loss_weight``: as :func:`sgd_step`."""
     opt.zero_grad(set_to_none=True)
     teacher = None
     outs = []
     for k, arch in enumerate(paths):
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), replica.synced_batch_norm():
             out = supernet(x, arch)
             if k == 0:
                 loss = crit(out, y)
                 teacher = out.detach().float().softmax(1)
             else:
                 loss = -(teacher * out.float().log_softmax(1)).sum(1).mean()
-        scaler.scale(loss).backward()  # one path's graph at a time: memory of one path
+        scaler.scale(loss * loss_weight).backward()  # one path's graph at a time: memory of one path
         outs.append((out.detach(), loss.detach()))
-    _finish_step(supernet, opt, sched, scaler, recipe, after_step)
+    _finish_step(supernet, opt, sched, scaler, recipe, after_step, replica)
     return outs
 
 
 def _finish_step(model: nn.Module, opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
-                 after_step: Callable[[], None] | None) -> None:
+                 after_step: Callable[[], None] | None, replica: Replica = LOCAL) -> None:
+    replica.all_reduce_grads(model)  # before clipping: every worker clips and steps the same gradient
     if recipe.grad_clip:
         scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
@@ -320,6 +334,10 @@ def train_supernet(
     init: Path | str | None = None,
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    workers: int = 1,
+    address: str | None = None,
+    replica: Replica = LOCAL,
+    report: Callable[[dict], None] | None = None,
 ) -> tuple[SuperNet, dict[str, Any]]:
     """Train a supernet on ``data`` with SPOS; return ``(supernet, checkpoint_dict)``.
 
@@ -351,12 +369,27 @@ def train_supernet(
         init: a supernet checkpoint whose weights start the training (few-shot NAS starts
             every sub-supernet from the trained one-shot supernet); same space and knobs.
 
-    Raises:
-        ValueError: bad device, sampler or update; a checkpoint trained with other settings.
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this many epochs.
+        workers: train data-parallel on this many Ray Train workers (``supernet.cluster``);
+            ``recipe.batch_size`` stays the global batch (B/N per worker), BatchNorm is
+            synchronised and the result equals 1 worker's to float rounding
+            (``supernet.distributed``). The checkpoint loads into 1 worker and back.
+        address: the Ray cluster of the workers (None: a local one).
+        replica, report: set by ``supernet.cluster.run_workers`` inside each worker.
+
+    Raises:
+        ValueError: bad device, sampler or update; a checkpoint trained with other settings;
+            more workers than the cluster's CPUs (GPUs).
+        RuntimeError: a Ray Train worker failed.
     """
     dev = check_device(device)
+    if workers != 1:
+        kw = dict(checkpoint=checkpoint, resume=resume, small_input=small_input, width_sharing=width_sharing,
+                  conv0_head=conv0_head, v1_sharing=v1_sharing, sampler=sampler, update=update, sandwich=sandwich,
+                  family=family, init=init, progress=progress, stop_after_epoch=stop_after_epoch)
+        kw.update(space=space, data=data, recipe=recipe)
+        return load_supernet(_on_workers(train_supernet, kw, dev, workers, address, "supernet"), device=dev)
     small = None if small_input is None else bool(small_input)
     if update not in UPDATES:
         raise ValueError(f"update: expected one of {list(UPDATES)}, got {update!r}")
@@ -402,7 +435,7 @@ def train_supernet(
             supernet.load_state_dict(start.state_dict())
         except RuntimeError as e:
             raise ValueError(f"init: {init} does not fit this supernet ({str(e).splitlines()[0]})") from None
-    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev)
+    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev, replica)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed = 0, 0.0
     if state is not None:
@@ -423,20 +456,22 @@ def train_supernet(
         supernet.train()
         t0 = time.perf_counter()
         tot_loss = tot_correct = tot_n = 0.0
-        bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress)
+        bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress and replica.is_main)
         for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                                 generator=gen, device=dev, channels_last=channels_last,
-                                                min_last=TRAIN_MIN_BATCH)):
+                                                min_last=_min_last(replica))):
+            x, y, weight = replica.shard(x, y)
             step = epoch * steps + k
             paths = ([sample(rng, step)] if not sandwich
                      else extremes + [sample(rng, step * sandwich + r) for r in range(sandwich)])
             saved = path_only.freeze(paths) if path_only is not None else None
             after = None if saved is None else lambda saved=saved: path_only.restore(saved)
             if sandwich:
-                out, loss = sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after)[2]
+                out, loss = sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after,
+                                          replica=replica, loss_weight=weight)[2]
             else:
                 out, loss = sgd_step(lambda x=x, arch=paths[0]: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
-                                     recipe, use_amp, after_step=after)
+                                     recipe, use_amp, after_step=after, replica=replica, loss_weight=weight)
             n = y.numel()
             tot_loss += float(loss.detach()) * n
             tot_correct += int((out.argmax(1) == y).sum())
@@ -446,6 +481,7 @@ def train_supernet(
                 bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}%")
         if bar is not None:
             bar.close()
+        tot_loss, tot_correct, tot_n = replica.all_reduce_sums(tot_loss, tot_correct, tot_n)
         elapsed += time.perf_counter() - t0
         history.append({
             "epoch": epoch + 1,
@@ -468,9 +504,12 @@ def train_supernet(
             "train_seconds": elapsed,
             "torch": torch.__version__,
             "device": str(dev),
+            "workers": replica.world_size,
         }
-        if ckpt_path is not None:
+        if ckpt_path is not None and replica.is_main:
             atomic_save(ckpt, ckpt_path)
+        if report is not None:
+            report({k: v for k, v in history[-1].items()})
     return supernet, ckpt
 
 
@@ -486,16 +525,36 @@ def train_model(
     resume: bool = False,
     config: dict[str, Any] | None = None,
     stop_after_epoch: int | None = None,
+    workers: int = 1,
+    address: str | None = None,
+    replica: Replica = LOCAL,
+    report: Callable[[dict], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a static model with the same recipe (SGD, schedule, smoothing, augmentation)
     as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``.
 
     With ``checkpoint``, a self-describing checkpoint (``config``, recipe, epoch, model,
     optimizer, history) is written atomically after every epoch; ``resume=True`` continues
-    from it (its config must match) with the result of an uninterrupted run."""
+    from it (its config must match) with the result of an uninterrupted run.
+
+    ``workers``, ``address``: data-parallel on Ray Train workers, exactly as
+    :func:`train_supernet`; ``model`` then receives the trained weights from rank 0's
+    checkpoint. ``replica``, ``report``: set inside each worker.
+
+    Raises:
+        ValueError: a checkpoint of another config; more workers than the cluster holds.
+        RuntimeError: a Ray Train worker failed."""
     dev = check_device(device)
+    if workers != 1:
+        kw = dict(model=model, data=data, recipe=recipe, progress=progress, desc=desc, checkpoint=checkpoint,
+                  resume=resume, config=config, stop_after_epoch=stop_after_epoch)
+        ckpt = _on_workers(train_model, kw, dev, workers, address, "model")
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        model.to(dev)
+        return list(state["history"])
     torch.manual_seed(recipe.seed)
-    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, dev)
+    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, dev, replica)
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     history: list[dict[str, Any]] = []
     cfg = {**(config or {}), "recipe": asdict(recipe), "data": data.spec}
@@ -519,11 +578,13 @@ def train_model(
         _, gen = epoch_generators(recipe.seed, epoch)
         model.train()
         tot = correct = n = 0.0
-        bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress)
+        bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress and replica.is_main)
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                  generator=gen, device=dev, channels_last=channels_last,
-                                 min_last=TRAIN_MIN_BATCH):
-            out, loss = sgd_step(lambda x=x: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp)
+                                 min_last=_min_last(replica)):
+            x, y, weight = replica.shard(x, y)
+            out, loss = sgd_step(lambda x=x: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp,
+                                 replica=replica, loss_weight=weight)
             tot += float(loss.detach()) * y.numel()
             correct += int((out.argmax(1) == y).sum())
             n += y.numel()
@@ -532,16 +593,39 @@ def train_model(
                 bar.set_postfix(loss=f"{tot / n:.3f}", acc=f"{100 * correct / n:.1f}%")
         if bar is not None:
             bar.close()
+        tot, correct, n = replica.all_reduce_sums(tot, correct, n)
         model.eval()
         val = accuracy(model, data.batches("val", batch_size=256, device=dev, channels_last=channels_last))
         history.append({"epoch": epoch + 1, "train_loss": tot / n, "train_acc": 100 * correct / n, "val_acc": val})
         log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%%", desc, epoch + 1, recipe.epochs, tot / n, val)
-        if ckpt_path is not None:
+        if ckpt_path is not None and replica.is_main:
             atomic_save({"format": MODEL_CKPT_FORMAT, "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "scaler": scaler.state_dict(), "history": history, "torch": str(torch.__version__)},
-                        ckpt_path)
+                         "scaler": scaler.state_dict(), "history": history, "torch": str(torch.__version__),
+                         "workers": replica.world_size}, ckpt_path)
+        if report is not None:
+            report(dict(history[-1]))
     return history
+
+
+def _on_workers(fn: Callable[..., Any], kwargs: dict[str, Any], dev: torch.device, workers: int,
+                address: str | None, name: str) -> Path:
+    """Run ``fn(**kwargs)`` on ``workers`` Ray Train workers; returns the checkpoint rank 0 wrote
+    (``kwargs["checkpoint"]``, or a file in a temporary folder the caller removes)."""
+    import tempfile
+    import uuid
+
+    from .cluster import check_workers, run_workers
+
+    check_workers(workers, address=address, use_gpu=dev.type == "cuda", flag="workers")
+    ckpt = kwargs.get("checkpoint")
+    if ckpt is None:
+        ckpt = Path(tempfile.mkdtemp(prefix="shufflenas-train-")) / f"{name}.pt"
+    ckpt = Path(ckpt).resolve()
+    kwargs = {**kwargs, "checkpoint": str(ckpt), "device": "cpu" if dev.type == "cpu" else str(dev)}
+    run_workers(fn, kwargs, workers=workers, address=address, use_gpu=dev.type == "cuda",
+                storage=ckpt.parent / "ray_train", name=f"{name}-{uuid.uuid4().hex[:8]}")
+    return ckpt
 
 
 def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:
@@ -594,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sandwich", type=int, default=0, metavar="N",
                     help="BigNAS sandwich rule: per step the largest, the smallest and N sampled paths, "
                          "distilled from the largest (0 = off, single path)")
+    ap.add_argument("--train-workers", type=int, default=1, metavar="N", help="train on N Ray Train workers, data-parallel (the batch size stays the global batch; BatchNorm synchronised); default 1: in this process")
+    ap.add_argument("--address", default=None, help="Ray cluster of the workers (ray start --head); default a local one")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     d = Recipe()
     for f in fields(Recipe):
@@ -607,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+        from .cluster import check_workers
+
+        check_workers(args.train_workers, address=args.address, use_gpu=check_device(args.device).type == "cuda")
         space = SearchSpace.load(args.space)
         data = load_data(args.data, image_size=args.image_size)
         out = Path(args.out)
@@ -618,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                                   width_sharing=args.width_sharing,
                                   v1_sharing=args.v1_sharing,
                                   sampler=args.sampler, update=args.update, sandwich=args.sandwich,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, workers=args.train_workers, address=args.address)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

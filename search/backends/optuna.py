@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from search_space import Arch, SearchSpace
 
-__all__ = ["run_optuna", "open_study", "STUDY_FILE"]
+__all__ = ["run_optuna", "open_study", "trial_records", "failed_trials", "STUDY_FILE"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.journal"
@@ -90,6 +90,15 @@ def run_optuna(
     if remaining:
         study.optimize(objective, n_trials=remaining, gc_after_trial=False)
     return study
+
+
+def failed_trials(study: optuna.Study) -> list[dict]:
+    """One dict per trial that failed (``number``, ``arch``, ``source``, ``error``): the Ray backend
+    records its architecture when it is suggested and its error in ``trial_errors``."""
+    errors = study.user_attrs.get("trial_errors", {})
+    return [{"number": t.number, "arch": t.user_attrs.get("arch"), "source": t.user_attrs.get("source", "sampled"),
+             "error": errors.get(t.user_attrs.get("arch"), "failed")}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "arch" in t.user_attrs]
 
 
 def trial_records(study: optuna.Study) -> list[dict]:

@@ -26,61 +26,12 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from search_space import Arch, SearchSpace
+from supernet.cluster import dashboard_hint, init_ray
 
 __all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha", "dashboard_hint"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study-ray.journal"
-
-
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> Any:
-    """Join ``address`` or start a local cluster with the dashboard on 127.0.0.1; returns the context."""
-    import ray
-
-    if ray.is_initialized():
-        return ray.get_runtime_context()
-    if address and address != "auto":
-        _check_reachable(address)
-    try:
-        if address:
-            ctx = ray.init(address=address, log_to_driver=False)
-        else:
-            ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=num_cpus,
-                           log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({e})") from None
-    url = getattr(ctx, "dashboard_url", None)
-    if url:
-        print(dashboard_hint(url), flush=True)
-    return ctx
-
-
-def dashboard_hint(url: str) -> str:
-    """How a person opens the dashboard at ``url``: Ray 2.60's new local clusters use token
-    authentication (``RAY_AUTH_MODE=token``), and the page asks for the token kept in
-    ``~/.ray/auth_token`` (``ray get-auth-token`` prints it)."""
-    import os
-
-    line = f"Ray dashboard: http://{url}"
-    token = Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" or token.is_file():
-        line += (f" (it asks for a token: paste the one in {token}, which `ray get-auth-token` prints; "
-                 f"or start the cluster with RAY_AUTH_MODE=disabled on a trusted machine)")
-    return line
-
-
-def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast on an address nobody answers at (ray.init would retry for minutes)."""
-    import socket
-
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address: expected HOST:PORT (as printed by `ray start --head`), got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({e})") from None
 
 
 class ConstrainedOptunaSearch:  # filled in lazily (ray is an optional import at module load)
@@ -122,6 +73,12 @@ def _make_trainable():
             self.arch = Arch.parse(config["arch"])
             self.scorer = Scorer(supernet, data, predictor, **scorer_kw)
 
+        def reset_config(self, new_config: dict) -> bool:
+            """Reuse this actor (``TuneConfig(reuse_actors=True)``) for the next architecture: the
+            supernet, data and predictor stay loaded; a new actor per trial cost ~2 s here."""
+            self.arch = Arch.parse(new_config["arch"])
+            return True
+
         def save_checkpoint(self, checkpoint_dir: str) -> None:
             return None  # one step per trial: nothing to resume inside a trial
 
@@ -145,7 +102,10 @@ class _DefineByRun:
 
     def __call__(self, trial) -> dict:
         arch = str(self.space.suggest(trial, num_classes=self.num_classes, small_input=None))
-        return {"arch": arch, "source": self.names.get(arch, "sampled")}
+        source = self.names.get(arch, "sampled")
+        trial.set_user_attr("arch", arch)  # known from the start: a trial that fails keeps its architecture
+        trial.set_user_attr("source", source)
+        return {"arch": arch, "source": source}
 
 
 ArchTrial = None  # resolved by run_ray (keeps `import search.backends.ray` cheap without ray)
@@ -167,11 +127,28 @@ def run_ray(
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[int, dict], None] | None = None,
     verbose: int = 1,
+    resume: bool = False,
+    max_failures: int = 2,
 ) -> optuna.Study:
-    """Run the search with Ray Tune; returns the Optuna study that recorded every trial.
+    """Run (or, with ``resume``, continue) the search with Ray Tune; returns the Optuna study
+    that recorded every trial.
 
     ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
-    the same metrics the Ray dashboard shows while the run goes on."""
+    the same metrics the Ray dashboard shows while the run goes on.
+
+    Failures: a trial whose worker process dies, or that raises, is retried up to
+    ``max_failures`` times (``tune.FailureConfig``); one that still fails is recorded FAIL in
+    the study, with its architecture (user attribute ``arch``) and its error (study user
+    attribute ``trial_errors``, see :func:`search.backends.optuna.failed_trials`), and the
+    search goes on.
+
+    Resume: the Tune experiment is checkpointed under ``run_dir/ray/<study name>``
+    (``ray_study.txt`` names it); ``resume=True`` restores it with ``tune.Tuner.restore``:
+    finished trials are kept, unfinished ones run again, and the searcher continues its study.
+
+    Raises:
+        ValueError: an unreachable ``address``; ``resume`` without a restorable experiment.
+    """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -180,7 +157,16 @@ def run_ray(
     ConstrainedOptunaSearch = _make_searcher_class()
     init_ray(address)
     storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
-    study_name = f"search-{uuid.uuid4().hex[:8]}"
+    name_file = Path(run_dir) / "ray_study.txt"
+    if resume:
+        study_name = name_file.read_text().strip() if name_file.is_file() else ""
+        exp = Path(run_dir).resolve() / "ray" / study_name
+        if not study_name or not tune.Tuner.can_restore(str(exp)):
+            raise ValueError(f"resume: {run_dir} holds no Ray Tune experiment to restore (no checkpoint under "
+                             f"{exp}); start a new run")
+    else:
+        study_name = f"search-{uuid.uuid4().hex[:8]}"
+        name_file.write_text(study_name + "\n")  # before any trial: an interrupted run can be restored
 
     define = _DefineByRun(space, num_classes, {str(a): n for n, a in seeds})
 
@@ -195,22 +181,41 @@ def run_ray(
     # with_parameters returns a subclass named with_parameters.<locals>._Inner; keep the trial
     # actors' name readable in the Ray dashboard
     trainable.__name__ = trainable.__qualname__ = "ArchTrial"
-    tuner = tune.Tuner(
-        trainable,  # a class Trainable asks for 1 CPU per trial by default
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                    num_samples=n_trials),
-        run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
-                                  stop={"training_iteration": 1}, verbose=verbose),
-    )
+    if resume:
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable)
+    else:
+        tuner = tune.Tuner(
+            trainable,  # a class Trainable asks for 1 CPU per trial by default
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                        num_samples=n_trials, reuse_actors=True),
+            run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
+                                      stop={"training_iteration": 1}, verbose=verbose,
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
+        )
     results = tuner.fit()
+    errors = {}
     n = 0
     for r in results:
-        if r.metrics and on_trial is not None:
+        if r.error is not None and r.config:  # a trial that never started after a restore has no config
+            errors[str(r.config.get("arch"))] = _first_line(r.error)
+        elif r.metrics and on_trial is not None:
             on_trial(n, r.metrics)
         n += 1
+    if results.num_terminated + results.num_errors < n_trials:  # Ctrl-C: Tune stopped and saved its state
+        raise KeyboardInterrupt(f"the Ray search stopped after {results.num_terminated} of {n_trials} trials")
     study = optuna.load_study(study_name=study_name, storage=storage)
-    (Path(run_dir) / "ray_study.txt").write_text(study_name + "\n")
+    if errors:
+        study.set_user_attr("trial_errors", {**study.user_attrs.get("trial_errors", {}), **errors})
+        log.warning("%d Ray trial(s) failed after %d retries and are recorded FAIL; first: %s", len(errors),
+                    max_failures, next(iter(errors.values())))
     return study
+
+
+def _first_line(error: BaseException) -> str:
+    """The root cause's one line (Tune wraps a trial's exception in RayTaskError/TuneError)."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    causes = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "ray::", "~")) and ":" in ln]
+    return (causes[-1] if causes else lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=None, device=None, seed=0,

@@ -104,3 +104,102 @@ def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_p
         assert again(best, 2) == recs[best]["final"]  # the winner's weights come back from the trial's checkpoint
     finally:
         torch.set_num_threads(prev)
+
+
+class _FaultyPredictor:
+    """A latency predictor (1 ms for everything, after a pause so that trials can be interrupted)
+    that raises for one architecture and kills its worker process the first time it meets another
+    (a marker file remembers the death)."""
+
+    def __init__(self, raise_for: str, die_for: str, marker: str) -> None:
+        self.raise_for, self.die_for, self.marker = raise_for, die_for, marker
+
+    def predict(self, arch) -> float:
+        import time
+
+        time.sleep(1.0)
+        if str(arch) == self.raise_for:
+            raise RuntimeError("injected failure for this architecture")
+        if str(arch) == self.die_for and not os.path.exists(self.marker):
+            Path(self.marker).write_text("died once\n")
+            os._exit(1)  # the trial actor's process dies: Tune retries the trial (FailureConfig)
+        return 1.0
+
+
+def _ray_search(tmp_path, predictor, n_trials, seeds, **kw):
+    import torch
+
+    from search.backends.ray import run_ray
+    from search_space import SearchSpace
+    from supernet import SuperNet
+    from supernet.data import load_data
+    from tests.search.conftest import TINY
+
+    ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # workers need not import the tests
+    torch.manual_seed(0)
+    space = SearchSpace.from_dict(TINY)
+    sup = SuperNet(space, num_classes=10)
+    scorer_kw = {"budget_ms": 1000.0, "input_size": 32, "device": "cpu", "runtime": "eager", "threads": 1}
+    return run_ray(scorer_kw, space, supernet=sup, data=load_data("digits"), predictor=predictor, run_dir=tmp_path,
+                   n_trials=n_trials, seed=0, num_classes=10, concurrency=2, seeds=seeds, verbose=0, max_failures=1,
+                   **kw)
+
+
+@pytest.mark.slow
+def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tmp_path):
+    """One Ray search with both kinds of failure, interrupted and resumed:
+
+    * a trial that raises is retried once (FailureConfig), then recorded FAIL with its
+      architecture and error, and the search goes on;
+    * a trial whose worker process dies is retried and finishes;
+    * Ctrl-C (SIGINT) after 2 finished trials: Tune saves its state and run_ray raises
+      KeyboardInterrupt; resume=True restores the experiment (Tuner.restore) and runs the rest,
+      and every trial finished before the interrupt is still there with the same score."""
+    import signal
+    import threading
+    import time
+
+    import optuna
+
+    from search.backends.optuna import failed_trials, trial_records
+    from search.backends.ray import STUDY_FILE
+    from search_space import Arch
+
+    bad = Arch.parse("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10")
+    dies = Arch.parse("stem8|24:v1g1|32:v2s0.5|64:v1g2|conv0|cls10")
+    marker = tmp_path / "died"
+    predictor = _FaultyPredictor(str(bad), str(dies), str(marker))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / STUDY_FILE)))
+    seen: dict = {}
+
+    def interrupt_after_two() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                name = (tmp_path / "ray_study.txt").read_text().strip()
+                done = trial_records(optuna.load_study(study_name=name, storage=storage))
+            except Exception:  # noqa: BLE001 - the study is not there yet
+                continue
+            if len(done) >= 2:
+                seen.update({r["arch"]: r["acc"] for r in done})
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_after_two, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        _ray_search(tmp_path, predictor, 8, [("bad", bad), ("dies", dies)])
+    watcher.join(timeout=5)
+    assert len(seen) >= 2
+    study = _ray_search(tmp_path, predictor, 8, [("bad", bad), ("dies", dies)], resume=True)
+    done = trial_records(study)
+    failed = failed_trials(study)
+    # every one of the 8 trials finished or failed; only the raising architecture failed (the restored
+    # searcher may suggest it once more)
+    assert len(done) + len(failed) == 8 and len(failed) in (1, 2)
+    assert {(f["arch"], f["source"]) for f in failed} == {(str(bad), "bad")} and str(bad) not in [r["arch"] for r in done]
+    assert "injected failure for this architecture" in failed[0]["error"]
+    assert marker.is_file() and str(dies) in [r["arch"] for r in done]  # it died once, and its retry finished
+    accs = {r["arch"]: r["acc"] for r in done}
+    for arch, acc in seen.items():
+        assert accs[arch] == acc, arch
