@@ -147,7 +147,8 @@ def run_ray(
     finished trials are kept, unfinished ones run again, and the searcher continues its study.
 
     Raises:
-        ValueError: an unreachable ``address``; ``resume`` without a restorable experiment.
+        ValueError: an unreachable ``address``.
+        KeyboardInterrupt: the search was interrupted (Ctrl-C); its state is saved for ``resume``.
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -158,13 +159,14 @@ def run_ray(
     init_ray(address)
     storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
     name_file = Path(run_dir) / "ray_study.txt"
-    if resume:
-        study_name = name_file.read_text().strip() if name_file.is_file() else ""
+    exp = None
+    if resume and name_file.is_file():
+        study_name = name_file.read_text().strip()
         exp = Path(run_dir).resolve() / "ray" / study_name
-        if not study_name or not tune.Tuner.can_restore(str(exp)):
-            raise ValueError(f"resume: {run_dir} holds no Ray Tune experiment to restore (no checkpoint under "
-                             f"{exp}); start a new run")
-    else:
+        if not tune.Tuner.can_restore(str(exp)):
+            log.warning("resume: no Tune checkpoint under %s yet (interrupted at its start); the search starts again", exp)
+            exp = None
+    if exp is None:  # a new search (or one interrupted before its first trial)
         study_name = f"search-{uuid.uuid4().hex[:8]}"
         name_file.write_text(study_name + "\n")  # before any trial: an interrupted run can be restored
 
@@ -181,7 +183,7 @@ def run_ray(
     # with_parameters returns a subclass named with_parameters.<locals>._Inner; keep the trial
     # actors' name readable in the Ray dashboard
     trainable.__name__ = trainable.__qualname__ = "ArchTrial"
-    if resume:
+    if exp is not None:
         tuner = tune.Tuner.restore(str(exp), trainable=trainable)
     else:
         tuner = tune.Tuner(
