@@ -52,8 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_space import Arch, SearchSpace
-from search_space._cost import spatial_sizes
+from search_space import Arch, SearchSpace, spatial_sizes
 from supernet import ShuffleNet
 from supernet.units import make_unit
 

@@ -49,8 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from search_space import Arch, Block, SearchSpace
-from search_space._arch import STAGE_NAMES
+from search_space import STAGE_NAMES, Arch, Block, SearchSpace
 
 from .model import ShuffleNet
 

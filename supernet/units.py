@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from search_space import Block
-from search_space._arch import block_channels
+from search_space import Block, block_channels
 
 __all__ = ["channel_shuffle", "ShuffleV1Unit", "ShuffleV2Unit", "make_unit"]
 
