@@ -243,6 +243,29 @@ def test_a_resumed_runs_settings_are_validated_too(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: threads: must be a positive integer, got 0"
 
 
+def test_resuming_with_another_backend_is_one_clear_line(tmp_path, capsys):
+    import yaml
+
+    from search.run import DEFAULTS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 5, "backend": "ray"}}))
+    assert main(["--resume", str(run), "--backend", "optuna"]) == 2
+    assert capsys.readouterr().err == (f"error: backend: {run} was searched with 'ray'; resume it with the same "
+                                       f"backend (drop --backend optuna)\n")
+
+
+def test_more_train_workers_than_cpus_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert main(["--latency-ms", "5", "--train-workers", "3", "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == ("error: train_workers: 3 workers need 3 CPUs, this machine has 2; use 2 or "
+                                       "fewer, or add nodes (`ray start --address ...`)\n")
+    assert list(tmp_path.iterdir()) == []  # nothing was started or written
+
+
 def test_a_noisy_latency_is_remeasured_then_flagged(env, monkeypatch, capsys):
     """Issue 11: a final measurement whose spread stays wide is flagged, not accepted silently."""
     import search.latency as lat
