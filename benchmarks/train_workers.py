@@ -2,7 +2,7 @@
 
 Trains the default space's supernet (fair sampling, both stems as in the main job) on the
 given data for a few epochs, once in this process (1 worker, all of this machine's threads)
-and once on N Ray Train workers (one CPU thread each on a local cluster), and prints steps per
+and once on N Ray Train workers (CPUs / N torch threads each on a local cluster), and prints steps per
 second from the per-epoch times in the checkpoint (the first epoch, with its warm-up, left out),
 plus the Ray Train start-up cost (wall time minus training time). The two runs see the same
 global batch and the same paths, so their losses agree; the final line checks it.

@@ -254,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
         if before.get("backend", "optuna") != cfg["backend"]:
             raise ValueError(f"backend: {args.resume} was searched with {before.get('backend', 'optuna')!r}; "
                              f"resume it with the same backend (drop --backend {cfg['backend']})")
+        if cfg["backend"] == "ray" and before.get("trials") != cfg["trials"]:  # Tuner.restore keeps its trial count
+            raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
+                             f"drop --trials {cfg['trials']}")
     if (cfg["backend"] == "ray" or cfg["train_workers"] > 1) and cfg["address"] and cfg["address"] != "auto":
         from supernet.cluster import check_reachable
 
@@ -353,6 +356,8 @@ def _run(args: argparse.Namespace) -> int:
     timings["search"] = time.perf_counter() - t
     records = trial_records(study)
     failed = failed_trials(study)
+    if failed and not records:
+        raise ValueError(f"search: every trial failed (first: {failed[0]['arch']}: {failed[0]['error']})")
     if failed:
         print(f"warning: {len(failed)} trial(s) failed and are recorded in trials.csv (state 'failed'); "
               f"first: {failed[0]['arch']}: {failed[0]['error']}", file=sys.stderr)

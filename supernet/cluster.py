@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from .distributed import Replica
 
-__all__ = ["init_ray", "dashboard_hint", "check_reachable", "check_workers", "run_workers"]
+__all__ = ["init_ray", "dashboard_hint", "check_reachable", "check_workers", "run_workers", "error_line"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,32 @@ def dashboard_hint(url: str) -> str:
     return line
 
 
+def error_line(error: BaseException) -> str:
+    """One line for a Ray error: the root cause (Ray wraps a worker's exception in RayTaskError,
+    TuneError or Train V2's WorkerGroupError, whose own first line says nothing)."""
+    failures = getattr(error, "worker_failures", None)  # Ray Train V2: {rank: exception}
+    if failures:
+        error = next(iter(failures.values()))
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    causes = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "ray::", "~")) and ":" in ln]
+    return (causes[-1] if causes else lines[-1] if lines else type(error).__name__)[:300]
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    failures = getattr(error, "worker_failures", None)
+    if failures:
+        error = next(iter(failures.values()))
+    return getattr(error, "cause", None) or getattr(error, "__cause__", None) or error
+
+
+def _local_cpus() -> int:
+    """CPUs this process may use (its affinity mask; Ray's local cluster counts the same)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _capacity(address: str | None, use_gpu: bool) -> int:
     """CPUs (or GPUs) the cluster offers; the local machine's when no cluster is running yet."""
     import ray
@@ -92,7 +118,7 @@ def _capacity(address: str | None, use_gpu: bool) -> int:
             import torch
 
             return torch.cuda.device_count()
-        return os.cpu_count() or 1
+        return _local_cpus()
     init_ray(address)
     return int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
 
@@ -138,12 +164,14 @@ def run_workers(fn: Callable[..., Any], kwargs: dict[str, Any], *, workers: int,
     """Run ``fn(replica=..., report=..., **kwargs)`` on ``workers`` Ray Train workers and wait.
 
     ``report(metrics)`` (``ray.train.report``) shows per-epoch metrics in the Ray dashboard.
-    Each worker gets one GPU (``use_gpu``) or an equal share of the cluster's CPUs, as
-    torch threads. Results travel through files ``fn`` writes (rank 0's checkpoint).
+    Each worker reserves one GPU (``use_gpu``) or one CPU, and runs as many torch threads as
+    the cluster has CPUs per worker. Results travel through files ``fn`` writes (rank 0's
+    checkpoint).
 
     Raises:
-        ValueError: too many workers for the cluster; an unreachable ``address``.
-        RuntimeError: a worker failed (its error's first line).
+        ValueError: too many workers for the cluster; an unreachable ``address``; a
+            ``ValueError`` a worker raised (bad settings), as the same one line.
+        RuntimeError: a worker failed otherwise (its root cause's line).
     """
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -157,7 +185,7 @@ def run_workers(fn: Callable[..., Any], kwargs: dict[str, Any], *, workers: int,
         train_loop_config={"fn": fn, "kwargs": kwargs, "threads": 1 if use_gpu else threads, "use_gpu": use_gpu},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": threads}),
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve())),
     )
     print(f"training on {workers} Ray Train workers ({'nccl' if use_gpu else 'gloo'}, "
@@ -169,4 +197,7 @@ def run_workers(fn: Callable[..., Any], kwargs: dict[str, Any], *, workers: int,
     except Exception as e:  # Ray Train V2 raises TrainingFailedError where V1 returned it
         error = e
     if error is not None:
-        raise RuntimeError(f"train_workers: a Ray Train worker failed ({str(error).strip().splitlines()[0]})")
+        cause = _root_cause(error)
+        if isinstance(cause, ValueError):
+            raise ValueError(str(cause)) from None
+        raise RuntimeError(f"train_workers: a Ray Train worker failed ({error_line(error)})")

@@ -69,13 +69,12 @@ class Replica:
 
     def shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float]:
         """This worker's contiguous part of a global batch ``x (B, ...)``, ``y (B,)``, and its
-        loss weight ``b / B`` (``b`` its size; the sizes are ``numpy.array_split``'s)."""
+        loss weight ``b * N / B`` (``b`` its size; the sizes are ``numpy.array_split``'s). A last
+        batch smaller than N leaves some shards empty (weight 0): the step count and the paths
+        never depend on N."""
         if not self.distributed:
             return x, y, 1.0
         n = y.shape[0]
-        if n < self.world_size:
-            raise ValueError(f"batch: {n} images cannot feed {self.world_size} workers; "
-                             f"use a batch size of at least {self.world_size}")
         sizes = [len(s) for s in np.array_split(np.arange(n), self.world_size)]
         i = sum(sizes[: self.rank])
         j = i + sizes[self.rank]
@@ -106,7 +105,8 @@ class Replica:
             return list(values)
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor(values, dtype=torch.float64, device=device)  # nccl reduces GPU tensors only
         dist.all_reduce(t)
         return t.tolist()
 
@@ -126,25 +126,28 @@ LOCAL = Replica()
 def sync_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
                     bias: Tensor | None, momentum: float, eps: float) -> Tensor:
     """Training-mode ``F.batch_norm`` over the batch of all workers of the default process
-    group: ``x (b, C, ...)`` is this worker's part. Statistics in float64 (one all-reduce of
-    ``[sum, sum of squares, count]``, differentiable); the running statistics are updated with
-    the unbiased variance, as ``F.batch_norm`` does (Ioffe and Szegedy, 2015)."""
+    group: ``x (b, C, ...)`` is this worker's part (``b`` may be 0). The per-channel sums are
+    accumulated in float64 and all-reduced once (``[sum, sum of squares, count]``,
+    differentiable); normalisation and the affine step run in float32 and return float32, as
+    native BatchNorm does under CUDA autocast. The running statistics are updated with the
+    unbiased variance, as ``F.batch_norm`` does (Ioffe and Szegedy, 2015)."""
     from torch.distributed.nn.functional import all_reduce
 
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
-    xd = x.double()
-    count = x.new_full((1,), x.numel() // c if c else 0, dtype=torch.float64)
-    stats = all_reduce(torch.cat([xd.sum(dims), (xd * xd).sum(dims), count]))
+    xf = x.double() if x.dtype == torch.float64 else x.float()
+    count = xf.new_full((1,), x.numel() // c if c else 0, dtype=torch.float64)
+    stats = all_reduce(torch.cat([xf.sum(dims, dtype=torch.float64), (xf * xf).sum(dims, dtype=torch.float64),
+                                  count]))
     n = stats[-1]
     mean = stats[:c] / n
     var = (stats[c: 2 * c] / n - mean * mean).clamp_min(0)
     shape = [1, c] + [1] * (x.dim() - 2)
-    y = ((xd - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)).to(x.dtype)
+    y = (xf - mean.to(xf.dtype).view(shape)) * torch.rsqrt(var + eps).to(xf.dtype).view(shape)
     if weight is not None:
-        y = y * weight.view(shape)
+        y = y * weight.to(xf.dtype).view(shape)
     if bias is not None:
-        y = y + bias.view(shape)
+        y = y + bias.to(xf.dtype).view(shape)
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             unbiased = var * n / (n - 1).clamp_min(1)

@@ -140,8 +140,15 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
 
 
 def _min_last(replica: Replica) -> int:
-    """Smallest last batch: BatchNorm needs 2 images, and every worker at least one."""
-    return max(TRAIN_MIN_BATCH, replica.world_size)
+    """Smallest last batch: BatchNorm needs 2 images (over all workers: the statistics are global).
+    Independent of the worker count, so the steps, the schedule and the paths are too."""
+    return TRAIN_MIN_BATCH
+
+
+def _loss(crit: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``crit(out, y)``; 0 for a worker's empty shard, still joined to the graph (its backward
+    takes part in the synchronised BatchNorm's all-reduce)."""
+    return crit(out, y) if y.numel() else out.sum() * 0.0
 
 
 def _training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.device, replica: Replica = LOCAL):
@@ -174,7 +181,7 @@ def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Modu
     opt.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), replica.synced_batch_norm():
         out = forward()
-        loss = crit(out, y)
+        loss = _loss(crit, out, y)
     scaler.scale(loss * loss_weight if loss_weight != 1.0 else loss).backward()
     _finish_step(model, opt, sched, scaler, recipe, after_step, replica)
     return out, loss
@@ -196,10 +203,12 @@ def sandwich_step(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, paths: l
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), replica.synced_batch_norm():
             out = supernet(x, arch)
             if k == 0:
-                loss = crit(out, y)
+                loss = _loss(crit, out, y)
                 teacher = out.detach().float().softmax(1)
-            else:
+            elif y.numel():
                 loss = -(teacher * out.float().log_softmax(1)).sum(1).mean()
+            else:
+                loss = out.sum() * 0.0
         scaler.scale(loss * loss_weight).backward()  # one path's graph at a time: memory of one path
         outs.append((out.detach(), loss.detach()))
     _finish_step(supernet, opt, sched, scaler, recipe, after_step, replica)
@@ -389,7 +398,8 @@ def train_supernet(
                   conv0_head=conv0_head, v1_sharing=v1_sharing, sampler=sampler, update=update, sandwich=sandwich,
                   family=family, init=init, progress=progress, stop_after_epoch=stop_after_epoch)
         kw.update(space=space, data=data, recipe=recipe)
-        return load_supernet(_on_workers(train_supernet, kw, dev, workers, address, "supernet"), device=dev)
+        return _on_workers(train_supernet, kw, dev, workers, address, "supernet",
+                           load=lambda p: load_supernet(p, device=dev))
     small = None if small_input is None else bool(small_input)
     if update not in UPDATES:
         raise ValueError(f"update: expected one of {list(UPDATES)}, got {update!r}")
@@ -548,8 +558,8 @@ def train_model(
     if workers != 1:
         kw = dict(model=model, data=data, recipe=recipe, progress=progress, desc=desc, checkpoint=checkpoint,
                   resume=resume, config=config, stop_after_epoch=stop_after_epoch)
-        ckpt = _on_workers(train_model, kw, dev, workers, address, "model")
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = _on_workers(train_model, kw, dev, workers, address, "model",
+                            load=lambda p: torch.load(p, map_location="cpu", weights_only=False))
         model.load_state_dict(state["model"])
         model.to(dev)
         return list(state["history"])
@@ -609,23 +619,33 @@ def train_model(
 
 
 def _on_workers(fn: Callable[..., Any], kwargs: dict[str, Any], dev: torch.device, workers: int,
-                address: str | None, name: str) -> Path:
-    """Run ``fn(**kwargs)`` on ``workers`` Ray Train workers; returns the checkpoint rank 0 wrote
-    (``kwargs["checkpoint"]``, or a file in a temporary folder the caller removes)."""
+                address: str | None, name: str, load: Callable[[Path], Any]) -> Any:
+    """Run ``fn(**kwargs)`` on ``workers`` Ray Train workers; returns ``load`` of the checkpoint
+    rank 0 wrote (``kwargs["checkpoint"]``, else one in a temporary folder, removed after)."""
+    import shutil
     import tempfile
     import uuid
 
     from .cluster import check_workers, run_workers
 
     check_workers(workers, address=address, use_gpu=dev.type == "cuda", flag="workers")
-    ckpt = kwargs.get("checkpoint")
-    if ckpt is None:
-        ckpt = Path(tempfile.mkdtemp(prefix="shufflenas-train-")) / f"{name}.pt"
-    ckpt = Path(ckpt).resolve()
+    if kwargs["recipe"].batch_size < workers:  # before any worker starts
+        raise ValueError(f"batch_size: {kwargs['recipe'].batch_size} is the global batch and cannot feed "
+                         f"{workers} workers; use at least {workers}")
+    tmp = None if kwargs.get("checkpoint") else Path(tempfile.mkdtemp(prefix="shufflenas-train-"))
+    ckpt = Path(kwargs.get("checkpoint") or tmp / f"{name}.pt").resolve()
     kwargs = {**kwargs, "checkpoint": str(ckpt), "device": "cpu" if dev.type == "cpu" else str(dev)}
-    run_workers(fn, kwargs, workers=workers, address=address, use_gpu=dev.type == "cuda",
-                storage=ckpt.parent / "ray_train", name=f"{name}-{uuid.uuid4().hex[:8]}")
-    return ckpt
+    if kwargs.get("init") is not None:
+        kwargs["init"] = str(Path(kwargs["init"]).resolve())  # Ray Train workers run in another folder
+    try:
+        run_workers(fn, kwargs, workers=workers, address=address, use_gpu=dev.type == "cuda",
+                    storage=ckpt.parent / "ray_train", name=f"{name}-{uuid.uuid4().hex[:8]}")
+        if not ckpt.is_file():
+            raise ValueError(f"workers: no epoch was trained, so there is no checkpoint at {ckpt}")
+        return load(ckpt)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:

@@ -26,7 +26,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from search_space import Arch, SearchSpace
-from supernet.cluster import dashboard_hint, init_ray
+from supernet.cluster import dashboard_hint, error_line, init_ray
 
 __all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha", "dashboard_hint"]
 
@@ -47,11 +47,14 @@ def _make_searcher_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)
             if ot_trial is not None and result and "constraint" in result:
-                ot_trial.set_constraint("latency", float(result["constraint"]))
-                for k in ("arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
-                          "params", "mflops", "constraint", "source"):
-                    if k in result:
-                        ot_trial.set_user_attr(k, result[k])
+                try:
+                    ot_trial.set_constraint("latency", float(result["constraint"]))
+                    for k in ("arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
+                              "params", "mflops", "constraint", "source"):
+                        if k in result:
+                            ot_trial.set_user_attr(k, result[k])
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # restored from a Tune snapshot older than the journal: the trial is recorded
             super().on_trial_complete(trial_id, result=result, error=error)
 
     _Constrained.__name__ = _Constrained.__qualname__ = "ConstrainedOptunaSearch"
@@ -136,7 +139,7 @@ def run_ray(
     ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
     the same metrics the Ray dashboard shows while the run goes on.
 
-    Failures: a trial whose worker process dies, or that raises, is retried up to
+    Failures: a trial whose worker process dies, or that raises, is run again up to
     ``max_failures`` times (``tune.FailureConfig``); one that still fails is recorded FAIL in
     the study, with its architecture (user attribute ``arch``) and its error (study user
     attribute ``trial_errors``, see :func:`search.backends.optuna.failed_trials`), and the
@@ -199,7 +202,7 @@ def run_ray(
     n = 0
     for r in results:
         if r.error is not None and r.config:  # a trial that never started after a restore has no config
-            errors[str(r.config.get("arch"))] = _first_line(r.error)
+            errors[str(r.config.get("arch"))] = error_line(r.error)
         elif r.metrics and on_trial is not None:
             on_trial(n, r.metrics)
         n += 1
@@ -212,12 +215,6 @@ def run_ray(
                     max_failures, next(iter(errors.values())))
     return study
 
-
-def _first_line(error: BaseException) -> str:
-    """The root cause's one line (Tune wraps a trial's exception in RayTaskError/TuneError)."""
-    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    causes = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "ray::", "~")) and ":" in ln]
-    return (causes[-1] if causes else lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=None, device=None, seed=0,

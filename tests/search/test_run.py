@@ -257,9 +257,9 @@ def test_resuming_with_another_backend_is_one_clear_line(tmp_path, capsys):
 
 
 def test_more_train_workers_than_cpus_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
-    import os
+    import supernet.cluster
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(supernet.cluster, "_local_cpus", lambda: 2)
     assert main(["--latency-ms", "5", "--train-workers", "3", "--out", str(tmp_path), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == ("error: train_workers: 3 workers need 3 CPUs, this machine has 2; use 2 or "
                                        "fewer, or add nodes (`ray start --address ...`)\n")
