@@ -5,7 +5,8 @@ given data for a few epochs, once in this process (1 worker, all of this machine
 and once on N Ray Train workers (CPUs / N torch threads each on a local cluster), and prints steps per
 second from the per-epoch times in the checkpoint (the first epoch, with its warm-up, left out),
 plus the Ray Train start-up cost (wall time minus training time). The two runs see the same
-global batch and the same paths, so their losses agree; the final line checks it.
+global batch and the same paths, so their losses agree up to float rounding grown over the steps
+(the final line shows both).
 
     python benchmarks/train_workers.py --workers 2 --epochs 3
 """
