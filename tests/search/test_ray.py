@@ -59,7 +59,8 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
         assert str(Path.home() / ".ray" / "auth_token") in hint and "ray get-auth-token" in hint
     actors = _get(url + "/api/v0/actors?limit=1000")["data"]["result"]["result"]
     names = [a.get("class_name") for a in actors]
-    assert names.count("ArchTrial") >= 4, names
+    # 4 trials with 2 concurrent ran on reused actors (reuse_actors): 1 or 2 ArchTrial actors, not 4
+    assert 1 <= names.count("ArchTrial") <= 2, names
     jobs = _get(url + "/api/v0/jobs")["data"]["result"]["result"]
     assert any(j.get("job_id") == ray.get_runtime_context().get_job_id() for j in jobs), jobs
 
