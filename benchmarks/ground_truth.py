@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -125,10 +124,9 @@ def truth_accuracy(net: dict[str, Any]) -> float:
 
 
 def _write_json(d: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(d, indent=1) + "\n")
-    os.replace(tmp, path)
+    from supernet.storage import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(d, indent=1) + "\n"))
 
 
 # ----------------------------------------------------------------------------- selection

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import yaml
 
 from search_space import Arch
 from supernet import ShuffleNet
+from supernet.storage import atomic_write
 
 __all__ = ["export_model", "load_model", "load_artefact", "measure_artefacts", "preprocessing", "make_transforms",
            "torchvision_equivalent", "MODEL_FORMAT", "ARTEFACTS"]
@@ -40,10 +40,7 @@ ARTEFACTS = {"model": "model.pt", "export": "model.pt2", "torchscript": "model.t
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis of model.pt2
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")  # torch.export.save wants the .pt2 suffix
-    write(tmp)
-    os.replace(tmp, path)
+_atomic = atomic_write  # torch.export.save wants the .pt2 suffix: the temporary file keeps it
 
 
 def preprocessing(data) -> dict[str, Any]:

@@ -38,7 +38,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import platform
 import statistics
 import sys
@@ -54,6 +53,7 @@ from torch import nn
 
 from search_space import Arch, SearchSpace, spatial_sizes
 from supernet import ShuffleNet
+from supernet.storage import atomic_write, cache_root
 from supernet.units import make_unit
 
 __all__ = [
@@ -72,7 +72,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 RUNTIMES = ("eager", "torchscript", "compile", "onnxruntime")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-CACHE_DIR = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "latency"
 PREDICTOR_FORMAT = "shufflenas.latency/3"
 
 
@@ -643,13 +642,11 @@ class LatencyPredictor:
     @staticmethod
     def cache_path(key: dict[str, Any], cache_dir: Path | None = None) -> Path:
         h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        return Path(cache_dir or CACHE_DIR) / f"predictor-{key['device']}-{key['runtime']}-{h}.json"
+        return Path(cache_dir or cache_root("latency")) / f"predictor-{key['device']}-{key['runtime']}-{h}.json"
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "lut": self.lut, "coef": self.coef, "fit": self.fit}, indent=1))
-        os.replace(tmp, path)
+        text = json.dumps({"key": self.key, "lut": self.lut, "coef": self.coef, "fit": self.fit}, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, path: Path, expect_key: dict[str, Any] | None = None) -> "LatencyPredictor":

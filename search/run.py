@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from supernet.storage import cache_root
 
 __all__ = ["main", "DEFAULTS"]
 
@@ -52,7 +53,6 @@ DEFAULTS: dict[str, Any] = {
 # the artefact the budget is re-checked on after export; model.pt runs with the search's runtime
 SHIPPED_BY_RUNTIME = {"eager": "model", "compile": "model", "torchscript": "model", "onnxruntime": "onnx"}
 NOISY_REL_IQR = 0.10  # a latency whose IQR exceeds this share of its median is flagged unreliable
-SUPERNET_CACHE = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas")) / "supernets"
 
 
 def _number(v: str) -> int | float | str:
@@ -202,7 +202,7 @@ def supernet_for(space, data, recipe, *, device, progress: bool, workers: int = 
     """Train the supernet, or reuse the cached one trained with the same space, data, recipe and seed."""
     from supernet.train import load_supernet, train_supernet
 
-    ckpt = SUPERNET_CACHE / supernet_key(space, data, recipe, device) / "supernet.pt"
+    ckpt = cache_root("supernets") / supernet_key(space, data, recipe, device) / "supernet.pt"
     if ckpt.is_file():
         try:
             net, state = load_supernet(ckpt, device=device)

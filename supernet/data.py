@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -34,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .storage import atomic_write, cache_root
+
 __all__ = ["Data", "load_data", "parse_spec", "IMG_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-CACHE_DIR = Path(os.environ.get("SHUFFLENAS_CACHE", Path.home() / ".cache" / "shufflenas"))
 
 
 @dataclass
@@ -225,7 +225,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def _cifar10(spec: str, root: str | None, download: bool) -> Data:
     from torchvision.datasets import CIFAR10
 
-    root_p = Path(root).expanduser() if root else CACHE_DIR / "cifar10"
+    root_p = Path(root).expanduser() if root else cache_root("cifar10")
     try:
         ds = CIFAR10(str(root_p), train=True, download=download)
     except RuntimeError as e:
@@ -277,16 +277,13 @@ def _imagefolder(spec: str, arg: str, size: int, val_fraction: float) -> Data:
     if empty:
         raise ValueError(f"data: ImageFolder class folder(s) {empty} under {str(root)!r} contain no images")
     key = hashlib.sha1(repr((str(root.resolve()), size, [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p, _ in files])).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / "imagefolder" / f"{key}.npz"
+    cache = cache_root("imagefolder", f"{key}.npz")
     if cache.is_file():
         z = np.load(cache)
         x_np, y_np = z["x"], z["y"]
     else:
         x_np, y_np = _decode(files, size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, x=x_np, y=y_np)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda tmp: np.savez(tmp, x=x_np, y=y_np))
     is_val = np.array([_val_member(f"{classes[ci]}/{p.name}", val_fraction) for p, ci in files])
     if is_val.all() or not is_val.any():
         raise ValueError(f"data: ImageFolder {str(root)!r} is too small for a train/val split ({len(files)} images)")

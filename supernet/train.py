@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -35,6 +34,7 @@ from search_space import Arch, SearchSpace
 from .data import Data, load_data
 from .distributed import LOCAL, Replica
 from .sampling import in_family, make_path_sampler
+from .storage import atomic_write
 from .supernet import SuperNet
 
 __all__ = ["Recipe", "train_supernet", "sandwich_step", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
@@ -107,11 +107,7 @@ def check_device(device: str | torch.device | None) -> torch.device:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename over ``path`` (never a torn checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:

@@ -92,9 +92,7 @@ def _imagefolder(root: Path, n: int = 24) -> None:
 
 @pytest.mark.slow
 def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
-    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
-    monkeypatch.setattr("supernet.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     _imagefolder(tmp_path / "imgs")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "device": "cpu", "finetune_top": 2,

@@ -16,8 +16,7 @@ TINY = {
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """(base argv for ``search.run`` on the tiny space with isolated caches, results folder)."""
-    monkeypatch.setattr("search.run.SUPERNET_CACHE", tmp_path / "cache" / "supernets")
-    monkeypatch.setattr("search.latency.CACHE_DIR", tmp_path / "cache" / "latency")
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))  # read at call time (supernet.storage)
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     cfg = tmp_path / "run.yaml"

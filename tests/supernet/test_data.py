@@ -18,7 +18,7 @@ def _folder(root, classes=("cat", "dog"), n=12, size=(20, 24)):
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setattr("supernet.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
 
 
 def test_digits_is_embedded_and_fixed():

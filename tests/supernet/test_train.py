@@ -33,7 +33,7 @@ def test_training_lowers_the_loss_and_writes_a_self_describing_checkpoint(digits
     again, _ = load_supernet(ckpt)
     for (k, a), (_, b) in zip(net.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
-    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic write left no temporary file
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path):

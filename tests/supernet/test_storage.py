@@ -1,0 +1,31 @@
+"""The cache root is read at call time; an atomic write is all or nothing."""
+
+from pathlib import Path
+
+import pytest
+
+from supernet.storage import atomic_write, cache_root
+
+
+def test_cache_root_follows_the_environment_at_call_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "a"))
+    assert cache_root("latency") == tmp_path / "a" / "latency"
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "b"))
+    assert cache_root("supernets", "k") == tmp_path / "b" / "supernets" / "k"
+    monkeypatch.delenv("SHUFFLENAS_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "shufflenas"
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "model.pt2"
+    atomic_write(target, lambda p: p.write_text("old"))
+    assert target.read_text() == "old"
+
+    def broken(p: Path) -> None:
+        assert p.name == "model.tmp.pt2"  # the temporary file keeps the suffix
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old" and sorted(x.name for x in target.parent.iterdir()) == ["model.pt2"]
