@@ -40,7 +40,6 @@ ARTEFACTS = {"model": "model.pt", "export": "model.pt2", "torchscript": "model.t
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis of model.pt2
 
 
-_atomic = atomic_write  # torch.export.save wants the .pt2 suffix: the temporary file keeps it
 
 
 def preprocessing(data) -> dict[str, Any]:
@@ -97,10 +96,10 @@ def export_model(model: ShuffleNet, out_dir: Path | str, *, input_size: int, met
     if "preprocess" in meta:
         text += yaml.safe_dump({"deploy": {"preprocess": meta["preprocess"], "categories": meta.get("categories")}},
                                sort_keys=False)
-    _atomic(out / "arch.yaml", lambda p: p.write_text(text))
+    atomic_write(out / "arch.yaml", lambda p: p.write_text(text))
     files["arch"] = "arch.yaml"
     blob = {"format": MODEL_FORMAT, "arch": str(arch), "state_dict": model.state_dict(), "meta": meta}
-    _atomic(out / "model.pt", lambda p: torch.save(blob, p))
+    atomic_write(out / "model.pt", lambda p: torch.save(blob, p))
     files["model"] = ARTEFACTS["model"]
     x = torch.zeros(2, 3, input_size, input_size)  # batch 2: torch.export specialises a batch of 1
     with torch.no_grad(), warnings.catch_warnings():
@@ -108,18 +107,18 @@ def export_model(model: ShuffleNet, out_dir: Path | str, *, input_size: int, met
         try:
             program = torch.export.export(model, (x,),
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},))
-            _atomic(out / ARTEFACTS["export"], lambda p: torch.export.save(program, str(p)))
+            atomic_write(out / ARTEFACTS["export"], lambda p: torch.export.save(program, str(p)))
             files["export"] = ARTEFACTS["export"]
         except Exception as e:  # noqa: BLE001 - like ONNX, a convenience: the run stays valid without it
             log.warning("torch.export artefact (model.pt2) skipped: %s", str(e).splitlines()[0])
         traced = torch.jit.trace(model, x[:1])
-        _atomic(out / ARTEFACTS["torchscript"], lambda p: torch.jit.save(traced, str(p)))
+        atomic_write(out / ARTEFACTS["torchscript"], lambda p: torch.jit.save(traced, str(p)))
     files["torchscript"] = ARTEFACTS["torchscript"]
     if onnx:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _atomic(out / ARTEFACTS["onnx"], lambda p: torch.onnx.export(
+                atomic_write(out / ARTEFACTS["onnx"], lambda p: torch.onnx.export(
                     model, (x[:1],), str(p), input_names=["input"], output_names=["logits"], opset_version=17,
                     dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}))
             files["onnx"] = ARTEFACTS["onnx"]

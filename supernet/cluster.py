@@ -86,18 +86,19 @@ def dashboard_hint(url: str) -> str:
 def error_line(error: BaseException) -> str:
     """One line for a Ray error: the root cause (Ray wraps a worker's exception in RayTaskError,
     TuneError or Train V2's WorkerGroupError, whose own first line says nothing)."""
-    failures = getattr(error, "worker_failures", None)  # Ray Train V2: {rank: exception}
-    if failures:
-        error = next(iter(failures.values()))
+    error = _first_worker_failure(error)
     lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
     causes = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "ray::", "~")) and ":" in ln]
     return (causes[-1] if causes else lines[-1] if lines else type(error).__name__)[:300]
 
 
+def _first_worker_failure(error: BaseException) -> BaseException:
+    failures = getattr(error, "worker_failures", None)  # Ray Train V2: {rank: exception}
+    return next(iter(failures.values())) if failures else error
+
+
 def _root_cause(error: BaseException) -> BaseException:
-    failures = getattr(error, "worker_failures", None)
-    if failures:
-        error = next(iter(failures.values()))
+    error = _first_worker_failure(error)
     return getattr(error, "cause", None) or getattr(error, "__cause__", None) or error
 
 

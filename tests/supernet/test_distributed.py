@@ -55,6 +55,25 @@ def test_too_many_train_workers_is_one_line_before_any_work(monkeypatch):
         check_workers(0)
 
 
+def test_a_ray_error_becomes_its_root_cause_line():
+    from supernet.cluster import _root_cause, error_line
+
+    wrapped = RuntimeError("ray::ArchTrial.train() (pid=1)\nTraceback (most recent call last):\n"
+                           '  File "x.py", line 3, in f\nRuntimeError: injected failure\n')
+    assert error_line(wrapped) == "RuntimeError: injected failure"
+
+    class WorkerGroupError(Exception):  # Ray Train V2: its own first line says nothing
+        def __init__(self, failures):
+            super().__init__("Training failed due to worker errors:")
+            self.worker_failures = failures
+
+    bad = ValueError("resume: checkpoint s.pt was trained with a different recipe")
+    err = WorkerGroupError({0: bad})
+    assert error_line(err) == "resume: checkpoint s.pt was trained with a different recipe"
+    assert _root_cause(err) is bad
+    assert error_line(RuntimeError("")) == "RuntimeError"
+
+
 def ray_initialized() -> bool:
     try:
         import ray
