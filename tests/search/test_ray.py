@@ -43,12 +43,12 @@ def _get(url: str) -> dict:
 @pytest.mark.slow
 def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluster, env):
     base, out = env
-    rc = main(base + ["--epochs", "1", "--latency-ms", "1000", "--trials", "4", "--backend", "ray",
+    rc = main(base + ["--epochs", "1", "--latency-ms", "1000", "--trials", "6", "--backend", "ray",
                       "--concurrency", "2"])
     assert rc == 0
     run = (out / "latest").resolve()
     res = json.loads((run / "result.json").read_text())
-    assert res["n_trials"] == 4 and res["winner"]["latency"]["median_ms"] <= 1000
+    assert res["n_trials"] == 6 and res["winner"]["latency"]["median_ms"] <= 1000
     assert (run / "model.pt").is_file() and (run / "ray_study.txt").is_file()
     url = "http://" + cluster.dashboard_url
     from search.backends.ray import dashboard_hint
@@ -59,8 +59,10 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
         assert str(Path.home() / ".ray" / "auth_token") in hint and "ray get-auth-token" in hint
     actors = _get(url + "/api/v0/actors?limit=1000")["data"]["result"]["result"]
     names = [a.get("class_name") for a in actors]
-    # 4 trials with 2 concurrent ran on reused actors (reuse_actors): 1 or 2 ArchTrial actors, not 4
-    assert 1 <= names.count("ArchTrial") <= 2, names
+    # 6 trials with 2 concurrent ran on reused actors (reuse_actors), not 6 new ones. Tune's actor cache
+    # may keep one actor beyond the concurrency (ray/tune/utils/object_cache.py, may_keep_one=True), so
+    # the bound is concurrency + 1 = 3 (seen once under CI load; 2 on a quiet machine).
+    assert 1 <= names.count("ArchTrial") <= 3, names
     jobs = _get(url + "/api/v0/jobs")["data"]["result"]["result"]
     assert any(j.get("job_id") == ray.get_runtime_context().get_job_id() for j in jobs), jobs
 
