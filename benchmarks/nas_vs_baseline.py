@@ -33,7 +33,6 @@ Every step is kept in ``--out``; running the same command again continues
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -44,34 +43,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-__all__ = ["pick_spanning", "compare_rows", "load_trials", "main"]
+from search.pipeline import SearchResult  # noqa: E402
+from search.records import TrialRecord  # noqa: E402
+
+__all__ = ["pick_spanning", "compare_rows", "main"]
 
 
-def load_trials(path: Path) -> list[dict[str, Any]]:
-    """The run's ``trials.csv`` with numbers and booleans restored."""
-    out = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rec: dict[str, Any] = dict(r)
-            for k in ("acc", "latency_ms", "pred_ms", "measured_ms", "mflops"):
-                rec[k] = float(r[k]) if r.get(k) not in (None, "", "None") else None
-            rec["params"] = int(r["params"]) if r.get("params") not in (None, "", "None") else None
-            rec["number"] = int(r["number"])
-            for k in ("feasible", "evaluated"):
-                rec[k] = r.get(k) == "True"
-            out.append(rec)
-    return out
-
-
-def pick_spanning(records: Sequence[dict], k: int, *, exclude: set[str], seed: int = 0) -> list[dict]:
+def pick_spanning(records: Sequence[TrialRecord], k: int, *, exclude: set[str], seed: int = 0) -> list[TrialRecord]:
     """``k`` distinct evaluated, feasible, sampled trials spread over the latency range:
     the sorted candidates are cut into ``k`` equal-count bins and one is drawn from each."""
-    cands: dict[str, dict] = {}
-    for r in sorted(records, key=lambda r: r["number"]):
-        if r.get("evaluated") and r.get("feasible") and r.get("source", "sampled") == "sampled" \
-                and r["arch"] not in exclude:
-            cands.setdefault(r["arch"], r)
-    pool = sorted(cands.values(), key=lambda r: (r["latency_ms"], r["arch"]))
+    cands: dict[str, TrialRecord] = {}
+    for r in sorted(records, key=lambda r: r.number):
+        if r.state == "complete" and r.evaluated and r.feasible and r.source == "sampled" and r.arch not in exclude:
+            cands.setdefault(r.arch, r)
+    pool = sorted(cands.values(), key=lambda r: (r.latency_ms, r.arch))
     if k <= 0 or not pool:
         return []
     rng = np.random.default_rng(seed)
@@ -110,7 +95,7 @@ def compare_rows(rows: Sequence[dict], budget_ms: float) -> dict[str, Any]:
     return out
 
 
-def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: Path, title: str) -> None:
+def plot(rows: Sequence[dict], trials: Sequence[TrialRecord], budget_ms: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,11 +104,11 @@ def plot(rows: Sequence[dict], trials: Sequence[dict], budget_ms: float, path: P
     from search.report import pareto_front
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
-    ev = [t for t in trials if t["evaluated"] and t.get("source", "sampled") == "sampled"]
-    a1.scatter([t["latency_ms"] for t in ev], [t["acc"] for t in ev], s=12, c="tab:gray", alpha=0.5,
+    ev = [t for t in trials if t.evaluated and t.source == "sampled"]
+    a1.scatter([t.latency_ms for t in ev], [t.acc for t in ev], s=12, c="tab:gray", alpha=0.5,
                label="search trials")
-    front = pareto_front([t for t in trials if t["evaluated"]])
-    a1.plot([t["latency_ms"] for t in front], [t["acc"] for t in front], "-", c="tab:blue", lw=1.2,
+    front = pareto_front([t for t in trials if t.evaluated])
+    a1.plot([t.latency_ms for t in front], [t.acc for t in front], "-", c="tab:blue", lw=1.2,
             label="search Pareto front")
     colors = {"searched": "tab:red", "preset": "tab:orange", "ranked": "tab:green", "random": "tab:purple"}
     markers = {"searched": "*", "preset": "s", "ranked": "o", "random": "^"}
@@ -174,32 +159,25 @@ def random_candidates(space, args: argparse.Namespace, num_classes: int, size: i
     return out
 
 
-def _search(args: argparse.Namespace, out: Path, data_spec: str) -> Path:
-    """Run (or reuse / resume) the search; returns its run folder."""
-    from search.run import main as run_main
+def _search(args: argparse.Namespace, out: Path, data_spec: str) -> SearchResult:
+    """Run (or reuse / resume) the search; its typed result."""
+    from search.config import SearchConfig
+    from search.pipeline import run_search
 
     state_f = out / "state.json"
     state = json.loads(state_f.read_text()) if state_f.is_file() else {}
     run_dir = Path(state["run_dir"]) if state.get("run_dir") else None
     if run_dir is not None and (run_dir / "result.json").is_file():
         print(f"[1/4] search: reusing {run_dir}")
-        return run_dir
-    argv = ["--latency-ms", str(args.latency_ms), "--data", data_spec, "--epochs", str(args.supernet_epochs),
-         "--trials", str(args.trials), "--seed", str(args.seed), "--threads", str(args.threads),
-         "--space", args.space, "--out", str(out / "search"), "--val-fraction", str(args.val_fraction)]
-    if args.min_latency_frac:
-        argv += ["--min-latency-frac", str(args.min_latency_frac)]
-    if args.search_config:
-        argv += ["--config", args.search_config]
-    if args.quiet:
-        argv.append("--quiet")
-    print(f"[1/4] search: python -m search.run {' '.join(argv)}", flush=True)
-    rc = run_main(argv)
-    if rc != 0:
-        raise SystemExit(f"search failed (exit {rc})")
-    run_dir = (out / "search" / "latest").resolve()
-    state_f.write_text(json.dumps({"run_dir": str(run_dir)}))
-    return run_dir
+        return SearchResult.load(run_dir)
+    flags = {"latency_ms": args.latency_ms, "data": data_spec, "epochs": args.supernet_epochs, "trials": args.trials,
+             "seed": args.seed, "threads": args.threads, "space": args.space, "out": str(out / "search"),
+             "val_fraction": args.val_fraction, "min_latency_frac": args.min_latency_frac or None}
+    config = SearchConfig.resolve(flags, config_file=args.search_config)
+    print(f"[1/4] search: run_search({config})", flush=True)
+    result = run_search(config, progress=not args.quiet)
+    state_f.write_text(json.dumps({"run_dir": str(result.run_dir)}))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(data_spec, val_fraction=args.val_fraction)
     print(f"data: {data.describe()}", flush=True)
 
-    run_dir = _search(args, out, data_spec)
-    trials = load_trials(run_dir / "trials.csv")
-    result = json.loads((run_dir / "result.json").read_text())
+    try:
+        result = _search(args, out, data_spec)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir, trials = result.run_dir, result.completed
     size = data.image_size
-    inherited = {t["arch"]: t["acc"] for t in trials if t["evaluated"]}
-    winner = result["winner"]["arch"]
-    inherited[winner] = result["winner"]["acc"]
+    inherited = {t.arch: t.acc for t in trials if t.evaluated}
+    winner = result.winner["arch"]
+    inherited[winner] = result.winner["acc"]
 
     from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
 
@@ -267,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. latency: all candidates measured interleaved, once, before any training runs on the machine
     lat_f = out / "latency.json"
     ranked = pick_spanning(trials, args.rank_archs, exclude={r["arch"] for r in rows}, seed=args.seed)
-    rows += [{"name": f"rank{i}", "role": "ranked", "arch": t["arch"]} for i, t in enumerate(ranked)]
+    rows += [{"name": f"rank{i}", "role": "ranked", "arch": t.arch} for i, t in enumerate(ranked)]
     rows += [{"name": f"random{i}", "role": "random", "arch": str(a)}
              for i, a in enumerate(random_candidates(space, args, data.num_classes, size, exclude={r["arch"] for r in rows}))]
     lat = json.loads(lat_f.read_text()) if lat_f.is_file() else {}
@@ -293,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         from supernet.train import load_supernet
 
-        ckpt = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["meta"].get("supernet")
-        if not ckpt:
-            raise SystemExit(f"{run_dir}: no supernet path recorded; cannot score {[r['name'] for r in missing]}")
-        sup, _ = load_supernet(ckpt, device="cpu")
+        sup, _ = load_supernet(result.supernet, device="cpu")
         sup.eval()
         cfg = EvalConfig()
         calib = calibration_batches(data, cfg, torch.device("cpu"), True)

@@ -2,7 +2,7 @@
 
 Every configuration runs the main job's search on the embedded digits data with warm caches
 (the latency table and the supernet are built once, before any timing), and the figure is
-``trials / search seconds`` from the run's ``result.json`` (the search phase only: no supernet,
+``trials / search seconds`` from the typed result of :func:`search.pipeline.run_search` (the search phase only: no supernet,
 final measurement or export). The Ray cluster is started once, before the first timing, as a
 user's cluster would be. Configurations are interleaved over ``--rounds`` and the medians printed.
 
@@ -12,7 +12,6 @@ user's cluster would be. Configurations are interleaved over ``--rounds`` and th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -27,32 +26,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="supernet epochs (default: the main job's)")
     args = ap.parse_args(argv)
 
-    from search.run import main as run
+    from search.config import SearchConfig
+    from search.pipeline import run_search
     from supernet.cluster import init_ray
 
     out = Path(tempfile.mkdtemp(prefix="shufflenas-throughput-"))
-    base = ["--latency-ms", str(args.latency_ms), "--finetune-top", "0", "--quiet"]
-    if args.epochs:
-        base += ["--epochs", str(args.epochs)]
+    base = SearchConfig.resolve({"latency_ms": args.latency_ms, "finetune_top": 0, "epochs": args.epochs})
     t = time.perf_counter()
-    assert run(base + ["--trials", "2", "--out", str(out / "warmup")]) == 0
+    run_search(base.replace(trials=2, out=str(out / "warmup")))
     print(f"warm-up (latency table, supernet, if not cached): {time.perf_counter() - t:.0f} s", flush=True)
     t = time.perf_counter()
     init_ray(None)
     print(f"ray.init: {time.perf_counter() - t:.1f} s", flush=True)
-    configs = {"optuna": ["--backend", "optuna"],
-               "ray, 1 concurrent": ["--backend", "ray", "--concurrency", "1"],
-               "ray, 2 concurrent": ["--backend", "ray", "--concurrency", "2"]}
+    configs = {"optuna": {"backend": "optuna"},
+               "ray, 1 concurrent": {"backend": "ray", "concurrency": 1},
+               "ray, 2 concurrent": {"backend": "ray", "concurrency": 2}}
     rates: dict[str, list[float]] = {k: [] for k in configs}
     for r in range(args.rounds):
         for name, flags in configs.items():
             d = out / f"{name.replace(' ', '').replace(',', '_')}-{r}"
-            assert run(base + flags + ["--trials", str(args.trials), "--out", str(d)]) == 0, name
-            res = json.loads((d / "latest" / "result.json").read_text())
-            s = res["timings"]["search"]
-            rates[name].append(res["n_trials"] / s * 60)
-            print(f"round {r + 1} {name}: {res['n_trials']} trials in {s:.1f} s = {rates[name][-1]:.1f} trials/min",
-                  flush=True)
+            res = run_search(base.replace(trials=args.trials, out=str(d), **flags))
+            s, n = res.timings["search"], len(res.completed)
+            rates[name].append(n / s * 60)
+            print(f"round {r + 1} {name}: {n} trials in {s:.1f} s = {rates[name][-1]:.1f} trials/min", flush=True)
     print(f"\nmedian trials per minute over {args.rounds} round(s), {args.trials} trials each, warm caches:")
     for name, v in rates.items():
         print(f"  {name:18s} {statistics.median(v):7.1f}   ({', '.join(f'{x:.1f}' for x in v)})")

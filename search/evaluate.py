@@ -18,6 +18,8 @@ from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
 from supernet.data import Data
 from supernet.train import accuracy, check_device
 
+from .records import TrialRecord
+
 __all__ = ["EvalConfig", "evaluate_arch", "calibration_batches", "Scorer"]
 
 
@@ -94,29 +96,30 @@ class Scorer:
         self._calib: list[torch.Tensor] | None = None
         self.cache: dict[str, dict] = {}
 
-    def __call__(self, arch: Arch) -> dict:
+    def __call__(self, arch: Arch) -> TrialRecord:
+        """The trial record of ``arch`` (``number`` -1: the backend numbers it); cached by arch string."""
         key = str(arch)
         if key in self.cache:
-            return dict(self.cache[key], cached=True)
+            return self.cache[key]
         from search_space import count_flops, count_params
 
         from .latency import measure
 
         pred = float(self.predictor.predict(arch))
-        rec = {"arch": key, "pred_ms": pred, "params": count_params(arch),
-               "mflops": count_flops(arch, self.input_size) / 1e6, "measured_ms": None}
-        if pred > self.budget_ms * (1 + self.margin):
-            rec.update(acc=0.0, evaluated=False, latency_ms=pred)
-        else:
+        acc, evaluated, measured = 0.0, False, None
+        if pred <= self.budget_ms * (1 + self.margin):
             if self._calib is None:
                 self._calib = calibration_batches(self.data, self.cfg, self.device, self.device.type == "cpu")
             acc, _ = evaluate_arch(self.supernet, arch, self.data, self.cfg, device=self.device, calib=self._calib)
-            rec.update(acc=acc, evaluated=True, latency_ms=pred)
+            evaluated = True
             if abs(pred - self.budget_ms) <= self.margin * self.budget_ms:
-                m = measure(ShuffleNet(arch), input_shape=(1, 3, self.input_size, self.input_size), device=self.device,
-                            runtime=self.runtime, threads=self.threads, samples=100, warmup_s=0.2)
-                rec.update(measured_ms=m.median_ms, latency_ms=m.median_ms)
-        rec["constraint"] = max(rec["latency_ms"] - self.budget_ms, self.min_latency_ms - rec["latency_ms"])
-        rec["feasible"] = rec["constraint"] <= 0
+                measured = measure(ShuffleNet(arch), input_shape=(1, 3, self.input_size, self.input_size),
+                                   device=self.device, runtime=self.runtime, threads=self.threads, samples=100,
+                                   warmup_s=0.2).median_ms
+        latency = measured if measured is not None else pred
+        constraint = max(latency - self.budget_ms, self.min_latency_ms - latency)
+        rec = TrialRecord(number=-1, arch=key, acc=acc, pred_ms=pred, measured_ms=measured, evaluated=evaluated,
+                          feasible=constraint <= 0, params=count_params(arch),
+                          mflops=count_flops(arch, self.input_size) / 1e6, constraint=constraint)
         self.cache[key] = rec
-        return dict(rec, cached=False)
+        return rec

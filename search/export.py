@@ -182,9 +182,9 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
     if not p.is_file():
         raise ValueError(f"{kind}: {str(p)!r} does not exist")
     if kind == "onnx":
-        from search.latency import _check_runtime, ort_session, resolve_device
+        from search.latency import check_runtime, ort_session, resolve_device
 
-        _check_runtime("onnxruntime")
+        check_runtime("onnxruntime")
         return ort_session(p, device=resolve_device(device), threads=threads)
     try:
         with warnings.catch_warnings():

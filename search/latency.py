@@ -66,6 +66,7 @@ __all__ = [
     "LatencyPredictor",
     "resolve_device",
     "device_name",
+    "check_runtime",
     "ort_session",
 ]
 
@@ -104,7 +105,7 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _check_runtime(runtime: str) -> str:
+def check_runtime(runtime: str) -> str:
     """``runtime`` if known and importable; else ``ValueError`` naming the choices or the fix."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime: unknown runtime {runtime!r}; available: {list(RUNTIMES)}")
@@ -352,7 +353,7 @@ def measure(
     """
     shape = _check_shape(input_shape)
     dev = resolve_device(device)
-    _check_runtime(runtime)
+    check_runtime(runtime)
     tdtype = _check_dtype(dtype, dev)
     mf_name, mf = _memory_format(memory_format, dev)
     if samples < 5:
@@ -416,7 +417,7 @@ def measure_many(
         raise ValueError(f"runtime/memory_format: expected one value or one per model ({n}), "
                          f"got {len(runtimes)} and {len(formats)}")
     for rt in runtimes:
-        _check_runtime(rt)
+        check_runtime(rt)
     mfs = [_memory_format(f, dev) for f in formats]
     with _Threads(threads, dev) as nthreads, torch.inference_mode():
         runners = [_Runner(m, shape, dev, rt, tdtype, mf, nthreads) for m, rt, (_, mf) in zip(models, runtimes, mfs)]
@@ -438,7 +439,7 @@ def compare(a: nn.Module, b: nn.Module, *, input_shape: Sequence[int], rounds: i
     """A/B latency comparison, interleaved ABBA; returns both measurements and ``ratio = b / a``."""
     shape = _check_shape(input_shape)
     dev = resolve_device(kw.pop("device", None))
-    runtime = _check_runtime(kw.pop("runtime", "eager"))
+    runtime = check_runtime(kw.pop("runtime", "eager"))
     tdtype = _check_dtype(kw.pop("dtype", "float32"), dev)
     mf_name, mf = _memory_format(kw.pop("memory_format", None), dev)
     threads = kw.pop("threads", 1)
@@ -698,7 +699,7 @@ class LatencyPredictor:
         if shape[0] != 1 or shape[1] != 3 or shape[2] != shape[3]:
             raise ValueError(f"input_shape: the predictor needs (1, 3, S, S), got {shape}")
         dev = resolve_device(device)
-        _check_runtime(runtime)
+        check_runtime(runtime)
         _check_dtype(dtype, dev)
         nthreads = _Threads(threads, dev).threads
         key = cls.make_key(space, device=dev, runtime=runtime, input_shape=shape, threads=nthreads,

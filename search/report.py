@@ -2,56 +2,46 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["write_trials_csv", "pareto_front", "plot_pareto", "write_report"]
+from search.records import TrialRecord
 
-COLUMNS = ["number", "source", "arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
-           "params", "mflops", "state", "error"]
-
-
-def write_trials_csv(records: Sequence[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(records, key=lambda r: r.get("number", 0)):
-            w.writerow({k: r.get(k) for k in COLUMNS})
+__all__ = ["pareto_front", "plot_pareto", "write_report"]
 
 
-def pareto_front(records: Sequence[dict]) -> list[dict]:
+def pareto_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """Evaluated records not dominated in (accuracy up, latency down), sorted by latency."""
-    pts = sorted((r for r in records if r.get("evaluated")), key=lambda r: (r["latency_ms"], -r["acc"]))
+    pts = sorted((r for r in records if r.evaluated), key=lambda r: (r.latency_ms, -r.acc))
     front, best = [], -1.0
     for r in pts:
-        if r["acc"] > best:
+        if r.acc > best:
             front.append(r)
-            best = r["acc"]
+            best = r.acc
     return front
 
 
-def plot_pareto(records: Sequence[dict], path: Path, *, budget_ms: float, winner: dict | None = None,
+def plot_pareto(records: Sequence[TrialRecord], path: Path, *, budget_ms: float, winner: dict | None = None,
                 title: str = "", floor_ms: float = 0.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ev = [r for r in records if r.get("evaluated")]
+    ev = [r for r in records if r.evaluated]
     fig, ax = plt.subplots(figsize=(7.5, 5))
     infeasible = "over budget" + (" or under the floor" if floor_ms > 0 else "")
     for feas, color, label in ((True, "tab:blue", "feasible"), (False, "tab:gray", infeasible)):
-        pts = [r for r in ev if bool(r.get("feasible")) == feas and r.get("source", "sampled") == "sampled"]
-        ax.scatter([r["latency_ms"] for r in pts], [r["acc"] for r in pts], s=18, c=color, alpha=0.6, label=label)
-    presets = [r for r in ev if r.get("source", "sampled") != "sampled"]
-    ax.scatter([r["latency_ms"] for r in presets], [r["acc"] for r in presets], marker="s", s=40, c="tab:orange",
+        pts = [r for r in ev if r.feasible == feas and r.source == "sampled"]
+        ax.scatter([r.latency_ms for r in pts], [r.acc for r in pts], s=18, c=color, alpha=0.6, label=label)
+    presets = [r for r in ev if r.source != "sampled"]
+    ax.scatter([r.latency_ms for r in presets], [r.acc for r in presets], marker="s", s=40, c="tab:orange",
                label="hand-designed presets")
     for r in presets:
-        ax.annotate(str(r["source"]).replace("shufflenet_", ""), (r["latency_ms"], r["acc"]), fontsize=7,
+        ax.annotate(r.source.replace("shufflenet_", ""), (r.latency_ms, r.acc), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front = pareto_front(ev)
-    ax.plot([r["latency_ms"] for r in front], [r["acc"] for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
+    ax.plot([r.latency_ms for r in front], [r.acc for r in front], "-", c="tab:blue", lw=1, label="Pareto front")
     ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     if floor_ms > 0:
         ax.axvline(floor_ms, c="tab:red", ls=":", lw=1, label=f"search floor {floor_ms:.3g} ms")

@@ -1,1 +1,41 @@
-"""Search drivers: one objective (``search.evaluate.Scorer``), several backends."""
+"""Search drivers: one objective (``search.evaluate.Scorer``), several backends.
+
+Every backend is a module with a ``run`` function of the :class:`Backend` protocol (anchor:
+NNI's ``Strategy``, which explores a space with an evaluator it is handed): it receives the
+objective (an architecture -> its :class:`~search.records.TrialRecord`) and returns every
+trial's record, failed ones included. :func:`get_backend` resolves a backend by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from search.records import TrialRecord
+from search_space import Arch, SearchSpace
+
+__all__ = ["Backend", "BACKENDS", "get_backend"]
+
+BACKENDS = ("optuna", "ray")
+
+
+class Backend(Protocol):
+    def __call__(self, objective: Callable[[Arch], TrialRecord], space: SearchSpace, *, run_dir: Path,
+                 n_trials: int, seed: int, num_classes: int, seeds: Sequence[tuple[str, Arch]] = (),
+                 on_trial: Callable[[TrialRecord], None] | None = None, resume: bool = False,
+                 **options) -> list[TrialRecord]:
+        """Search ``space`` until ``n_trials`` trials finished (continuing ``run_dir``'s study when
+        ``resume``); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record.
+        Backend-specific ``options``: Ray's ``concurrency``, ``address``, ``verbose``, ``max_failures``."""
+
+
+def get_backend(name: str) -> Backend:
+    """The ``run`` function of backend ``name``.
+
+    Raises:
+        ValueError: an unknown name (lists the available ones).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend: unknown backend {name!r}; available: {list(BACKENDS)}")
+    return importlib.import_module(f"search.backends.{name}").run

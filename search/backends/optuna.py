@@ -20,9 +20,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from search.records import TrialRecord
 from search_space import Arch, SearchSpace
 
-__all__ = ["run_optuna", "open_study", "trial_records", "failed_trials", "STUDY_FILE"]
+__all__ = ["run", "open_study", "records", "STUDY_FILE"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.journal"
@@ -54,8 +55,8 @@ def _recover(study: optuna.Study) -> int:
     return n
 
 
-def run_optuna(
-    score: Callable[[Arch], dict],
+def run(
+    objective: Callable[[Arch], TrialRecord],
     space: SearchSpace,
     *,
     run_dir: Path,
@@ -63,9 +64,15 @@ def run_optuna(
     seed: int,
     num_classes: int,
     seeds: Sequence[tuple[str, Arch]] = (),
-    on_trial: Callable[[int, dict], None] | None = None,
-) -> optuna.Study:
-    """Run (or continue) the study until it holds ``n_trials`` finished trials."""
+    on_trial: Callable[[TrialRecord], None] | None = None,
+    resume: bool = False,
+) -> list[TrialRecord]:
+    """Run (or continue) the study until it holds ``n_trials`` finished trials; every trial's record.
+
+    The backend protocol (:class:`search.backends.Backend`). The study always continues what
+    ``run_dir`` holds, so ``resume`` changes nothing here; it is accepted for the protocol.
+    An exception raised by ``objective`` stops the search (in-process: it is a bug, not a lost worker).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir, seed=seed)
     recovered = _recover(study)
@@ -74,37 +81,40 @@ def run_optuna(
     for name, arch in seeds:
         study.enqueue_trial(space.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
 
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
+    def _objective(trial: optuna.Trial) -> tuple[float, float]:
         arch = space.suggest(trial, num_classes=num_classes, small_input=None)
-        rec = score(arch)
-        for k, v in rec.items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr("source", trial.user_attrs.get("source", "sampled"))
-        trial.set_constraint("latency", float(rec["constraint"]))
+        rec = objective(arch).replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"))
+        for k, v in rec.to_dict().items():
+            if k != "number":
+                trial.set_user_attr(k, v)
+        trial.set_constraint("latency", float(rec.constraint))
         if on_trial is not None:
-            on_trial(trial.number, rec)
-        return float(rec["acc"]), float(rec["latency_ms"])
+            on_trial(rec)
+        return float(rec.acc), float(rec.latency_ms)
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = max(0, n_trials - done)
     if remaining:
-        study.optimize(objective, n_trials=remaining, gc_after_trial=False)
-    return study
+        study.optimize(_objective, n_trials=remaining, gc_after_trial=False)
+    return records(study)
 
 
-def failed_trials(study: optuna.Study) -> list[dict]:
-    """One dict per trial that failed (``number``, ``arch``, ``source``, ``error``): the Ray backend
-    records its architecture when it is suggested and its error in ``trial_errors``."""
+_FIELDS = {f for f in TrialRecord.__dataclass_fields__} - {"number", "state", "error"}
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every finished (``state="complete"``) and failed (``state="failed"``) trial of a study, by number.
+
+    A failed trial is listed when its architecture is known (the Ray backend records it when it
+    is suggested); its error comes from the study user attribute ``trial_errors`` (by arch).
+    """
     errors = study.user_attrs.get("trial_errors", {})
-    return [{"number": t.number, "arch": t.user_attrs.get("arch"), "source": t.user_attrs.get("source", "sampled"),
-             "error": errors.get(t.user_attrs.get("arch"), "failed")}
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if "arch" in t.user_attrs]
-
-
-def trial_records(study: optuna.Study) -> list[dict]:
-    """One dict per finished trial (number, source, and the scorer's record)."""
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        rec = {"number": t.number, **{k: v for k, v in t.user_attrs.items()}}
-        out.append(rec)
-    return out
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        attrs = {k: v for k, v in t.user_attrs.items() if k in _FIELDS}  # older runs stored extra keys
+        if t.state == TrialState.COMPLETE:
+            out.append(TrialRecord.from_dict({**attrs, "number": t.number}))
+        elif "arch" in attrs:
+            out.append(TrialRecord(number=t.number, arch=attrs["arch"], source=attrs.get("source", "sampled"),
+                                   state="failed", error=errors.get(attrs["arch"], "failed")))
+    return sorted(out, key=lambda r: r.number)

@@ -2,9 +2,10 @@
 
 * trials are a named ``tune.Trainable`` class, :class:`ArchTrial` (the name the
   Ray dashboard shows for its actors); each scores one architecture with the
-  shared :class:`~search.evaluate.Scorer` and reports its metrics;
-* the supernet, the data and the latency predictor reach the workers through
-  ``tune.with_parameters`` (one object-store copy, not one per trial);
+  objective both backends receive (:class:`~search.evaluate.Scorer`) and
+  reports its :class:`~search.records.TrialRecord` as metrics;
+* the objective (with its supernet, data and latency predictor) reaches the
+  workers through ``tune.with_parameters`` (one object-store copy, not one per trial);
 * the search algorithm is Optuna's multi-objective TPE through
   :class:`ConstrainedOptunaSearch`, an ``OptunaSearch`` that forwards the
   latency constraint (``OptunaSearch`` itself never passes constraints on),
@@ -19,16 +20,18 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from search.backends.optuna import records
+from search.records import TrialRecord
 from search_space import Arch, SearchSpace
 from supernet.cluster import dashboard_hint, error_line, init_ray
 
-__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run_ray", "init_ray", "finetune_asha", "dashboard_hint"]
+__all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run", "init_ray", "finetune_asha", "dashboard_hint"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study-ray.journal"
@@ -36,6 +39,9 @@ STUDY_FILE = "study-ray.journal"
 
 class ConstrainedOptunaSearch:  # filled in lazily (ray is an optional import at module load)
     pass
+
+
+_METRICS = tuple(k for k in TrialRecord.__dataclass_fields__ if k not in ("number", "state", "error"))
 
 
 def _make_searcher_class():
@@ -49,8 +55,7 @@ def _make_searcher_class():
             if ot_trial is not None and result and "constraint" in result:
                 try:
                     ot_trial.set_constraint("latency", float(result["constraint"]))
-                    for k in ("arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
-                              "params", "mflops", "constraint", "source"):
+                    for k in _METRICS:
                         if k in result:
                             ot_trial.set_user_attr(k, result[k])
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -67,14 +72,12 @@ def _make_trainable():
     class ArchTrial(tune.Trainable):
         """One architecture: inherited weights, BN recalibration, validation, latency."""
 
-        def setup(self, config: dict, supernet=None, data=None, predictor=None, scorer_kw=None) -> None:
+        def setup(self, config: dict, objective=None) -> None:
             import torch
-
-            from search.evaluate import Scorer
 
             torch.set_num_threads(1)
             self.arch = Arch.parse(config["arch"])
-            self.scorer = Scorer(supernet, data, predictor, **scorer_kw)
+            self.objective = objective
 
         def reset_config(self, new_config: dict) -> bool:
             """Reuse this actor (``TuneConfig(reuse_actors=True)``) for the next architecture: the
@@ -89,10 +92,8 @@ def _make_trainable():
             return None
 
         def step(self) -> dict:
-            rec = self.scorer(self.arch)
-            rec = {k: v for k, v in rec.items() if k != "cached"}
-            rec["source"] = self.config.get("source", "sampled")
-            return {**rec, "done": True}
+            rec = self.objective(self.arch).replace(source=self.config.get("source", "sampled"))
+            return {**{k: v for k, v in rec.to_dict().items() if k != "number"}, "done": True}
 
     return ArchTrial
 
@@ -111,30 +112,30 @@ class _DefineByRun:
         return {"arch": arch, "source": source}
 
 
-ArchTrial = None  # resolved by run_ray (keeps `import search.backends.ray` cheap without ray)
+ArchTrial = None  # resolved by run (keeps `import search.backends.ray` cheap without ray)
 
 
-def run_ray(
-    scorer_kw: dict[str, Any],
+def run(
+    objective: Callable[[Arch], TrialRecord],
     space: SearchSpace,
     *,
-    supernet,
-    data,
-    predictor,
     run_dir: Path,
     n_trials: int,
     seed: int,
     num_classes: int,
+    seeds: Sequence[tuple[str, Arch]] = (),
+    on_trial: Callable[[TrialRecord], None] | None = None,
+    resume: bool = False,
     concurrency: int = 2,
     address: str | None = None,
-    seeds: Sequence[tuple[str, Arch]] = (),
-    on_trial: Callable[[int, dict], None] | None = None,
     verbose: int = 1,
-    resume: bool = False,
     max_failures: int = 2,
-) -> optuna.Study:
-    """Run (or, with ``resume``, continue) the search with Ray Tune; returns the Optuna study
-    that recorded every trial.
+) -> list[TrialRecord]:
+    """Run (or, with ``resume``, continue) the search with Ray Tune; every trial's record, the
+    failed ones with ``state="failed"`` (the backend protocol, :class:`search.backends.Backend`).
+
+    ``objective`` must pickle: it travels to the trial actors once, through ``tune.with_parameters``.
+    ``on_trial`` sees each finished trial after the search (Tune's own table shows them live).
 
     ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
     the same metrics the Ray dashboard shows while the run goes on.
@@ -181,8 +182,7 @@ def run_ray(
         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
         study_name=study_name, storage=storage,
     )
-    trainable = tune.with_parameters(ArchTrial, supernet=supernet, data=data, predictor=predictor,
-                                     scorer_kw=scorer_kw)
+    trainable = tune.with_parameters(ArchTrial, objective=objective)
     # with_parameters returns a subclass named with_parameters.<locals>._Inner; keep the trial
     # actors' name readable in the Ray dashboard
     trainable.__name__ = trainable.__qualname__ = "ArchTrial"
@@ -204,7 +204,7 @@ def run_ray(
         if r.error is not None and r.config:  # a trial that never started after a restore has no config
             errors[str(r.config.get("arch"))] = error_line(r.error)
         elif r.metrics and on_trial is not None:
-            on_trial(n, r.metrics)
+            on_trial(TrialRecord.from_dict({"number": n, **{k: r.metrics[k] for k in _METRICS if k in r.metrics}}))
         n += 1
     if results.num_terminated + results.num_errors < n_trials:  # Ctrl-C: Tune stopped and saved its state
         raise KeyboardInterrupt(f"the Ray search stopped after {results.num_terminated} of {n_trials} trials")
@@ -213,7 +213,7 @@ def run_ray(
         study.set_user_attr("trial_errors", {**study.user_attrs.get("trial_errors", {}), **errors})
         log.warning("%d Ray trial(s) failed after %d retries and are recorded FAIL; first: %s", len(errors),
                     max_failures, next(iter(errors.values())))
-    return study
+    return records(study)
 
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from scipy.stats import kendalltau
 
-from search.report import write_trials_csv
+from search.records import TrialRecord
 from tests.search.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,30 +19,21 @@ _spec.loader.exec_module(nvb)
 
 
 def rec(i, lat, acc=50.0, **kw):
-    return {"number": i, "source": "sampled", "arch": f"a{i}", "acc": acc, "latency_ms": lat, "pred_ms": lat,
-            "measured_ms": None, "feasible": True, "evaluated": True, "params": 1000 + i, "mflops": 0.5, **kw}
-
-
-def test_trials_csv_round_trip(tmp_path):
-    recs = [rec(0, 1.5, 61.25), rec(1, 2.5, 0.0, feasible=False, evaluated=False), rec(2, 1.0, measured_ms=1.1)]
-    write_trials_csv(recs, tmp_path / "t.csv")
-    back = nvb.load_trials(tmp_path / "t.csv")
-    assert [r["arch"] for r in back] == ["a0", "a1", "a2"]
-    assert back[0]["acc"] == 61.25 and back[0]["latency_ms"] == 1.5 and back[0]["params"] == 1000
-    assert back[1]["feasible"] is False and back[1]["evaluated"] is False and back[0]["feasible"] is True
-    assert back[0]["measured_ms"] is None and back[2]["measured_ms"] == 1.1
+    return TrialRecord(**{"number": i, "source": "sampled", "arch": f"a{i}", "acc": acc, "pred_ms": lat,
+                          "measured_ms": None, "feasible": True, "evaluated": True, "params": 1000 + i, "mflops": 0.5,
+                          **kw})
 
 
 def test_pick_spanning_takes_one_per_latency_quantile():
     recs = [rec(i, float(lat)) for i, lat in enumerate(np.random.default_rng(0).permutation(100))]
     recs += [rec(100, 5.0, feasible=False), rec(101, 6.0, evaluated=False), rec(102, 7.0, source="shufflenet_v2_x1_0")]
-    recs += [dict(rec(103, 99.0), arch="a5")]  # a duplicate arch counts once
+    recs += [rec(103, 99.0).replace(arch="a5")]  # a duplicate arch counts once
     picked = nvb.pick_spanning(recs, 4, exclude={"a7"}, seed=0)
-    lats = sorted(r["latency_ms"] for r in picked)
-    assert len(picked) == 4 and len({r["arch"] for r in picked}) == 4
+    lats = sorted(r.latency_ms for r in picked)
+    assert len(picked) == 4 and len({r.arch for r in picked}) == 4
     # 98 eligible candidates (100 minus the excluded a7 and the duplicate) in bins of 25, 25, 24, 24
     assert 0 <= lats[0] < 26 and 26 <= lats[1] < 52 and 52 <= lats[2] < 77 and 77 <= lats[3] < 100
-    assert not {r["arch"] for r in picked} & {"a7", "a100", "a101", "a102"}
+    assert not {r.arch for r in picked} & {"a7", "a100", "a101", "a102"}
     assert nvb.pick_spanning(recs, 4, exclude={"a7"}, seed=0) == picked  # deterministic under a seed
     assert len(nvb.pick_spanning(recs[:3], 8, exclude=set())) == 3  # never more than there are
     assert nvb.pick_spanning(recs, 0, exclude=set()) == []

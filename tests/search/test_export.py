@@ -166,7 +166,7 @@ def test_onnxruntime_runtime_measures_and_predicts(tmp_path):
 def test_onnxruntime_missing_is_one_clear_line(monkeypatch, capsys, tmp_path):
     import builtins
 
-    from search.latency import _check_runtime
+    from search.latency import check_runtime
     from search.run import main
 
     real = builtins.__import__
@@ -178,7 +178,7 @@ def test_onnxruntime_missing_is_one_clear_line(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(builtins, "__import__", no_ort)
     with pytest.raises(ValueError, match="pip install onnxruntime"):
-        _check_runtime("onnxruntime")
+        check_runtime("onnxruntime")
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     with pytest.raises(ValueError, match="pip install onnxruntime"):
         load_artefact(tmp_path, "onnx")

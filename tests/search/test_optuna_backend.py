@@ -1,14 +1,15 @@
 """The Optuna backend's resume: every trial comes back as an uninterrupted run would have it."""
 
-from search.backends.optuna import open_study, run_optuna, trial_records
+from search.backends.optuna import open_study, records, run
+from search.records import TrialRecord
 from search_space import SearchSpace, get_preset
 
 SPACE = SearchSpace.load("default")
 
 
 def _score(arch):
-    return {"arch": str(arch), "acc": float(len(str(arch)) % 97), "latency_ms": 1.0, "constraint": -1.0,
-            "feasible": True, "evaluated": True}
+    return TrialRecord(number=-1, arch=str(arch), acc=float(len(str(arch)) % 97), pred_ms=1.0, constraint=-1.0,
+                       feasible=True, evaluated=True)
 
 
 def test_an_interrupted_preset_trial_keeps_its_source_on_resume(tmp_path):
@@ -23,12 +24,12 @@ def test_an_interrupted_preset_trial_keeps_its_source_on_resume(tmp_path):
     SPACE.suggest(t0, num_classes=10, small_input=None)
     study.ask()
     del study
-    run_optuna(_score, SPACE, run_dir=tmp_path, n_trials=5, seed=0, num_classes=10, seeds=seeds)
-    recs = trial_records(open_study(tmp_path, seed=0))
+    run(_score, SPACE, run_dir=tmp_path, n_trials=5, seed=0, num_classes=10, seeds=seeds)
+    recs = records(open_study(tmp_path, seed=0))
     assert len(recs) == 5
-    by_source = {r["source"]: r["arch"] for r in recs if r["source"] != "sampled"}
+    by_source = {r.source: r.arch for r in recs if r.source != "sampled"}
     assert by_source == {name: str(arch) for name, arch in seeds}
-    assert sum(r["source"] == "sampled" for r in recs) == 2
+    assert sum(r.source == "sampled" for r in recs) == 2
 
 
 def test_an_interrupted_sampled_trial_keeps_its_drawn_parameters(tmp_path):
@@ -36,6 +37,6 @@ def test_an_interrupted_sampled_trial_keeps_its_drawn_parameters(tmp_path):
     t = study.ask()
     arch = SPACE.suggest(t, num_classes=10, small_input=None)  # as the backend asks
     del study
-    run_optuna(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, num_classes=10)
-    recs = trial_records(open_study(tmp_path, seed=0))
-    assert [(r["source"], r["arch"]) for r in recs] == [("sampled", str(arch))]
+    run(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, num_classes=10)
+    recs = records(open_study(tmp_path, seed=0))
+    assert [(r.source, r.arch) for r in recs] == [("sampled", str(arch))]

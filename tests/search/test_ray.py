@@ -132,7 +132,8 @@ class _FaultyPredictor:
 def _ray_search(tmp_path, predictor, n_trials, seeds, **kw):
     import torch
 
-    from search.backends.ray import run_ray
+    from search.backends.ray import run
+    from search.evaluate import Scorer
     from search_space import SearchSpace
     from supernet import SuperNet
     from supernet.data import load_data
@@ -142,10 +143,10 @@ def _ray_search(tmp_path, predictor, n_trials, seeds, **kw):
     torch.manual_seed(0)
     space = SearchSpace.from_dict(TINY)
     sup = SuperNet(space, num_classes=10)
-    scorer_kw = {"budget_ms": 1000.0, "input_size": 32, "device": "cpu", "runtime": "eager", "threads": 1}
-    return run_ray(scorer_kw, space, supernet=sup, data=load_data("digits"), predictor=predictor, run_dir=tmp_path,
-                   n_trials=n_trials, seed=0, num_classes=10, concurrency=2, seeds=seeds, verbose=0, max_failures=1,
-                   **kw)
+    objective = Scorer(sup, load_data("digits"), predictor, budget_ms=1000.0, input_size=32, device="cpu",
+                       runtime="eager", threads=1)
+    return run(objective, space, run_dir=tmp_path, n_trials=n_trials, seed=0, num_classes=10, concurrency=2,
+               seeds=seeds, verbose=0, max_failures=1, **kw)
 
 
 @pytest.mark.slow
@@ -155,7 +156,7 @@ def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tm
     * a trial that raises is retried once (FailureConfig), then recorded FAIL with its
       architecture and error, and the search goes on;
     * a trial whose worker process dies is retried and finishes;
-    * Ctrl-C (SIGINT) after 2 finished trials: Tune saves its state and run_ray raises
+    * Ctrl-C (SIGINT) after 2 finished trials: Tune saves its state and the backend raises
       KeyboardInterrupt; resume=True restores the experiment (Tuner.restore) and runs the rest,
       and every trial finished before the interrupt is still there with the same score."""
     import signal
@@ -164,7 +165,7 @@ def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tm
 
     import optuna
 
-    from search.backends.optuna import failed_trials, trial_records
+    from search.backends.optuna import records
     from search.backends.ray import STUDY_FILE
     from search_space import Arch
 
@@ -180,11 +181,12 @@ def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tm
             time.sleep(0.5)
             try:
                 name = (tmp_path / "ray_study.txt").read_text().strip()
-                done = trial_records(optuna.load_study(study_name=name, storage=storage))
+                done = [r for r in records(optuna.load_study(study_name=name, storage=storage))
+                        if r.state == "complete"]
             except Exception:  # noqa: BLE001 - the study is not there yet
                 continue
             if len(done) >= 2:
-                seen.update({r["arch"]: r["acc"] for r in done})
+                seen.update({r.arch: r.acc for r in done})
                 os.kill(os.getpid(), signal.SIGINT)
                 return
 
@@ -194,15 +196,15 @@ def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tm
         _ray_search(tmp_path, predictor, 8, [("bad", bad), ("dies", dies)])
     watcher.join(timeout=5)
     assert len(seen) >= 2
-    study = _ray_search(tmp_path, predictor, 8, [("bad", bad), ("dies", dies)], resume=True)
-    done = trial_records(study)
-    failed = failed_trials(study)
+    recs = _ray_search(tmp_path, predictor, 8, [("bad", bad), ("dies", dies)], resume=True)
+    done = [r for r in recs if r.state == "complete"]
+    failed = [r for r in recs if r.state == "failed"]
     # every one of the 8 trials finished or failed; only the raising architecture failed (the restored
     # searcher may suggest it once more)
     assert len(done) + len(failed) == 8 and len(failed) in (1, 2)
-    assert {(f["arch"], f["source"]) for f in failed} == {(str(bad), "bad")} and str(bad) not in [r["arch"] for r in done]
-    assert "injected failure for this architecture" in failed[0]["error"]
-    assert marker.is_file() and str(dies) in [r["arch"] for r in done]  # it died once, and its retry finished
-    accs = {r["arch"]: r["acc"] for r in done}
+    assert {(f.arch, f.source) for f in failed} == {(str(bad), "bad")} and str(bad) not in [r.arch for r in done]
+    assert "injected failure for this architecture" in failed[0].error
+    assert marker.is_file() and str(dies) in [r.arch for r in done]  # it died once, and its retry finished
+    accs = {r.arch: r.acc for r in done}
     for arch, acc in seen.items():
         assert accs[arch] == acc, arch

@@ -172,9 +172,9 @@ def test_scorer_latency_floor_marks_small_networks_infeasible_but_scores_them():
     sc = Scorer(SuperNet(space, num_classes=10), data, Pred(), budget_ms=10.0, input_size=32, device="cpu",
                 min_latency_ms=5.0)
     low, mid, high = (sc(a) for a in archs)
-    assert low["evaluated"] and not low["feasible"] and low["constraint"] == pytest.approx(3.0) and low["acc"] > 0
-    assert mid["evaluated"] and mid["feasible"] and mid["constraint"] == pytest.approx(-1.0)  # distance to the nearer bound
-    assert not high["evaluated"] and not high["feasible"] and high["constraint"] == pytest.approx(10.0)
+    assert low.evaluated and not low.feasible and low.constraint == pytest.approx(3.0) and low.acc > 0
+    assert mid.evaluated and mid.feasible and mid.constraint == pytest.approx(-1.0)  # distance to the nearer bound
+    assert not high.evaluated and not high.feasible and high.constraint == pytest.approx(10.0)
     with pytest.raises(ValueError, match="min_latency_ms"):
         Scorer(sc.supernet, data, Pred(), budget_ms=10.0, input_size=32, min_latency_ms=10.0)
 
@@ -234,7 +234,7 @@ def test_flags_get_the_same_one_line_error(capsys, flag, value, msg):
 def test_a_resumed_runs_settings_are_validated_too(tmp_path, capsys):
     import yaml
 
-    from search.run import DEFAULTS
+    from search.config import DEFAULTS
 
     run = tmp_path / "run"
     run.mkdir()
@@ -246,7 +246,7 @@ def test_a_resumed_runs_settings_are_validated_too(tmp_path, capsys):
 def test_resuming_with_another_backend_is_one_clear_line(tmp_path, capsys):
     import yaml
 
-    from search.run import DEFAULTS
+    from search.config import DEFAULTS
 
     run = tmp_path / "run"
     run.mkdir()

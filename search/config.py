@@ -1,0 +1,184 @@
+"""The main job's settings: one frozen, validated :class:`SearchConfig`, built in one place from
+defaults, a ``--config`` YAML, a resumed run's ``run.yaml`` and explicit flags (in that order of
+precedence, the last winning)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = ["SearchConfig", "DEFAULTS", "validate_config"]
+
+DEFAULTS: dict[str, Any] = {
+    "latency_ms": None,
+    "trials": 40,
+    "epochs": 25,
+    "data": "digits",
+    "space": "default",
+    "input_size": 32,
+    "runtime": "eager",
+    "device": None,
+    "threads": 1,
+    "seed": 0,
+    "backend": "optuna",
+    "out": "results",
+    "calib_archs": 100,
+    "top_k": 5,
+    "address": None,
+    "concurrency": 2,
+    "min_latency_frac": 0.0,
+    "finetune_top": 4,
+    "finetune_epochs": 4,
+    "val_fraction": 0.1,
+    "train_workers": 1,
+}
+
+_POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
+                  "train_workers")
+_STRINGS = ("data", "space", "out")
+_CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray")}
+
+
+def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every setting, whether it came from a flag, a ``--config`` YAML or a resumed run.
+
+    Returns a copy with numbers normalised (``latency_ms`` as float). Raises ``ValueError``
+    with one line naming the setting, the rule and the value.
+    """
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"config: unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **cfg}
+    v = out["latency_ms"]
+    if v is None:
+        raise ValueError("latency_ms: a budget is required: --latency-ms MS (or latency_ms in --config)")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"latency_ms: must be a positive finite number of milliseconds, got {v!r}")
+    out["latency_ms"] = float(v)
+    for k in _POSITIVE_INTS:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k}: must be a positive integer, got {v!r}")
+    for k in ("seed", "finetune_top"):
+        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 0:
+            raise ValueError(f"{k}: must be an integer >= 0, got {out[k]!r}")
+    for k in _STRINGS:
+        if not isinstance(out[k], str) or not out[k].strip():
+            raise ValueError(f"{k}: must be a non-empty string, got {out[k]!r}")
+    for k in ("device", "address"):
+        if out[k] is not None and (not isinstance(out[k], str) or not out[k].strip()):
+            raise ValueError(f"{k}: must be a non-empty string or unset, got {out[k]!r}")
+    for k, choices in _CHOICES.items():
+        if out[k] not in choices:
+            raise ValueError(f"{k}: unknown {k} {out[k]!r}; available: {list(choices)}")
+    if out["runtime"] == "onnxruntime":
+        from search.latency import check_runtime  # the package must be importable before any work starts
+
+        check_runtime("onnxruntime")
+    v = out["val_fraction"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"val_fraction: must be a number in (0, 1), got {v!r}")
+    f = out["min_latency_frac"]
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+        raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every setting of a search run (the flags of ``python -m search.run``; defaults in :data:`DEFAULTS`).
+
+    ``latency_ms``: the hard budget, ms (batch 1, ``runtime`` on ``device`` with ``threads``).
+    ``epochs``: supernet epochs; ``trials``: search trials; ``finetune_top``/``finetune_epochs``:
+    the multi-fidelity final pick (0 = the one-shot score decides). Build one with
+    :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).
+    """
+
+    latency_ms: float
+    trials: int = DEFAULTS["trials"]
+    epochs: int = DEFAULTS["epochs"]
+    data: str = DEFAULTS["data"]
+    space: str = DEFAULTS["space"]
+    input_size: int = DEFAULTS["input_size"]
+    runtime: str = DEFAULTS["runtime"]
+    device: str | None = DEFAULTS["device"]
+    threads: int = DEFAULTS["threads"]
+    seed: int = DEFAULTS["seed"]
+    backend: str = DEFAULTS["backend"]
+    out: str = DEFAULTS["out"]
+    calib_archs: int = DEFAULTS["calib_archs"]
+    top_k: int = DEFAULTS["top_k"]
+    address: str | None = DEFAULTS["address"]
+    concurrency: int = DEFAULTS["concurrency"]
+    min_latency_frac: float = DEFAULTS["min_latency_frac"]
+    finetune_top: int = DEFAULTS["finetune_top"]
+    finetune_epochs: int = DEFAULTS["finetune_epochs"]
+    val_fraction: float = DEFAULTS["val_fraction"]
+    train_workers: int = DEFAULTS["train_workers"]
+
+    def __post_init__(self) -> None:
+        validate_config(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SearchConfig":
+        """From a mapping of settings (missing ones take :data:`DEFAULTS`). Raises ``ValueError``."""
+        return cls(**validate_config(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, Any] | None = None, *, config_file: str | Path | None = None,
+                resume: str | Path | None = None) -> "SearchConfig":
+        """defaults < ``resume``'s ``run.yaml`` < ``config_file`` < ``flags`` (``None`` values unset).
+
+        A resumed run keeps its backend, and a Ray run its trial count (``Tuner.restore`` keeps it).
+
+        Raises:
+            ValueError: not a run folder, an unreadable or unknown-keyed YAML, a changed backend or
+                Ray trial count on resume, or any invalid setting (one line naming it).
+        """
+        cfg: dict[str, Any] = dict(DEFAULTS)
+        before: dict[str, Any] = {}
+        if resume is not None:
+            f = Path(resume) / "run.yaml"
+            if not Path(resume).is_dir() or not f.is_file():
+                raise ValueError(f"resume: {str(resume)!r} is not a ShuffleNAS run folder (no run.yaml)")
+            before = (yaml.safe_load(f.read_text()) or {}).get("config", {})
+            cfg.update(before)
+        if config_file is not None:
+            cfg.update(_read_yaml(Path(config_file)))
+        cfg.update({k: v for k, v in (flags or {}).items() if v is not None and k in DEFAULTS})
+        config = cls.from_dict(cfg)
+        if resume is not None:
+            if before.get("backend", "optuna") != config.backend:
+                raise ValueError(f"backend: {resume} was searched with {before.get('backend', 'optuna')!r}; "
+                                 f"resume it with the same backend (drop --backend {config.backend})")
+            if config.backend == "ray" and before.get("trials") != config.trials:
+                raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
+                                 f"drop --trials {config.trials}")
+        return config
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ValueError(f"config: {str(p)!r} does not exist")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"config: {p} is not valid YAML ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config: {p} must hold a mapping of settings")
+    d = {str(k).replace("-", "_"): v for k, v in d.items()}
+    unknown = sorted(set(d) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {unknown} in {p}; known: {sorted(DEFAULTS)}")
+    return d

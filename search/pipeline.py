@@ -1,0 +1,515 @@
+"""The main job as a library call: ``run_search(config) -> SearchResult``.
+
+Five stages, each a function over the run's shared state (anchors: NNI's
+``RetiariiExperiment(model, evaluator, strategy).run()``, Optuna's
+``create_study().optimize()``):
+
+1. :func:`prepare`: space, data, device, latency predictor, the budget's floor check, run folder;
+2. :func:`supernet_stage`: train the supernet, or reuse the cached one of the same identity;
+3. :func:`search_stage`: the backend searches with the objective -> ``list[TrialRecord]``;
+4. :func:`select`: the best candidates measured end to end, interleaved; the best preset in
+   budget (the baseline); the multi-fidelity final pick (successive halving over fine-tunes);
+5. :func:`publish`: export, every shipped artefact re-measured, ``trials.csv``, ``pareto.png``,
+   ``result.json``, ``report.md``, the ``latest`` link.
+
+``search.run.main`` parses flags and makes one call; benchmarks call :func:`run_search` and
+read the typed :class:`SearchResult` (or :meth:`SearchResult.load` a finished run folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search.config import SearchConfig
+from search.records import TrialRecord, read_trials_csv, write_trials_csv
+from supernet.storage import cache_root
+
+__all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
+           "publish", "supernet_key", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
+
+log = logging.getLogger("search.run")
+
+# the artefact the budget is re-checked on after export; model.pt runs with the search's runtime
+SHIPPED_BY_RUNTIME = {"eager": "model", "compile": "model", "torchscript": "model", "onnxruntime": "onnx"}
+NOISY_REL_IQR = 0.10  # a latency whose IQR exceeds this share of its median is flagged unreliable
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: finished trials are kept in ``run_dir``; ``run_search(config, resume=run_dir)``
+    (``python -m search.run --resume RUN_DIR``) continues it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = Path(run_dir)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a run found and wrote (the contents of its folder, typed).
+
+    ``winner``: the exported network (``arch``, ``acc`` inherited top-1 %, ``acc_finetuned`` %
+    when the final pick fine-tuned, ``latency`` = the final interleaved measurement in ms with its
+    conditions, ``shipped`` = each artefact's latency as shipped, params, mflops, mac).
+    ``baseline``: the best preset measured under the budget, or None. ``trials``: every trial,
+    failed ones with ``state="failed"``. ``finetune``: the successive-halving records.
+    """
+
+    run_dir: Path
+    config: SearchConfig
+    trials: tuple[TrialRecord, ...]
+    winner: dict[str, Any]
+    baseline: dict[str, Any] | None
+    finetune: tuple[dict[str, Any], ...]
+    files: dict[str, str]
+    timings: dict[str, float]
+    supernet: Path
+
+    @property
+    def completed(self) -> list[TrialRecord]:
+        return [r for r in self.trials if r.state == "complete"]
+
+    @property
+    def failed(self) -> list[TrialRecord]:
+        return [r for r in self.trials if r.state == "failed"]
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "SearchResult":
+        """The result of a finished run folder (``result.json``, ``trials.csv``, ``run.yaml``).
+
+        Raises:
+            ValueError: ``run_dir`` holds no finished run (names the missing file).
+        """
+        run_dir = Path(run_dir)
+        for f in ("result.json", "trials.csv", "run.yaml"):
+            if not (run_dir / f).is_file():
+                raise ValueError(f"{run_dir}: no finished ShuffleNAS run here (missing {f})")
+        res = json.loads((run_dir / "result.json").read_text())
+        cfg = SearchConfig.from_dict(yaml.safe_load((run_dir / "run.yaml").read_text())["config"])
+        return cls(run_dir=run_dir, config=cfg, trials=tuple(read_trials_csv(run_dir / "trials.csv")),
+                   winner=res["winner"], baseline=res["baseline"], finetune=tuple(res["finetune"]),
+                   files=res["files"], timings=res["timings"], supernet=Path(res["supernet"]))
+
+
+@dataclass
+class _Run:
+    """State the stages share: what :func:`prepare` resolved, and the timings so far."""
+
+    config: SearchConfig
+    space: Any
+    data: Any
+    device: Any
+    predictor: Any
+    recipe: Any
+    sn_key: str
+    run_dir: Path
+    fastest_ms: float
+    meta: dict[str, Any]
+    progress: bool
+    resume: bool
+    t_start: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.config.input_size, self.config.input_size)
+
+    @property
+    def floor_ms(self) -> float:
+        return float(self.config.min_latency_frac) * self.config.latency_ms
+
+
+def run_search(config: SearchConfig, *, resume: str | Path | None = None, progress: bool = False) -> SearchResult:
+    """Search ``config``'s space for the most accurate network under its latency budget and export it.
+
+    ``resume``: a run folder to continue (finished trials are kept; build ``config`` with
+    ``SearchConfig.resolve(resume=...)`` to keep its settings). ``progress``: tqdm bars.
+
+    Raises:
+        ValueError: bad settings or data, a budget below the space's fastest network, a resume
+            with another supernet, every trial failed, or no candidate measured under the budget.
+        SearchInterrupted: Ctrl-C after the run folder exists (its ``run_dir`` can be resumed).
+    """
+    run = prepare(config, resume=resume, progress=progress)
+    try:
+        supernet, ckpt = supernet_stage(run)
+        records = search_stage(run, supernet)
+        picked = select(run, supernet, records)
+        return publish(run, supernet, ckpt, records, picked)
+    except KeyboardInterrupt as e:
+        if isinstance(e, SearchInterrupted):
+            raise
+        raise SearchInterrupted(run.run_dir) from e
+
+
+def supernet_key(space, data, recipe, device) -> str:
+    """Identity of the supernet a run searches with: space, data and split, recipe, device kind,
+    and the stem variants it trains (both: the stem is searched)."""
+    return hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
+                                    "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
+                                    "v1_sharing": "labels", "sampler": "fair",
+                                    "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
+                                   sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_cluster(config: SearchConfig, device) -> None:
+    if (config.backend == "ray" or config.train_workers > 1) and config.address and config.address != "auto":
+        from supernet.cluster import check_reachable
+
+        check_reachable(config.address)  # before any training: fail in seconds, not after minutes
+    from supernet.cluster import check_workers
+
+    check_workers(config.train_workers, address=config.address, use_gpu=device.type == "cuda")
+
+
+def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress: bool = False) -> _Run:
+    """Stage 1: device, cluster checks, space, data, the latency predictor, the budget's floor check
+    and the run folder (with its ``run.yaml``). Raises ``ValueError`` before writing anything."""
+    import torch
+
+    from search.latency import LatencyPredictor, resolve_device
+    from search_space import SearchSpace
+    from supernet.data import load_data
+    from supernet.train import Recipe
+
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    _check_cluster(config, device)
+    space = SearchSpace.load(config.space)
+    data = load_data(config.data, image_size=config.input_size, val_fraction=config.val_fraction)
+    if data.image_size != config.input_size:
+        raise ValueError(f"input_size: {config.data} images are {data.image_size}px; use --input-size {data.image_size}")
+    recipe = Recipe(epochs=config.epochs, seed=config.seed)
+    sn_key = supernet_key(space, data, recipe, device)
+    if resume is not None:  # trials scored by two different supernets must not mix
+        before = (yaml.safe_load((Path(resume) / "run.yaml").read_text()) or {}).get("supernet_key")
+        if before != sn_key:
+            raise ValueError(
+                f"resume: {resume} was searched with another supernet ({before or 'an older ShuffleNAS'}; "
+                f"now {sn_key}: space, data, split, recipe or stem variants differ); start a new run")
+    t = time.perf_counter()
+    size = config.input_size
+    predictor = LatencyPredictor.build(space, device=device, runtime=config.runtime, input_shape=(1, 3, size, size),
+                                       threads=config.threads, num_classes=data.num_classes, small_input=None,
+                                       calib_archs=config.calib_archs, progress=progress)
+    timings = {"latency predictor": time.perf_counter() - t}
+    fastest_ms = _check_budget_floor(config, space, predictor, device)
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        run_dir = Path(config.out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.latency_ms:g}ms"
+        run_dir.mkdir(parents=True, exist_ok=False)
+    meta = {"config": config.to_dict(), "recipe": asdict(recipe), "space": space.to_dict(), "data": data.describe(),
+            "torch": str(torch.__version__), "supernet_key": sn_key}
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return _Run(config=config, space=space, data=data, device=device, predictor=predictor, recipe=recipe,
+                sn_key=sn_key, run_dir=run_dir, fastest_ms=fastest_ms, meta=meta, progress=progress,
+                resume=resume is not None, t_start=t_start, timings=timings)
+
+
+def _check_budget_floor(config: SearchConfig, space, predictor, device) -> float:
+    """The fastest predicted network's latency (ms); near or below it, one measurement decides
+    whether the budget is reachable at all (``ValueError`` naming the network and its figure)."""
+    from search.latency import measure
+    from supernet import ShuffleNet
+
+    fastest, fastest_ms = predictor.fastest(space)
+    budget, size = config.latency_ms, config.input_size
+    if fastest_ms <= 0 or budget < fastest_ms * 1.5:  # near or below the floor: measure, the prediction only guides
+        m = measure(ShuffleNet(fastest), input_shape=(1, 3, size, size), device=device, runtime=config.runtime,
+                    threads=config.threads, samples=100, warmup_s=0.2)
+        if budget < m.median_ms:
+            raise ValueError(
+                f"latency budget {budget:g} ms is below the fastest architecture of space '{space.name}' on "
+                f"{predictor.key['device_name']} ({config.runtime}, {size}x{size}, {predictor.key['threads']} "
+                f"thread(s)): {m.median_ms:.2f} ms measured ({fastest_ms:.2f} ms predicted) for {fastest}")
+    return fastest_ms
+
+
+def supernet_stage(run: _Run):
+    """Stage 2: the supernet (eval mode) and its checkpoint path: the cached one trained with the
+    same space, data, recipe and seed, else trained now (both stem variants: the stem is searched;
+    N Ray Train workers train what 1 does, so they share the cache key)."""
+    from supernet.train import load_supernet, train_supernet
+
+    t = time.perf_counter()
+    ckpt = cache_root("supernets") / run.sn_key / "supernet.pt"
+    net = None
+    if ckpt.is_file():
+        try:
+            net, state = load_supernet(ckpt, device=run.device)
+            if state["epoch"] < run.recipe.epochs:
+                net = None
+            else:
+                log.info("supernet: reusing %s (%d epochs)", ckpt, state["epoch"])
+        except ValueError as e:
+            log.warning("supernet cache %s unusable (%s); training again", ckpt, e)
+            ckpt.unlink()
+            net = None
+    reused = net is not None
+    if net is None:
+        net, _ = train_supernet(run.space, run.data, run.recipe, checkpoint=ckpt, resume=True, device=run.device,
+                                progress=run.progress, small_input=None, workers=run.config.train_workers,
+                                address=run.config.address)
+    net.eval()
+    run.timings["supernet" + (" (cached)" if reused else " training")] = time.perf_counter() - t
+    return net, ckpt
+
+
+def _seeds(run: _Run, margin: float):
+    """The presets (both stems where the space has them) predicted within the budget: seed trials."""
+    from search_space import get_preset, list_presets
+
+    seeds = [(n + (":small" if small else ""), get_preset(n, run.data.num_classes, small_input=small))
+             for small in run.space.small_input for n in list_presets()]
+    return [(n, a) for n, a in seeds
+            if run.space.contains(a) and run.predictor.predict(a) <= run.config.latency_ms * (1 + margin)]
+
+
+def search_stage(run: _Run, supernet) -> list[TrialRecord]:
+    """Stage 3: the backend searches with the shared objective; every trial's record.
+
+    Raises ``ValueError`` when every trial failed."""
+    from search.backends import get_backend
+    from search.evaluate import Scorer
+
+    cfg = run.config
+    objective = Scorer(supernet, run.data, run.predictor, budget_ms=cfg.latency_ms, input_size=cfg.input_size,
+                       device=run.device, runtime=cfg.runtime, threads=cfg.threads, min_latency_ms=run.floor_ms)
+    bar, best = None, [-1.0]
+    if run.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.trials, desc="search", unit="trial", dynamic_ncols=True)
+
+    def on_trial(rec: TrialRecord) -> None:
+        if rec.feasible:
+            best[0] = max(best[0], rec.acc)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(best=f"{best[0]:.1f}%", last=f"{rec.acc:.1f}%@{rec.latency_ms:.2f}ms")
+
+    options = ({"concurrency": cfg.concurrency, "address": cfg.address, "verbose": 1 if run.progress else 0}
+               if cfg.backend == "ray" else {})
+    t = time.perf_counter()
+    records = get_backend(cfg.backend)(objective, run.space, run_dir=run.run_dir, n_trials=cfg.trials, seed=cfg.seed,
+                                       num_classes=run.data.num_classes, seeds=_seeds(run, objective.margin),
+                                       on_trial=on_trial, resume=run.resume, **options)
+    if bar is not None:
+        bar.close()
+    run.timings["search"] = time.perf_counter() - t
+    failed = [r for r in records if r.state == "failed"]
+    if failed and len(failed) == len(records):
+        raise ValueError(f"search: every trial failed (first: {failed[0].arch}: {failed[0].error})")
+    return records
+
+
+@dataclass
+class _Picked:
+    """What :func:`select` decided: the winner, its fine-tune, and every end-to-end measurement."""
+
+    winner: TrialRecord
+    measured: dict[str, Any]  # arch -> Measurement
+    baseline: TrialRecord | None
+    finetune: list[dict]
+    model: Any  # the winner's fine-tuned ShuffleNet, or None (inherited weights ship)
+    ft_config: Any
+
+
+def _candidates(run: _Run, records: list[TrialRecord]) -> list[TrialRecord]:
+    """Evaluated feasible trials, one per arch, best one-shot score first (ties: the faster one)."""
+    pool = [r for r in records if r.state == "complete" and r.evaluated and r.feasible]
+    if not pool and run.floor_ms > 0:  # nothing between floor and budget: fall back to the budget alone
+        log.warning("no trial between %.3g and %.3g ms; picking among all under the budget", run.floor_ms,
+                    run.config.latency_ms)
+        pool = [r for r in records if r.state == "complete" and r.evaluated and r.latency_ms <= run.config.latency_ms]
+    uniq: dict[str, TrialRecord] = {}
+    for r in sorted(pool, key=lambda r: (-r.acc, r.latency_ms)):
+        uniq.setdefault(r.arch, r)
+    return list(uniq.values())
+
+
+def _measure_candidates(run: _Run, cands: list[TrialRecord], presets: list[TrialRecord], want: int):
+    """Measure candidates ``top_k`` at a time (the presets with the first chunk), interleaved, until
+    ``want`` measure under the budget. Returns (arch -> Measurement, those under the budget in order)."""
+    from search.latency import measure_many
+    from supernet import ShuffleNet
+
+    cfg = run.config
+    measured: dict[str, Any] = {}
+    under: list[TrialRecord] = []
+    for start in range(0, len(cands), cfg.top_k):
+        chunk = cands[start:start + cfg.top_k]
+        todo = [r for r in chunk + (presets if start == 0 else []) if r.arch not in measured]
+        todo = list({r.arch: r for r in todo}.values())
+        if todo:
+            ms = measure_many([ShuffleNet(r.arch) for r in todo], input_shape=run.shape, device=run.device,
+                              runtime=cfg.runtime, threads=cfg.threads, rounds=10, per_round=10, seed=cfg.seed)
+            measured.update({r.arch: m for r, m in zip(todo, ms)})
+        under += [r for r in chunk if measured[r.arch].median_ms <= cfg.latency_ms]
+        if len(under) >= want:
+            break
+    return measured, under
+
+
+def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
+    """Stage 4: the final pick. The best candidates by one-shot score are measured end to end
+    (interleaved, with every evaluated preset); the best preset under the budget is the baseline;
+    with ``finetune_top`` > 0 the best ones under the budget fine-tune from their inherited weights
+    by successive halving (ASHA on Ray) and the most accurate wins.
+
+    Raises ``ValueError`` when no candidate measures under the budget."""
+    from search.finetune import FinetuneConfig
+
+    cfg = run.config
+    t = time.perf_counter()
+    ft = FinetuneConfig(top=cfg.finetune_top, epochs=cfg.finetune_epochs)
+    presets = [r for r in records if r.state == "complete" and r.source != "sampled" and r.evaluated]
+    measured, under = _measure_candidates(run, _candidates(run, records), presets, max(1, ft.top))
+    if not under:
+        raise ValueError(f"no candidate measured under {cfg.latency_ms:g} ms end to end; try more --trials or a "
+                         f"larger budget")
+    in_budget = [r for r in presets if measured[r.arch].median_ms <= cfg.latency_ms]
+    baseline = max(in_budget, key=lambda r: r.acc) if in_budget else None
+    run.timings["final measurement"] = time.perf_counter() - t
+    if not ft.top:
+        return _Picked(winner=under[0], measured=measured, baseline=baseline, finetune=[], model=None, ft_config=ft)
+    t = time.perf_counter()
+    picks = under[:ft.top]
+    sh, best, model = _finetune(run, supernet, picks, ft)
+    for r, rec in zip(picks, sh):
+        rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms)
+    run.timings["fine-tune"] = time.perf_counter() - t
+    return _Picked(winner=picks[best], measured=measured, baseline=baseline, finetune=sh, model=model, ft_config=ft)
+
+
+def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft):
+    """Successive halving over short fine-tunes (Optuna's pruner in process; ASHA on Ray).
+    Returns (records in ``picks`` order, the winner's index, its fine-tuned model)."""
+    from search.finetune import finetune_step, successive_halving, winner_index
+    from search_space import Arch
+
+    cfg = run.config
+    archs = [Arch.parse(r.arch) for r in picks]
+    step, models = finetune_step(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
+                                 ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key)
+    if cfg.backend == "ray":  # ASHA in Ray Tune: the candidates fine-tune in parallel trials
+        from search.backends.ray import finetune_asha
+
+        sh = finetune_asha(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
+                           ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key, run_dir=run.run_dir,
+                           address=cfg.address, concurrency=cfg.concurrency, verbose=1 if run.progress else 0)
+    else:
+        bar = None
+        if run.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(picks) * ft.epochs, desc="fine-tune (successive halving)", unit="epoch",
+                       dynamic_ncols=True)
+
+        def on_epoch(k: int, epoch: int, acc: float) -> None:
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(cand=k, acc=f"{acc:.1f}%")
+
+        sh = successive_halving(archs, step, ft, on_epoch=on_epoch)
+        if bar is not None:
+            bar.close()
+    best = winner_index(sh)
+    step(best, ft.epochs)  # the winner's fine-tuned weights (a resumed pick loads its checkpoint)
+    return sh, best, models[best]
+
+
+def _measure_shipped(run: _Run, files: dict[str, str]) -> dict[str, Any]:
+    """Every exported artefact loaded back and timed interleaved (issue 11); the one the budget is
+    checked on is measured again once when its IQR is over :data:`NOISY_REL_IQR` of its median."""
+    from search.export import load_artefact, measure_artefacts
+    from search.latency import measure
+
+    cfg = run.config
+    primary = SHIPPED_BY_RUNTIME[cfg.runtime]
+    try:
+        shipped = measure_artefacts(run.run_dir, files, input_size=cfg.input_size, device=run.device,
+                                    threads=cfg.threads, seed=cfg.seed,
+                                    model_runtime="eager" if primary == "onnx" else cfg.runtime)
+    except Exception as e:  # noqa: BLE001 - the run's results are written even if a shipped artefact cannot run
+        log.warning("the shipped artefacts could not be measured: %s", e)
+        print(f"warning: the shipped artefacts could not be measured after export ({str(e).splitlines()[0]})")
+        return {}
+    if primary in shipped and shipped[primary].rel_iqr > NOISY_REL_IQR:  # one re-measurement, then a flag
+        env = shipped[primary].env
+        again = measure(load_artefact(run.run_dir, primary) if primary != "onnx" else run.run_dir / files[primary],
+                        input_shape=run.shape, device=run.device, runtime=env["runtime"],
+                        memory_format=env["memory_format"], threads=cfg.threads, max_rel_iqr=NOISY_REL_IQR)
+        if again.rel_iqr < shipped[primary].rel_iqr:
+            shipped[primary] = again
+    return {k: {"file": files[k], "median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runtime": m.env["runtime"],
+                "memory_format": m.env["memory_format"], "threads": m.env["threads"], "batch": m.env["batch"],
+                "noisy": m.rel_iqr > NOISY_REL_IQR, "primary": k == primary} for k, m in shipped.items()}
+
+
+def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
+    """The winner's record for ``result.json`` and the exported files (name -> file)."""
+    from search.evaluate import EvalConfig, evaluate_arch
+    from search.export import export_model
+    from search_space import Arch, count_flops, count_mac, count_params
+
+    size = run.config.input_size
+    arch = Arch.parse(picked.winner.arch)
+    acc, inherited = evaluate_arch(supernet, arch, run.data, EvalConfig(), device=run.device)
+    lat = picked.measured[picked.winner.arch]
+    winner = dict(picked.winner.replace(acc=acc, measured_ms=lat.median_ms).to_dict(),
+                  latency=lat.to_dict(samples=False), mac=count_mac(arch, size))
+    ft = {}
+    if picked.finetune:
+        final = next(r["final"] for r in picked.finetune if r["arch"] == picked.winner.arch)
+        winner["acc_finetuned"] = final
+        ft = {"val_acc_finetuned": final, "finetune": asdict(picked.ft_config)}
+    meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch), **ft,
+            "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
+            "data": run.data.describe(), "supernet": str(ckpt), **run.meta}
+    files = export_model(picked.model if picked.model is not None else inherited, run.run_dir, input_size=size,
+                         meta=meta, data=run.data)
+    return winner, files
+
+
+def publish(run: _Run, supernet, ckpt: Path, records: list[TrialRecord], picked: _Picked) -> SearchResult:
+    """Stage 5: export the winner, measure what ships, write the run folder, point ``latest`` at it."""
+    from search.report import plot_pareto, write_report
+
+    cfg = run.config
+    winner, files = _export_winner(run, supernet, ckpt, picked)
+    t = time.perf_counter()
+    winner["shipped"] = _measure_shipped(run, files)
+    run.timings["shipped artefacts"] = time.perf_counter() - t
+    baseline = None
+    if picked.baseline is not None:
+        bl = picked.measured[picked.baseline.arch]
+        baseline = dict(picked.baseline.replace(measured_ms=bl.median_ms).to_dict(), latency=bl.to_dict(samples=False))
+    records = [r.replace(measured_ms=picked.measured[r.arch].median_ms) if r.arch in picked.measured else r
+               for r in records]
+    write_trials_csv(records, run.run_dir / "trials.csv")
+    plot_pareto([r for r in records if r.state == "complete"], run.run_dir / "pareto.png", budget_ms=cfg.latency_ms,
+                winner=winner, floor_ms=run.floor_ms,
+                title=f"{cfg.data} | {run.predictor.key['device_name']} | {cfg.runtime} | {cfg.input_size}x{cfg.input_size}")
+    run.timings["total"] = time.perf_counter() - run.t_start
+    n_done = sum(r.state == "complete" for r in records)
+    (run.run_dir / "result.json").write_text(json.dumps(
+        {"winner": winner, "baseline": baseline, "timings": run.timings, "n_trials": n_done,
+         "n_failed": len(records) - n_done, "fastest_predicted_ms": run.fastest_ms, "finetune": picked.finetune,
+         "files": files, "supernet": str(ckpt)}, indent=1, default=str))
+    write_report(run.run_dir / "report.md", config=cfg.to_dict(), winner=winner, baseline=baseline, n_trials=n_done,
+                 timings=run.timings, files=files, finetune=picked.finetune)
+    latest = Path(cfg.out) / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run.run_dir.resolve(), target_is_directory=True)
+    return SearchResult(run_dir=run.run_dir, config=cfg, trials=tuple(records), winner=winner, baseline=baseline,
+                        finetune=tuple(picked.finetune), files=files, timings=dict(run.timings), supernet=ckpt)

@@ -1,0 +1,74 @@
+"""search.pipeline.run_search: the main job as a library call, its typed result and its config."""
+
+import json
+
+import pytest
+import yaml
+
+from search.config import DEFAULTS, SearchConfig
+from search.pipeline import SearchResult, run_search
+from search.records import TrialRecord, read_trials_csv
+from tests.search.conftest import TINY
+
+
+def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu",
+                       out=str(tmp_path / "results"), calib_archs=16, top_k=3, finetune_top=2, finetune_epochs=1)
+    res = run_search(cfg)
+    run = res.run_dir
+    assert (tmp_path / "results" / "latest").resolve() == run.resolve()
+    # the typed result is the run folder, field by field
+    assert res == SearchResult.load(run)
+    assert list(res.trials) == read_trials_csv(run / "trials.csv")
+    assert len(res.completed) == 5 and res.failed == [] and all(isinstance(r, TrialRecord) for r in res.trials)
+    on_disk = json.loads((run / "result.json").read_text())
+    assert res.winner == on_disk["winner"] and res.files == on_disk["files"] and res.supernet.is_file()
+    assert yaml.safe_load((run / "run.yaml").read_text())["config"] == cfg.to_dict()
+    assert set(res.files.values()) == {p.name for p in run.glob("model.*")} | {"arch.yaml"}
+    # the winner is a trial, fine-tuned (2 candidates), and its measured latency is the final pick's
+    w = next(r for r in res.trials if r.arch == res.winner["arch"])
+    assert w.measured_ms == res.winner["latency"]["median_ms"] == res.winner["latency_ms"]
+    assert w.pred_ms == res.winner["pred_ms"] and w.feasible
+    assert len(res.finetune) == 2 and res.winner["acc_finetuned"] == max(r["final"] for r in res.finetune
+                                                                          if not r["pruned"])
+    # the final measurement fills measured_ms and leaves the prediction and the search's verdict alone
+    measured = [r for r in res.trials if r.measured_ms is not None]
+    assert measured and all(r.pred_ms is not None for r in measured)
+    with pytest.raises(ValueError, match="no finished ShuffleNAS run here \\(missing result.json\\)"):
+        SearchResult.load(tmp_path)
+
+
+def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
+    with pytest.raises(ValueError, match="top_k: must be a positive integer, got 0"):
+        SearchConfig(latency_ms=5.0, top_k=0)
+    with pytest.raises(ValueError, match=r"config: unknown setting\(s\) \['epoch'\]"):
+        SearchConfig.from_dict({"latency_ms": 5, "epoch": 3})
+    c = SearchConfig.from_dict({"latency_ms": 5})
+    assert c.latency_ms == 5.0 and isinstance(c.latency_ms, float) and c.to_dict() == {**DEFAULTS, "latency_ms": 5.0}
+    with pytest.raises(AttributeError):
+        c.trials = 3  # frozen
+    # defaults < resumed run.yaml < --config file < flags
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "trials": 7, "seed": 3}}))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"trials": 9, "top-k": 2}))
+    r = SearchConfig.resolve({"seed": 5, "epochs": None}, config_file=tmp_path / "c.yaml", resume=run)
+    assert (r.latency_ms, r.trials, r.top_k, r.seed, r.epochs) == (4.0, 9, 2, 5, DEFAULTS["epochs"])
+    with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'; resume it with the same backend"):
+        SearchConfig.resolve({"backend": "ray"}, resume=run)
+    with pytest.raises(ValueError, match="is not a ShuffleNAS run folder"):
+        SearchConfig.resolve({}, resume=tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"config: unknown key\(s\) \['trails'\]"):
+        (tmp_path / "bad.yaml").write_text("trails: 3\n")
+        SearchConfig.resolve({"latency_ms": 5}, config_file=tmp_path / "bad.yaml")
+
+
+def test_get_backend_names_the_choices():
+    from search.backends import get_backend
+    from search.backends.optuna import run
+
+    assert get_backend("optuna") is run
+    with pytest.raises(ValueError, match=r"backend: unknown backend 'dask'; available: \['optuna', 'ray'\]"):
+        get_backend("dask")
