@@ -134,7 +134,7 @@ def sample_family(space, rng: np.random.Generator, family: str, *, num_classes: 
     """One architecture of ``space`` whose blocks are all of ``family`` (``v1``/``v2``) wherever
     that unit type is buildable (a V1 downsampling unit cannot narrow the network: there the
     V2 unit is kept), or a uniform SPOS sample for ``mixed``."""
-    from search_space import Arch, Stage
+    from search_space import Arch, Site, Stage
 
     a = space.sample(rng, num_classes=num_classes, small_input=small_input)
     if family == "mixed":
@@ -145,8 +145,7 @@ def sample_family(space, rng: np.random.Generator, family: str, *, num_classes: 
     for i, st in enumerate(a.stages):
         blocks = []
         for j in range(st.depth):
-            valid = space.valid_blocks(cin if j == 0 else st.channels, st.channels, 2 if j == 0 else 1,
-                                       first_grouped=not (i == 0 and j == 0))
+            valid = space.valid_blocks(Site(i, j, cin if j == 0 else st.channels, st.channels))
             fam = [b for b in valid if b.unit == family] or list(valid)
             blocks.append(fam[int(rng.integers(len(fam)))])
         stages.append(Stage(st.channels, tuple(blocks)))

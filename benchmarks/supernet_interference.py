@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_space import Arch, SearchSpace, Stage, get_preset
+from search_space import Arch, SearchSpace, Site, Stage, get_preset
 from supernet import SuperNet
 from supernet.data import load_data
 from supernet.sampling import make_path_sampler
@@ -51,8 +51,7 @@ def _project(space: SearchSpace, base: Arch, drawn: Arch, vary: tuple[str, ...],
                 unit = opts[int(rng.integers(len(opts)))]
             elif "split" in vary:
                 unit = [o for o in space.unit_options if o.unit == "v2"][int(rng.integers(len(space.splits)))]
-            stride, bin_ = (2, cin) if j == 0 else (1, width)
-            blocks.append(space.repair_block(unit, bin_, width, stride, first_grouped=not (i == 0 and j == 0)))
+            blocks.append(space.repair_block(unit, Site(i, j, cin if j == 0 else width, width)))
         stages.append(Stage(width, tuple(blocks)))
         cin = width
     return base.replace(stages=tuple(stages), last_conv=drawn.last_conv if "last_conv" in vary else base.last_conv)

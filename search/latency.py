@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_space import Arch, SearchSpace, spatial_sizes
+from search_space import Arch, SearchSpace, Site
 from supernet import ShuffleNet
 from supernet.storage import atomic_write, cache_root
 from supernet.units import make_unit
@@ -483,13 +483,8 @@ class _Head(nn.Module):
 
 
 def _stem_key(stem: int, small: bool, size: int) -> str:
-    """Lookup-table key of the stem (the one place the key format is written, with the two below)."""
+    """Lookup-table key of the stem (a block's key is :attr:`search_space.Site.key`; the head's below)."""
     return f"stem|{stem}|{int(small)}|{size}"
-
-
-def _block_key(block, cin: int, cout: int, stride: int, h: int, first_grouped: bool) -> str:
-    """Lookup-table key of a block: unit, channels in/out, stride, input map side, grouped first conv."""
-    return f"{block}|{cin}|{cout}|{stride}|{h}|{int(first_grouped)}"
 
 
 def _head_key(c: int, last_conv: int, num_classes: int, h: int) -> str:
@@ -499,19 +494,20 @@ def _head_key(c: int, last_conv: int, num_classes: int, h: int) -> str:
 
 def _entries(arch: Arch, input_size: int) -> list[tuple[str, tuple, tuple[int, ...]]]:
     """(key string, constructor args, input shape) for every lookup-table entry of ``arch``."""
-    sizes = spatial_sizes(arch, input_size)
     out = [(_stem_key(arch.stem, arch.small_input, input_size), ("stem", arch.stem, arch.small_input),
             (1, 3, input_size, input_size))]
-    for i, j, cin, cout, b in arch.iter_blocks():
-        h = sizes[i] if j == 0 else sizes[i + 1]
-        stride = 2 if j == 0 else 1
-        fg = not (i == 0 and j == 0)
-        key = _block_key(b, cin, cout, stride, h, fg)
-        out.append((key, ("block", str(b), cin, cout, stride, fg), (1, cin, h, h)))
-    c, h = arch.stages[-1].channels, sizes[-1]
+    out += [_block_entry(s) for s in arch.sites(input_size)]
+    c, h = arch.stages[-1].channels, arch.spatial_sizes(input_size)[-1]
     out.append((_head_key(c, arch.last_conv, arch.num_classes, h), ("head", c, arch.last_conv, arch.num_classes),
                 (1, c, h, h)))
     return out
+
+
+def _block_entry(site: Site) -> tuple[str, tuple, tuple[int, ...]]:
+    """(key, constructor args, input shape) of a block's table entry."""
+    h = site.in_size
+    return (site.key, ("block", str(site.block), site.in_channels, site.out_channels, site.stride, site.first_grouped),
+            (1, site.in_channels, h, h))
 
 
 def _build_entry(spec: tuple) -> nn.Module:
@@ -594,22 +590,24 @@ class LatencyPredictor:
         size = self.key["input_shape"][-1]
         ncls = self.key["num_classes"]
 
-        def cost(b, cin, cout, stride, h, fg):
-            return self.lut.get(_block_key(b, cin, cout, stride, h, fg), math.inf)
+        def cost(site: Site) -> float:
+            return self.lut.get(site.key, math.inf)
 
         best: Arch | None = None
         best_ms = math.inf
         for small, stem in itertools.product(_stem_variants(space, self.key["small_input"]), space.stem_channels):
-            sizes = spatial_sizes(_probe_arch(space, ncls, small), size)
+            sizes = _probe_arch(space, ncls, small).spatial_sizes(size)
             states = {stem: (self.lut.get(_stem_key(stem, small, size), math.inf), [])}
             for i, ss in enumerate(space.stages):
                 nxt = {}
                 for cout in ss.channels:
-                    rest = min(space.valid_blocks(cout, cout, 1), key=lambda b: cost(b, cout, cout, 1, sizes[i + 1], True))
-                    rest_ms = (ss.min_depth - 1) * cost(rest, cout, cout, 1, sizes[i + 1], True) if ss.min_depth > 1 else 0.0
+                    at = Site(i, 1, cout, cout, in_size=sizes[i + 1])
+                    rest = min(space.valid_blocks(at), key=lambda b: cost(at.with_block(b)))
+                    rest_ms = (ss.min_depth - 1) * cost(at.with_block(rest)) if ss.min_depth > 1 else 0.0
                     for cin, (ms, stages) in states.items():
-                        first = min(space.valid_blocks(cin, cout, 2, i > 0), key=lambda b: cost(b, cin, cout, 2, sizes[i], i > 0))
-                        total = ms + cost(first, cin, cout, 2, sizes[i], i > 0) + rest_ms
+                        at0 = Site(i, 0, cin, cout, in_size=sizes[i])
+                        first = min(space.valid_blocks(at0), key=lambda b: cost(at0.with_block(b)))
+                        total = ms + cost(at0.with_block(first)) + rest_ms
                         if total < nxt.get(cout, (math.inf,))[0]:
                             nxt[cout] = (total, stages + [Stage(cout, (first,) + (rest,) * (ss.min_depth - 1))])
                 states = nxt
@@ -773,19 +771,19 @@ def _table_specs(space: SearchSpace, num_classes: int, small_input: bool | None,
     """Every lookup-table entry the space can need for this task: ``{key: (constructor args, input shape)}``."""
     specs: dict[str, tuple[tuple, tuple]] = {}
     for small in _stem_variants(space, small_input):
-        stage_sizes = spatial_sizes(_probe_arch(space, num_classes, small), size)
+        stage_sizes = _probe_arch(space, num_classes, small).spatial_sizes(size)
         for stem in space.stem_channels:
             specs[_stem_key(stem, small, size)] = (("stem", stem, small), (1, 3, size, size))
         prev = space.stem_channels
         for i, ss in enumerate(space.stages):
             h_in, h_out = stage_sizes[i], stage_sizes[i + 1]
             for cout in ss.channels:
-                for cin in prev:
-                    for b in space.valid_blocks(cin, cout, 2, i > 0):
-                        specs[_block_key(b, cin, cout, 2, h_in, i > 0)] = (("block", str(b), cin, cout, 2, i > 0), (1, cin, h_in, h_in))
-                if ss.max_depth > 1:
-                    for b in space.valid_blocks(cout, cout, 1):
-                        specs[_block_key(b, cout, cout, 1, h_out, True)] = (("block", str(b), cout, cout, 1, True), (1, cout, h_out, h_out))
+                sites = [Site(i, 0, cin, cout, in_size=h_in) for cin in prev]
+                sites += [Site(i, 1, cout, cout, in_size=h_out)] if ss.max_depth > 1 else []
+                for at in sites:
+                    for b in space.valid_blocks(at):
+                        key, args, shape = _block_entry(at.with_block(b))
+                        specs[key] = (args, shape)
             prev = ss.channels
         for c in space.stages[-1].channels:
             for last in space.last_conv:

@@ -1,7 +1,7 @@
 """The ShuffleNet V1/V2 architecture space, as data (no torch import)."""
 
-from ._arch import STAGE_NAMES, Arch, Block, Stage, block_channels
-from ._cost import count_flops, count_mac, count_params, spatial_sizes
+from ._arch import STAGE_NAMES, Arch, Block, Site, Stage, block_channels, conv_out, spatial_sizes
+from ._cost import count_flops, count_mac, count_params
 from ._presets import get_preset, list_presets, register_preset
 from ._space import SearchSpace
 
@@ -9,6 +9,7 @@ __all__ = [
     "Arch",
     "Block",
     "Stage",
+    "Site",
     "SearchSpace",
     "get_preset",
     "list_presets",
@@ -18,5 +19,6 @@ __all__ = [
     "count_mac",
     "spatial_sizes",
     "block_channels",
+    "conv_out",
     "STAGE_NAMES",
 ]

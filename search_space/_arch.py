@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["Block", "Stage", "Arch", "NUM_STAGES", "block_channels"]
+__all__ = ["Block", "Stage", "Arch", "Site", "NUM_STAGES", "block_channels", "conv_out", "spatial_sizes"]
 
 NUM_STAGES = 3
 UNIT_TYPES = ("v1", "v2")
@@ -151,14 +151,71 @@ def block_channels(in_channels: int, out_channels: int, block: Block, stride: in
     return {"mid": mid, "out": out_channels - in_channels if stride == 2 else out_channels}
 
 
-def _check_block(where: str, cin: int, cout: int, block: Block, stride: int, first_grouped: bool) -> None:
+def conv_out(size: int, kernel: int = 3, stride: int = 2, padding: int = 1) -> int:
+    """Output side of a conv or pool (torch's rule: ``(size + 2p - k) // s + 1``)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class Site:
+    """One block position of a network, with the geometry it sees: the one place the
+    position rules live (cost model, models, supernet, latency table and space use it).
+
+    * ``stride``: 2 for the first block of a stage, else 1 (ShuffleNet V1 Sec. 3.3, V2 Fig. 3);
+    * ``first_grouped``: the first 1x1 conv of a V1 unit is grouped everywhere but in the very
+      first block of stage 2, whose input is the narrow stem (ShuffleNet V1 Sec. 3.3);
+    * ``in_channels``: the previous stage's width for a stage's first block, else its own.
+
+    ``block`` and ``in_size`` (feature-map side read, pixels) are None where not yet known
+    (a space-level site); :attr:`key` needs both.
+    """
+
+    stage: int
+    index: int
+    in_channels: int
+    out_channels: int
+    block: "Block | None" = None
+    in_size: int | None = None
+
+    @property
+    def stride(self) -> int:
+        return 2 if self.index == 0 else 1
+
+    @property
+    def first_grouped(self) -> bool:
+        return not (self.stage == 0 and self.index == 0)
+
+    @property
+    def out_size(self) -> int | None:
+        return None if self.in_size is None else conv_out(self.in_size, 3, self.stride, 1)
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """:func:`block_channels` of this site's block."""
+        return block_channels(self.in_channels, self.out_channels, self.block, self.stride)
+
+    @property
+    def key(self) -> str:
+        """The latency lookup-table key: unit, channels in/out, stride, input side, grouped first conv."""
+        if self.block is None or self.in_size is None:
+            raise ValueError(f"site key: stage {self.stage} block {self.index} needs a block and an input size")
+        return f"{self.block}|{self.in_channels}|{self.out_channels}|{self.stride}|{self.in_size}|{int(self.first_grouped)}"
+
+    def with_block(self, block: "Block") -> "Site":
+        from dataclasses import replace
+
+        return replace(self, block=block)
+
+
+def _check_block(where: str, site: Site) -> None:
+    block, cin, cout = site.block, site.in_channels, site.out_channels
     if block.unit == "v2":
         exact = cout * block.split
         if abs(exact - round(exact)) > 1e-9:
             raise ValueError(
                 f"{where}.split={block.split:g}: {cout} channels x {block.split:g} is not a whole number of channels"
             )
-        ch = block_channels(cin, cout, block, stride)
+        ch = site.channels
         if ch["branch"] < 1 or ch["left"] < 1:
             raise ValueError(f"{where}.split={block.split:g}: leaves an empty branch at {cout} channels")
         if cout % 2:
@@ -167,13 +224,13 @@ def _check_block(where: str, cin: int, cout: int, block: Block, stride: int, fir
     g = block.groups
     if cout % 4:
         raise ValueError(f"{where}: a v1 unit needs channels divisible by 4 (bottleneck = out/4), got {cout}")
-    ch = block_channels(cin, cout, block, stride)
-    if stride == 2 and ch["out"] < 1:
+    ch = site.channels
+    if site.stride == 2 and ch["out"] < 1:
         raise ValueError(
             f"{where}: a stride-2 v1 unit concatenates its {cin} input channels, so it needs more than "
             f"{cin} output channels, got {cout}"
         )
-    for name, c in (("input", cin if first_grouped else None), ("bottleneck", ch["mid"]), ("output", ch["out"])):
+    for name, c in (("input", cin if site.first_grouped else None), ("bottleneck", ch["mid"]), ("output", ch["out"])):
         if c is not None and c % g:
             raise ValueError(f"{where}.groups={g}: does not divide the {c} {name} channels")
 
@@ -212,19 +269,37 @@ class Arch:
             for j, b in enumerate(st.blocks):
                 if not isinstance(b, Block):
                     raise ValueError(f"{where}.blocks[{j}]: expected a Block, got {type(b).__name__}")
-                stride = 2 if j == 0 else 1
-                bin_ = cin if j == 0 else st.channels
-                _check_block(f"{where}.blocks[{j}]", bin_, st.channels, b, stride, first_grouped=not (i == 0 and j == 0))
+                _check_block(f"{where}.blocks[{j}]", Site(i, j, cin if j == 0 else st.channels, st.channels, b))
             cin = st.channels
 
-    # ------------------------------------------------------------------ walks
-    def iter_blocks(self) -> Iterator[tuple[int, int, int, int, Block]]:
-        """Yield ``(stage_index, block_index, in_channels, out_channels, block)``."""
-        cin = self.stem
+    # ------------------------------------------------------------------ geometry
+    def spatial_sizes(self, input_size: int = 224) -> list[int]:
+        """Feature-map side after the stem and after each stage, for ``input_size`` x ``input_size``
+        inputs (the ImageNet stem: stride-2 conv1 and max pool; the small-input stem keeps the size).
+
+        Raises:
+            ValueError: ``input_size`` is not a positive integer.
+        """
+        if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
+            raise ValueError(f"input_size: must be a positive integer, got {input_size!r}")
+        h = input_size if self.small_input else conv_out(conv_out(input_size))
+        sizes = [h]
+        for _ in self.stages:
+            h = conv_out(h)
+            sizes.append(h)
+        return sizes
+
+    def sites(self, input_size: int | None = None) -> list[Site]:
+        """Every block as a :class:`Site`, in forward order; with ``input_size``, each carries the
+        feature-map side it reads (so :attr:`Site.key` is defined)."""
+        sizes = self.spatial_sizes(input_size) if input_size is not None else None
+        out, cin = [], self.stem
         for i, st in enumerate(self.stages):
             for j, b in enumerate(st.blocks):
-                yield i, j, (cin if j == 0 else st.channels), st.channels, b
+                h = None if sizes is None else sizes[i] if j == 0 else sizes[i + 1]
+                out.append(Site(i, j, cin if j == 0 else st.channels, st.channels, b, h))
             cin = st.channels
+        return out
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -373,3 +448,8 @@ def _no_unknown(d: dict, allowed: set[str], where: str) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
         raise ValueError(f"{where}: unknown key(s) {extra}; allowed {sorted(allowed)}")
+
+
+def spatial_sizes(arch: Arch, input_size: int = 224) -> list[int]:
+    """Feature-map side after the stem and after each stage (:meth:`Arch.spatial_sizes`)."""
+    return arch.spatial_sizes(input_size)

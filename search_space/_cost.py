@@ -19,13 +19,9 @@ Computed from an :class:`Arch` alone, without torch. Conventions:
 
 from __future__ import annotations
 
-from ._arch import Arch, block_channels
+from ._arch import Arch, conv_out
 
-__all__ = ["count_params", "count_flops", "count_mac", "spatial_sizes"]
-
-
-def _out(h: int, k: int, s: int, p: int) -> int:
-    return (h + 2 * p - k) // s + 1
+__all__ = ["count_params", "count_flops", "count_mac"]
 
 
 def _bn(c: int) -> int:
@@ -35,19 +31,18 @@ def _bn(c: int) -> int:
 def count_params(arch: Arch) -> int:
     """Number of learnable parameters of ``ShuffleNet(arch)``."""
     n = 3 * 9 * arch.stem + _bn(arch.stem)
-    for i, j, cin, cout, b in arch.iter_blocks():
-        stride = 2 if j == 0 else 1
-        ch = block_channels(cin, cout, b, stride)
+    for site in arch.sites():
+        b, cin, ch = site.block, site.in_channels, site.channels
         if b.unit == "v2":
             br, left = ch["branch"], ch["left"]
-            if stride == 2:
+            if site.stride == 2:
                 n += 9 * cin + _bn(cin) + cin * left + _bn(left)  # branch1: dw, bn, 1x1, bn
                 n += cin * br + _bn(br)
             else:
                 n += br * br + _bn(br)
             n += 9 * br + _bn(br) + br * br + _bn(br)
         else:
-            g1 = 1 if (i == 0 and j == 0) else b.groups
+            g1 = b.groups if site.first_grouped else 1
             mid, out = ch["mid"], ch["out"]
             n += (cin // g1) * mid + _bn(mid) + 9 * mid + _bn(mid) + (mid // b.groups) * out + _bn(out)
     c = arch.stages[-1].channels
@@ -57,34 +52,20 @@ def count_params(arch: Arch) -> int:
     return n + c * arch.num_classes + arch.num_classes
 
 
-def spatial_sizes(arch: Arch, input_size: int = 224) -> list[int]:
-    """Feature-map side after the stem and after each stage."""
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-        raise ValueError(f"input_size: must be a positive integer, got {input_size!r}")
-    h = input_size if arch.small_input else _out(_out(input_size, 3, 2, 1), 3, 2, 1)
-    sizes = [h]
-    for _ in arch.stages:
-        h = _out(h, 3, 2, 1)
-        sizes.append(h)
-    return sizes
-
-
 def _walk(arch: Arch, input_size: int):
     """Yield (kind, **dims) for every op, in forward order."""
     h = input_size
-    h1 = h if arch.small_input else _out(h, 3, 2, 1)
+    h1 = h if arch.small_input else conv_out(h)
     yield "conv", dict(hi=h, ho=h1, cin=3, cout=arch.stem, k=3, g=1)
     yield "bn", dict(h=h1, c=arch.stem)
     yield "relu", dict(h=h1, c=arch.stem)
     if not arch.small_input:
-        h2 = _out(h1, 3, 2, 1)
+        h2 = conv_out(h1)
         yield "pool", dict(hi=h1, ho=h2, cin=arch.stem, cout=arch.stem)
         h1 = h2
-    h = h1
-    for i, j, cin, cout, b in arch.iter_blocks():
-        stride = 2 if j == 0 else 1
-        ho = _out(h, 3, stride, 1)
-        ch = block_channels(cin, cout, b, stride)
+    for site in arch.sites(input_size):
+        b, cin, cout, ch = site.block, site.in_channels, site.out_channels, site.channels
+        stride, h, ho = site.stride, site.in_size, site.out_size
         if b.unit == "v2":
             br, left = ch["branch"], ch["left"]
             if stride == 2:
@@ -107,7 +88,7 @@ def _walk(arch: Arch, input_size: int):
             yield "concat", dict(h=ho, c=cout)
             yield "shuffle", dict(h=ho, c=cout)
         else:
-            g1 = 1 if (i == 0 and j == 0) else b.groups
+            g1 = b.groups if site.first_grouped else 1
             mid, out = ch["mid"], ch["out"]
             yield "conv", dict(hi=h, ho=h, cin=cin, cout=mid, k=1, g=g1)
             yield "bn", dict(h=h, c=mid)
@@ -125,7 +106,7 @@ def _walk(arch: Arch, input_size: int):
             else:
                 yield "add", dict(h=ho, c=cout)
                 yield "relu", dict(h=ho, c=cout)
-        h = ho
+    h = arch.spatial_sizes(input_size)[-1]
     c = arch.stages[-1].channels
     if arch.last_conv:
         yield "conv", dict(hi=h, ho=h, cin=c, cout=arch.last_conv, k=1, g=1)
@@ -138,7 +119,7 @@ def _walk(arch: Arch, input_size: int):
 
 def count_flops(arch: Arch, input_size: int = 224) -> int:
     """Multiply-adds of all convolutions and the fc layer at ``input_size`` x ``input_size``."""
-    spatial_sizes(arch, input_size)  # validates input_size
+    arch.spatial_sizes(input_size)  # validates input_size
     total = 0
     for kind, d in _walk(arch, input_size):
         if kind == "conv":
@@ -150,7 +131,7 @@ def count_flops(arch: Arch, input_size: int = 224) -> int:
 
 def count_mac(arch: Arch, input_size: int = 224) -> int:
     """Memory access cost (elements read + written) as defined in the module docstring."""
-    spatial_sizes(arch, input_size)
+    arch.spatial_sizes(input_size)
     total = 0
     for kind, d in _walk(arch, input_size):
         if kind == "conv":

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arch import NUM_STAGES, STAGE_NAMES, Arch, Block, Stage, _check_block
+from ._arch import NUM_STAGES, STAGE_NAMES, Arch, Block, Site, Stage, _check_block
 
 __all__ = ["SearchSpace", "StageSpace"]
 
@@ -188,19 +188,19 @@ class SearchSpace:
         """Every block choice, in a fixed order (v1 groups, then v2 splits)."""
         return tuple(Block.v1(g) for g in self.groups) + tuple(Block.v2(s) for s in self.splits)
 
-    def valid_blocks(self, cin: int, cout: int, stride: int, first_grouped: bool = True) -> tuple[Block, ...]:
-        """Block choices that are buildable between ``cin`` and ``cout`` channels."""
-        return _valid_blocks(self.unit_options, cin, cout, stride, first_grouped)
+    def valid_blocks(self, site: Site) -> tuple[Block, ...]:
+        """Block choices that are buildable at ``site`` (its channels, stride and grouped first conv)."""
+        return _valid_blocks(self.unit_options, site)
 
     def _check_options(self) -> None:
         # every declared width must leave at least one buildable unit, whatever came before
         prev: tuple[int, ...] = self.stem_channels
         for i, st in enumerate(self.stages):
             for c in st.channels:
-                if not self.valid_blocks(c, c, 1):
+                if not self.valid_blocks(Site(i, 1, c, c)):
                     raise ValueError(f"stages[{i}].channels: no unit choice is buildable at {c} channels")
                 for p in prev:
-                    if not self.valid_blocks(p, c, 2, first_grouped=i > 0):
+                    if not self.valid_blocks(Site(i, 0, p, c)):
                         raise ValueError(
                             f"stages[{i}].channels: no unit choice can go from {p} to {c} channels"
                         )
@@ -274,8 +274,8 @@ class SearchSpace:
         for i, ss in enumerate(self.stages):
             cout = int(rng.choice(ss.channels))
             depth = int(rng.integers(ss.min_depth, ss.max_depth + 1))
-            first = self.valid_blocks(cin, cout, 2, first_grouped=i > 0)
-            rest = self.valid_blocks(cout, cout, 1)
+            first = self.valid_blocks(Site(i, 0, cin, cout))
+            rest = self.valid_blocks(Site(i, 1, cout, cout))
             blocks = [first[int(rng.integers(len(first)))]]
             blocks += [rest[int(rng.integers(len(rest)))] for _ in range(depth - 1)]
             stages.append(Stage(cout, tuple(blocks)))
@@ -305,8 +305,9 @@ class SearchSpace:
         widths = [pick(ss.channels) for ss in self.stages]
         depths = [ss.max_depth if which == "largest" else ss.min_depth for ss in self.stages]
         cins = [stem, *widths[:-1]]
-        choices = [[self.valid_blocks(cins[i], widths[i], 2, first_grouped=i > 0)]
-                   + [self.valid_blocks(widths[i], widths[i], 1)] * (depths[i] - 1) for i in range(len(self.stages))]
+        choices = [[self.valid_blocks(Site(i, 0, cins[i], widths[i]))]
+                   + [self.valid_blocks(Site(i, 1, widths[i], widths[i]))] * (depths[i] - 1)
+                   for i in range(len(self.stages))]
         blocks = [[opts[0] for opts in stage] for stage in choices]
 
         def build() -> Arch:
@@ -337,10 +338,10 @@ class SearchSpace:
             for i, ss in enumerate(self.stages):
                 nxt: dict[int, int] = {}
                 for cout in ss.channels:
-                    n_rest = len(self.valid_blocks(cout, cout, 1))
+                    n_rest = len(self.valid_blocks(Site(i, 1, cout, cout)))
                     per_depth = sum(n_rest ** (d - 1) for d in range(ss.min_depth, ss.max_depth + 1))
                     ways = sum(
-                        n * len(self.valid_blocks(cin, cout, 2, first_grouped=i > 0)) * per_depth
+                        n * len(self.valid_blocks(Site(i, 0, cin, cout))) * per_depth
                         for cin, n in counts.items()
                     )
                     nxt[cout] = nxt.get(cout, 0) + ways
@@ -375,17 +376,16 @@ class SearchSpace:
             blocks = []
             for j in range(depth):
                 choice = Block.parse(trial.suggest_categorical(f"{p}.block{j}", names))
-                stride, bin_ = (2, cin) if j == 0 else (1, cout)
-                blocks.append(self.repair_block(choice, bin_, cout, stride, first_grouped=not (i == 0 and j == 0)))
+                blocks.append(self.repair_block(choice, Site(i, j, cin if j == 0 else cout, cout)))
             stages.append(Stage(cout, tuple(blocks)))
             cin = cout
         last = trial.suggest_categorical("last_conv", list(self.last_conv))
         return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=num_classes, small_input=small)
 
-    def repair_block(self, block: Block, cin: int, cout: int, stride: int, first_grouped: bool = True) -> Block:
-        """``block`` if buildable; else the closest buildable choice of the same unit type
-        (largest smaller group count, nearest split), else the nearest v2 split."""
-        valid = self.valid_blocks(cin, cout, stride, first_grouped)
+    def repair_block(self, block: Block, site: Site) -> Block:
+        """``block`` if buildable at ``site``; else the closest buildable choice of the same unit
+        type (largest smaller group count, nearest split), else the nearest v2 split."""
+        valid = self.valid_blocks(site)
         if block in valid:
             return block
         same = [b for b in valid if b.unit == block.unit]
@@ -415,11 +415,11 @@ class SearchSpace:
 
 
 @lru_cache(maxsize=65536)
-def _valid_blocks(options: tuple[Block, ...], cin: int, cout: int, stride: int, first_grouped: bool) -> tuple[Block, ...]:
+def _valid_blocks(options: tuple[Block, ...], site: Site) -> tuple[Block, ...]:
     out = []
     for b in options:
         try:
-            _check_block("block", cin, cout, b, stride, first_grouped)
+            _check_block("block", site.with_block(b))
         except ValueError:
             continue
         out.append(b)

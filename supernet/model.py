@@ -41,8 +41,9 @@ class ShuffleNet(nn.Module):
         )
         self.maxpool = nn.Identity() if arch.small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         stages: list[list[nn.Module]] = [[] for _ in arch.stages]
-        for i, j, cin, cout, block in arch.iter_blocks():
-            stages[i].append(make_unit(block, cin, cout, 2 if j == 0 else 1, first_grouped=not (i == 0 and j == 0)))
+        for s in arch.sites():
+            stages[s.stage].append(make_unit(s.block, s.in_channels, s.out_channels, s.stride,
+                                             first_grouped=s.first_grouped))
         self.stage2, self.stage3, self.stage4 = (nn.Sequential(*s) for s in stages)
         c = arch.stages[-1].channels
         if arch.last_conv:

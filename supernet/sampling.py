@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from search_space import Arch, SearchSpace, Stage, count_flops
+from search_space import Arch, SearchSpace, Site, Stage, count_flops
 
 __all__ = ["UniformSampler", "FairSampler", "make_path_sampler", "SAMPLERS", "FAMILIES", "unit_family", "in_family"]
 
@@ -134,8 +134,7 @@ class FairSampler:
             cout = int(rng.choice(fits or list(ss.channels)))
             blocks = []
             for j in range(depth):
-                stride, bin_ = (2, cin) if j == 0 else (1, cout)
-                blocks.append(space.repair_block(plan[(i, j)], bin_, cout, stride, first_grouped=not (i == 0 and j == 0)))
+                blocks.append(space.repair_block(plan[(i, j)], Site(i, j, cin if j == 0 else cout, cout)))
             stages.append(Stage(cout, tuple(blocks)))
             cin = cout
         last = int(rng.choice(space.last_conv))
@@ -143,8 +142,7 @@ class FairSampler:
                     small_input=small)
 
     def _buildable(self, block, cin: int, cout: int, i: int, j: int) -> bool:
-        stride, bin_ = (2, cin) if j == 0 else (1, cout)
-        return block in self.space.valid_blocks(bin_, cout, stride, first_grouped=not (i == 0 and j == 0))
+        return block in self.space.valid_blocks(Site(i, j, cin if j == 0 else cout, cout))
 
 
 def make_path_sampler(kind: str, space: SearchSpace, *, num_classes: int, small_input: bool | None, image_size: int,

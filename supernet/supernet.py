@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from search_space import STAGE_NAMES, Arch, Block, SearchSpace
+from search_space import STAGE_NAMES, Arch, Block, SearchSpace, Site
 
 from .model import ShuffleNet
 
@@ -363,6 +363,7 @@ class SuperNet(nn.Module):
         self.stem_conv = _conv(stem, 3, 3)
         self.stem_bn = nn.BatchNorm2d(stem)
         self.units = nn.ModuleDict()
+        identity_init: list[nn.Module] = []
         self.heads = nn.ModuleDict()
         prev = space.stem_channels
         for i, ss in enumerate(space.stages):
@@ -370,21 +371,20 @@ class SuperNet(nn.Module):
                 tag = self._tag(widths[0])
                 cout_max = max(widths)
                 for j in range(ss.max_depth):
-                    stride = 2 if j == 0 else 1
-                    pairs = [(ci, co) for co in widths for ci in prev] if j == 0 else [(co, co) for co in widths]
-                    cin_max = max(ci for ci, _ in pairs)
-                    key = f"{STAGE_NAMES[i]}_{j}{tag}"
-                    first_grouped = i > 0 or j > 0
-                    v2 = [round(co * r) for ci, co in pairs for r in space.splits
-                          if Block.v2(r) in space.valid_blocks(ci, co, stride, first_grouped)]
+                    sites = [Site(i, j, ci, co) for co in widths for ci in (prev if j == 0 else (co,))]
+                    cin_max, stride = max(st.in_channels for st in sites), sites[0].stride
+                    key = self._unit_key(i, j, widths[0])
+                    v2 = [round(st.out_channels * r) for st in sites for r in space.splits
+                          if Block.v2(r) in space.valid_blocks(st)]
                     if v2:
                         self.units[key + "_v2"] = _SharedV2(cin_max, cout_max, max(v2), cout_max, stride)
-                    v1 = [(co // 4, b.groups) for ci, co in pairs
-                          for b in space.valid_blocks(ci, co, stride, first_grouped) if b.unit == "v1"]
+                    v1 = [(st.out_channels // 4, b.groups) for st in sites for b in space.valid_blocks(st) if b.unit == "v1"]
                     for g in sorted({g for _, g in v1}) if v1_sharing == "per_group" else ([None] if v1 else []):
                         mid = max(m for m, gg in v1 if g is None or gg == g)
                         self.units[key + self._v1_tag(g)] = _SharedV1(cin_max, mid, cout_max,
                                                                       hidden_labels=v1_sharing == "labels")
+                        if stride == 1:
+                            identity_init.append(self.units[key + self._v1_tag(g)])
                 if i == len(space.stages) - 1:
                     self.heads["head" + tag] = _Head(cout_max, space.last_conv, num_classes,
                                                      widths if conv0_head == "per_width" else ())
@@ -396,12 +396,15 @@ class SuperNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-        for key, unit in self.units.items():
-            if isinstance(unit, _SharedV1) and key.split("_")[1] != "0":
-                nn.init.zeros_(unit.bn3.weight)  # stride-1 V1 units start as the identity (as in ShuffleNet)
+        for unit in identity_init:
+            nn.init.zeros_(unit.bn3.weight)  # stride-1 V1 units start as the identity (as in ShuffleNet)
 
     def _width_groups(self, channels: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [tuple(channels)] if self.width_sharing == "prefix" else [(c,) for c in channels]
+
+    def _unit_key(self, stage: int, index: int, width: int) -> str:
+        """The ``units`` key of block ``index`` of ``stage`` at ``width`` (before the unit-kind suffix)."""
+        return f"{STAGE_NAMES[stage]}_{index}{self._tag(width)}"
 
     def _v1_tag(self, groups: int | None) -> str:
         return f"_v1g{groups}" if self.v1_sharing == "per_group" else "_v1"
@@ -422,13 +425,15 @@ class SuperNet(nn.Module):
         s["conv1.0.weight"] = self.stem_conv[: arch.stem]
         s.bn(self.stem_bn, slice(0, arch.stem), "conv1.1.")
         layout = torch.arange(arch.stem, device=self.stem_conv.device)
-        for i, j, cin, cout, b in arch.iter_blocks():
-            unit = self.units[f"{STAGE_NAMES[i]}_{j}{self._tag(cout)}" + ("_v2" if b.unit == "v2" else self._v1_tag(b.groups))]
-            prefix = f"{STAGE_NAMES[i]}.{j}."
+        for site in arch.sites():
+            b, cin, cout = site.block, site.in_channels, site.out_channels
+            unit = self.units[self._unit_key(site.stage, site.index, cout)
+                              + ("_v2" if b.unit == "v2" else self._v1_tag(b.groups))]
+            prefix = f"{STAGE_NAMES[site.stage]}.{site.index}."
             if b.unit == "v2":
                 layout = unit.state(s, layout, cin, cout, b.split, prefix)
             else:
-                layout = unit.state(s, layout, cin, cout, b.groups, 2 if j == 0 else 1, not (i == 0 and j == 0), prefix)
+                layout = unit.state(s, layout, cin, cout, b.groups, site.stride, site.first_grouped, prefix)
         self.heads["head" + self._tag(arch.stages[-1].channels)].state(s, layout, arch.last_conv)
         return s
 

@@ -143,7 +143,7 @@ def run(
     Failures: a trial whose worker process dies, or that raises, is run again up to
     ``max_failures`` times (``tune.FailureConfig``); one that still fails is recorded FAIL in
     the study, with its architecture (user attribute ``arch``) and its error (study user
-    attribute ``trial_errors``, see :func:`search.backends.optuna.failed_trials`), and the
+    attribute ``trial_errors``, see :func:`search.backends.optuna.records`), and the
     search goes on.
 
     Resume: the Tune experiment is checkpointed under ``run_dir/ray/<study name>``

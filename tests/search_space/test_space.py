@@ -5,7 +5,7 @@ import optuna
 import pytest
 import yaml
 
-from search_space import Arch, Block, SearchSpace, Stage, get_preset, list_presets
+from search_space import Arch, Block, SearchSpace, Site, Stage, get_preset, list_presets
 
 SPACE = SearchSpace.load("default")
 
@@ -172,10 +172,10 @@ def test_suggest_is_a_pure_optuna_bridge():
 
 def test_repair_block_is_deterministic_and_close():
     # 232/4 = 58 bottleneck: g=4 and g=8 do not divide it -> largest valid smaller count is 2
-    assert SPACE.repair_block(Block.v1(8), 232, 232, 1) == Block.v1(2)
+    assert SPACE.repair_block(Block.v1(8), Site(1, 1, 232, 232)) == Block.v1(2)
     # v1 downsampling 96 -> 96 impossible -> nearest v2 split
-    assert SPACE.repair_block(Block.v1(3), 96, 96, 2) == Block.v2(0.5)
-    assert SPACE.repair_block(Block.v2(0.25), 96, 96, 1) == Block.v2(0.25)
+    assert SPACE.repair_block(Block.v1(3), Site(1, 0, 96, 96)) == Block.v2(0.5)
+    assert SPACE.repair_block(Block.v2(0.25), Site(1, 1, 96, 96)) == Block.v2(0.25)
 
 
 def test_the_stem_variant_is_a_searched_decision():
