@@ -124,7 +124,7 @@ def truth_accuracy(net: dict[str, Any]) -> float:
 
 
 def _write_json(d: dict[str, Any], path: Path) -> None:
-    from supernet.storage import atomic_write
+    from supernet.common import atomic_write
 
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(d, indent=1) + "\n"))
 

@@ -17,9 +17,10 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from search.latency import LatencyPredictor, measure_many, resolve_device
+from search.latency import LatencyPredictor, measure_many
 from search_space import SearchSpace, get_preset, list_presets
 from supernet import ShuffleNet
+from supernet.common import resolve_device
 
 
 def report(name: str, pred: np.ndarray, meas: np.ndarray) -> None:

@@ -15,8 +15,9 @@ import torch
 
 from search_space import Arch
 from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
+from supernet.common import resolve_device
 from supernet.data import Data
-from supernet.train import accuracy, check_device
+from supernet.train import accuracy
 
 from .records import TrialRecord
 
@@ -49,7 +50,7 @@ def evaluate_arch(
     calib: list[torch.Tensor] | None = None,
 ) -> tuple[float, ShuffleNet]:
     """Top-1 (%) on ``data``'s validation split of ``arch`` with inherited weights and recalibrated BN."""
-    dev = check_device(device)
+    dev = resolve_device(device)
     channels_last = dev.type == "cpu"
     model = extract(supernet, arch).to(dev)
     if channels_last:
@@ -85,7 +86,7 @@ class Scorer:
         self.predictor = predictor
         self.budget_ms = float(budget_ms)
         self.input_size = input_size
-        self.device = check_device(device)
+        self.device = resolve_device(device)
         self.runtime = runtime
         self.threads = threads
         self.cfg = cfg

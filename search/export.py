@@ -29,7 +29,7 @@ import yaml
 
 from search_space import Arch
 from supernet import ShuffleNet
-from supernet.storage import atomic_write
+from supernet.common import atomic_write
 
 __all__ = ["export_model", "load_model", "load_artefact", "measure_artefacts", "preprocessing", "make_transforms",
            "torchvision_equivalent", "MODEL_FORMAT", "ARTEFACTS"]
@@ -182,7 +182,8 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
     if not p.is_file():
         raise ValueError(f"{kind}: {str(p)!r} does not exist")
     if kind == "onnx":
-        from search.latency import check_runtime, ort_session, resolve_device
+        from search.latency import check_runtime, ort_session
+        from supernet.common import resolve_device
 
         check_runtime("onnxruntime")
         return ort_session(p, device=resolve_device(device), threads=threads)
@@ -220,7 +221,8 @@ def measure_artefacts(run_dir: Path | str, files: dict[str, str], *, input_size:
             except ImportError:
                 log.warning("model.onnx not measured: onnxruntime is not installed")
                 continue
-            from search.latency import ort_session, resolve_device
+            from search.latency import ort_session
+            from supernet.common import resolve_device
 
             try:
                 ort_session(Path(run_dir) / files[kind], device=resolve_device(device), threads=threads)

@@ -53,7 +53,7 @@ from torch import nn
 
 from search_space import Arch, SearchSpace, Site
 from supernet import ShuffleNet
-from supernet.storage import atomic_write, cache_root
+from supernet.common import atomic_write, cache_root, progress_bar, resolve_device
 from supernet.units import make_unit
 
 __all__ = [
@@ -64,7 +64,6 @@ __all__ = [
     "measure_many",
     "compare",
     "LatencyPredictor",
-    "resolve_device",
     "device_name",
     "check_runtime",
     "ort_session",
@@ -77,25 +76,6 @@ PREDICTOR_FORMAT = "shufflenas.latency/3"
 
 
 # ---------------------------------------------------------------------------- checks
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The target device: ``None`` = the GPU when present, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device: unknown device {device!r}; available: {_available()}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {str(device)!r} requested but no CUDA GPU is available; available: {_available()}")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: unsupported device {str(device)!r}; available: {_available()}")
-    return dev
-
-
-def _available() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
@@ -713,7 +693,7 @@ class LatencyPredictor:
         t0 = time.perf_counter()
         specs = _table_specs(space, num_classes, small_input, shape[-1])
         lut: dict[str, float] = {}
-        bar = _bar(len(specs), "latency table", progress)
+        bar = progress_bar(len(specs), "latency table", "entry", progress)
 
         costs: dict[str, tuple[float, float]] = {}
 
@@ -736,7 +716,7 @@ class LatencyPredictor:
         p = cls(key=key, lut=lut, coef=[1.0, 1.0, 1.0] + [0.0] * (len(cls.FEATURES) - 3))
         rng = np.random.default_rng(seed)
         archs = [space.sample(rng, num_classes=num_classes, small_input=small_input) for _ in range(calib_archs)]
-        bar = _bar(1, f"calibration ({calib_archs} archs, end to end)", progress)
+        bar = progress_bar(1, f"calibration ({calib_archs} archs, end to end)", "entry", progress)
         meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, device=dev, runtime=runtime,
                             threads=nthreads, dtype=dtype, rounds=6, per_round=10, seed=seed)
         if bar is not None:
@@ -905,14 +885,6 @@ def _stem_variants(space: SearchSpace, small_input: bool | None) -> tuple[bool, 
 
 def _probe_arch(space: SearchSpace, num_classes: int, small_input: bool) -> Arch:
     return space.sample(np.random.default_rng(0), num_classes=num_classes, small_input=small_input)
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="entry", leave=False, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -30,7 +30,7 @@ import yaml
 
 from search.config import SearchConfig
 from search.records import TrialRecord, read_trials_csv, write_trials_csv
-from supernet.storage import cache_root
+from supernet.common import cache_root
 
 __all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
            "publish", "supernet_key", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
@@ -174,8 +174,9 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     and the run folder (with its ``run.yaml``). Raises ``ValueError`` before writing anything."""
     import torch
 
-    from search.latency import LatencyPredictor, resolve_device
+    from search.latency import LatencyPredictor
     from search_space import SearchSpace
+    from supernet.common import resolve_device
     from supernet.data import load_data
     from supernet.train import Recipe
 

@@ -134,9 +134,9 @@ def _retrain(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {args.epochs}")
     from supernet.cluster import check_workers
-    from supernet.train import check_device
+    from supernet.common import resolve_device
 
-    check_workers(args.train_workers, address=args.address, use_gpu=check_device(args.device).type == "cuda")
+    check_workers(args.train_workers, address=args.address, use_gpu=resolve_device(args.device).type == "cuda")
     run_data = None
     if args.target and Path(args.target).is_dir() and (Path(args.target) / "run.yaml").is_file():
         run_data = yaml.safe_load((Path(args.target) / "run.yaml").read_text())["config"]["data"]

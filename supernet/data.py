@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .storage import atomic_write, cache_root
+from .common import atomic_write, cache_root
 
 __all__ = ["Data", "load_data", "parse_spec", "IMG_EXTENSIONS"]
 

@@ -31,13 +31,13 @@ from torch import nn
 
 from search_space import Arch, SearchSpace
 
+from .common import atomic_save, progress_bar, resolve_device
 from .data import Data, load_data
 from .distributed import LOCAL, Replica
 from .sampling import in_family, make_path_sampler
-from .storage import atomic_write
 from .supernet import SuperNet
 
-__all__ = ["Recipe", "train_supernet", "sandwich_step", "train_model", "load_supernet", "accuracy", "make_optimizer", "atomic_save", "default_device"]
+__all__ = ["Recipe", "train_supernet", "sandwich_step", "train_model", "load_supernet", "accuracy", "make_optimizer"]
 
 log = logging.getLogger(__name__)
 CKPT_FORMAT = "shufflenas.supernet/1"
@@ -89,25 +89,6 @@ class Recipe:
         if extra:
             raise ValueError(f"recipe: unknown key(s) {extra}; known {sorted(known)}")
         return cls(**d)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """Resolve ``device`` (None = GPU when present, else CPU) with a clear error."""
-    dev = torch.device(device or default_device())
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but no CUDA GPU is available; available: ['cpu']")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: unsupported device {str(dev)!r}; available: ['cpu'] + (['cuda'] if a GPU is present)")
-    return dev
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename over ``path`` (never a torn checkpoint)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
@@ -388,7 +369,7 @@ def train_supernet(
             more workers than the cluster's CPUs (GPUs).
         RuntimeError: a Ray Train worker failed.
     """
-    dev = check_device(device)
+    dev = resolve_device(device)
     if workers != 1:
         kw = dict(checkpoint=checkpoint, resume=resume, small_input=small_input, width_sharing=width_sharing,
                   conv0_head=conv0_head, v1_sharing=v1_sharing, sampler=sampler, update=update, sandwich=sandwich,
@@ -462,7 +443,7 @@ def train_supernet(
         supernet.train()
         t0 = time.perf_counter()
         tot_loss = tot_correct = tot_n = 0.0
-        bar = _bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", progress and replica.is_main)
+        bar = progress_bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", "step", progress and replica.is_main)
         for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                                 generator=gen, device=dev, channels_last=channels_last,
                                                 min_last=_min_last(replica))):
@@ -550,7 +531,7 @@ def train_model(
     Raises:
         ValueError: a checkpoint of another config; more workers than the cluster holds.
         RuntimeError: a Ray Train worker failed."""
-    dev = check_device(device)
+    dev = resolve_device(device)
     if workers != 1:
         kw = dict(model=model, data=data, recipe=recipe, progress=progress, desc=desc, checkpoint=checkpoint,
                   resume=resume, config=config, stop_after_epoch=stop_after_epoch)
@@ -584,7 +565,7 @@ def train_model(
         _, gen = epoch_generators(recipe.seed, epoch)
         model.train()
         tot = correct = n = 0.0
-        bar = _bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", progress and replica.is_main)
+        bar = progress_bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", "step", progress and replica.is_main)
         for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
                                  generator=gen, device=dev, channels_last=channels_last,
                                  min_last=_min_last(replica)):
@@ -663,14 +644,6 @@ def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tu
     return supernet.to(device), state
 
 
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m supernet.train", description="Train a weight-sharing supernet with SPOS.")
     ap.add_argument("--data", default="digits", help="digits | cifar10[:ROOT] | imagefolder:PATH[@N]")
@@ -711,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
         from .cluster import check_workers
 
-        check_workers(args.train_workers, address=args.address, use_gpu=check_device(args.device).type == "cuda")
+        check_workers(args.train_workers, address=args.address, use_gpu=resolve_device(args.device).type == "cuda")
         space = SearchSpace.load(args.space)
         data = load_data(args.data, image_size=args.image_size)
         out = Path(args.out)
