@@ -301,6 +301,112 @@ def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, sm
     }
 
 
+StepFn = Callable[[torch.Tensor, torch.Tensor, float, np.random.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def read_checkpoint(path: Path | None, fmt: str, config: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` to resume from, or None when there is none yet.
+
+    The one resume rule of both trainings: the file must be a ``fmt`` checkpoint trained with
+    exactly ``config`` (recipe, data, space and knobs).
+
+    Raises:
+        ValueError: not a ``what`` checkpoint, or one trained with other settings (names them).
+    """
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise ValueError(f"resume: {path} is not a {what} checkpoint")
+    diff = sorted(k for k in set(config) | set(state["config"]) if state["config"].get(k) != config.get(k))
+    if diff:
+        raise ValueError(f"resume: checkpoint {path} was trained with a different {', '.join(diff)}; "
+                         f"use a new output folder or the same settings")
+    return state
+
+
+def fit(model: nn.Module, data: Data, recipe: Recipe, make_step: Callable[..., StepFn], *, device: torch.device,
+        fmt: str, config: dict[str, Any], checkpoint: Path | None = None, state: dict[str, Any] | None = None,
+        desc: str = "train", validate: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+        replica: Replica = LOCAL, report: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """The one training engine: the epoch loop, progress, per-epoch history, checkpoint and resume.
+
+    ``make_step(opt, sched, scaler, use_amp)`` returns the step, ``step(x, y, weight, rng, global_step)
+    -> (logits, loss)``: for SPOS it asks its path sampler what to train (``rng`` and the global
+    step seed the path, so every worker and a resumed run draw the same ones); for a static model
+    it is a plain SGD step. ``state`` (from :func:`read_checkpoint`) continues a run with the result
+    of an uninterrupted one. With ``validate``, each epoch records ``val_acc`` (top-1 %, validation
+    split). After every epoch the checkpoint (format ``fmt``, ``config``, epoch, model, optimizer,
+    schedule, scaler, history, seconds, workers) is written atomically to ``checkpoint`` by rank 0.
+    Returns the last checkpoint dict (``state`` if no epoch ran).
+    """
+    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, device, replica)
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history = list(state["history"])
+        start_epoch, elapsed = state["epoch"], state.get("train_seconds", 0.0)
+        log.info("resuming %s at epoch %d/%d", checkpoint, start_epoch, recipe.epochs)
+    step_fn = make_step(opt, sched, scaler, use_amp)
+    ckpt: dict[str, Any] = state or {}
+    for epoch in range(start_epoch, recipe.epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+        t0 = time.perf_counter()
+        loss, acc = _train_epoch(model, data, recipe, step_fn, epoch, steps, device=device, channels_last=channels_last,
+                                 desc=desc, progress=progress, replica=replica)
+        elapsed += time.perf_counter() - t0
+        entry = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": opt.param_groups[0]["lr"],
+                 "seconds": time.perf_counter() - t0}
+        if validate:
+            model.eval()
+            entry["val_acc"] = accuracy(model, data.batches("val", batch_size=256, device=device,
+                                                            channels_last=channels_last))
+        history.append(entry)
+        log.info("%s epoch %d/%d loss %.4f acc %.2f%%%s", desc, epoch + 1, recipe.epochs, loss, acc,
+                 f" val top-1 {entry['val_acc']:.2f}%" if validate else "")
+        ckpt = {"format": fmt, "config": config, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "history": history, "metrics": entry, "train_seconds": elapsed, "torch": str(torch.__version__),
+                "device": str(device), "workers": replica.world_size}
+        if checkpoint is not None and replica.is_main:
+            atomic_save(ckpt, checkpoint)
+        if report is not None:
+            report(dict(entry))
+    return ckpt
+
+
+def _train_epoch(model: nn.Module, data: Data, recipe: Recipe, step_fn: StepFn, epoch: int, steps: int, *,
+                 device: torch.device, channels_last: bool, desc: str, progress: bool,
+                 replica: Replica) -> tuple[float, float]:
+    """One epoch of ``step_fn`` over the shuffled, augmented training split; (loss, top-1 %) over
+    every worker's images."""
+    rng, gen = epoch_generators(recipe.seed, epoch)
+    model.train()
+    tot_loss = tot_correct = tot_n = 0.0
+    bar = progress_bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", "step", progress and replica.is_main)
+    for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
+                                            generator=gen, device=device, channels_last=channels_last,
+                                            min_last=_min_last(replica))):
+        x, y, weight = replica.shard(x, y)
+        out, loss = step_fn(x, y, weight, rng, epoch * steps + k)
+        n = y.numel()
+        tot_loss += float(loss.detach()) * n
+        tot_correct += int((out.argmax(1) == y).sum())
+        tot_n += n
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}%")
+    if bar is not None:
+        bar.close()
+    tot_loss, tot_correct, tot_n = replica.all_reduce_sums(tot_loss, tot_correct, tot_n)
+    return tot_loss / tot_n, 100 * tot_correct / tot_n
+
+
 def train_supernet(
     space: SearchSpace,
     data: Data,
@@ -397,106 +503,33 @@ def train_supernet(
     config = _config(space, data, recipe, data.num_classes, small, width_sharing, conv0_head, sampler, update, v1_sharing,
                      sandwich, family, None if init is None else str(init))
     ckpt_path = Path(checkpoint) if checkpoint else None
-    state = None
-    if resume:
-        if ckpt_path is None:
-            raise ValueError("resume: needs a checkpoint path")
-        if ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if state.get("format") != CKPT_FORMAT:
-                raise ValueError(f"resume: {ckpt_path} is not a supernet checkpoint")
-            diff = sorted(k for k in set(config) | set(state["config"]) if state["config"].get(k) != config.get(k))
-            if diff:
-                raise ValueError(
-                    f"resume: checkpoint {ckpt_path} was trained with a different {', '.join(diff)}; "
-                    f"use a new output folder or the same settings"
-                )
+    if resume and ckpt_path is None:
+        raise ValueError("resume: needs a checkpoint path")
+    state = read_checkpoint(ckpt_path, CKPT_FORMAT, config, "supernet") if resume else None
     torch.manual_seed(recipe.seed)
     supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head,
                         v1_sharing=v1_sharing)
     if init is not None and state is None:
-        start, _ = load_supernet(init)
-        if start.state_dict().keys() != supernet.state_dict().keys():
-            raise ValueError(f"init: {init} is a supernet of another space or with other sharing knobs")
-        try:
-            supernet.load_state_dict(start.state_dict())
-        except RuntimeError as e:
-            raise ValueError(f"init: {init} does not fit this supernet ({str(e).splitlines()[0]})") from None
-    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(supernet, data, recipe, dev, replica)
-    history: list[dict[str, Any]] = []
-    start_epoch, elapsed = 0, 0.0
-    if state is not None:
-        supernet.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        start_epoch, elapsed = state["epoch"], state["train_seconds"]
-        log.info("resuming %s at epoch %d/%d", ckpt_path, start_epoch, recipe.epochs)
-    path_only = _PathOnly(supernet, opt) if update == "path" else None
+        _load_init(supernet, init)
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    ckpt: dict[str, Any] = state or {}
-    for epoch in range(start_epoch, recipe.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        rng, gen = epoch_generators(recipe.seed, epoch)
-        supernet.train()
-        t0 = time.perf_counter()
-        tot_loss = tot_correct = tot_n = 0.0
-        bar = progress_bar(steps, f"supernet epoch {epoch + 1}/{recipe.epochs}", "step", progress and replica.is_main)
-        for k, (x, y) in enumerate(data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
-                                                generator=gen, device=dev, channels_last=channels_last,
-                                                min_last=_min_last(replica))):
-            x, y, weight = replica.shard(x, y)
-            step = epoch * steps + k
-            paths = ([sample(rng, step)] if not sandwich
-                     else extremes + [sample(rng, step * sandwich + r) for r in range(sandwich)])
+
+    def make_step(opt, sched, scaler, use_amp) -> StepFn:
+        path_only = _PathOnly(supernet, opt) if update == "path" else None
+
+        def step(x, y, weight, rng, k):  # SPOS: the sampler picks the path(s) this step trains
+            paths = [sample(rng, k)] if not sandwich else extremes + [sample(rng, k * sandwich + r) for r in range(sandwich)]
             saved = path_only.freeze(paths) if path_only is not None else None
-            after = None if saved is None else lambda saved=saved: path_only.restore(saved)
+            after = None if saved is None else lambda: path_only.restore(saved)
             if sandwich:
-                out, loss = sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after,
-                                          replica=replica, loss_weight=weight)[2]
-            else:
-                out, loss = sgd_step(lambda x=x, arch=paths[0]: supernet(x, arch), y, crit, supernet, opt, sched, scaler,
-                                     recipe, use_amp, after_step=after, replica=replica, loss_weight=weight)
-            n = y.numel()
-            tot_loss += float(loss.detach()) * n
-            tot_correct += int((out.argmax(1) == y).sum())
-            tot_n += n
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{100 * tot_correct / tot_n:.1f}%")
-        if bar is not None:
-            bar.close()
-        tot_loss, tot_correct, tot_n = replica.all_reduce_sums(tot_loss, tot_correct, tot_n)
-        elapsed += time.perf_counter() - t0
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": tot_loss / tot_n,
-            "train_acc": 100 * tot_correct / tot_n,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-        })
-        log.info("epoch %d/%d loss %.4f acc %.2f%%", epoch + 1, recipe.epochs, history[-1]["train_loss"], history[-1]["train_acc"])
-        ckpt = {
-            "format": CKPT_FORMAT,
-            "config": config,
-            "epoch": epoch + 1,
-            "model": supernet.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
-            "history": history,
-            "metrics": history[-1],
-            "train_seconds": elapsed,
-            "torch": torch.__version__,
-            "device": str(dev),
-            "workers": replica.world_size,
-        }
-        if ckpt_path is not None and replica.is_main:
-            atomic_save(ckpt, ckpt_path)
-        if report is not None:
-            report({k: v for k, v in history[-1].items()})
+                return sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after,
+                                     replica=replica, loss_weight=weight)[2]
+            return sgd_step(lambda: supernet(x, paths[0]), y, crit, supernet, opt, sched, scaler, recipe, use_amp,
+                            after_step=after, replica=replica, loss_weight=weight)
+        return step
+
+    ckpt = fit(supernet, data, recipe, make_step, device=dev, fmt=CKPT_FORMAT, config=config, checkpoint=ckpt_path,
+               state=state, desc="supernet", progress=progress, stop_after_epoch=stop_after_epoch, replica=replica,
+               report=report)
     return supernet, ckpt
 
 
@@ -541,58 +574,21 @@ def train_model(
         model.to(dev)
         return list(state["history"])
     torch.manual_seed(recipe.seed)
-    channels_last, steps, opt, sched, use_amp, scaler = _training_setup(model, data, recipe, dev, replica)
-    crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    history: list[dict[str, Any]] = []
     cfg = {**(config or {}), "recipe": asdict(recipe), "data": data.spec}
     ckpt_path = Path(checkpoint) if checkpoint else None
-    start = 0
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("format") != MODEL_CKPT_FORMAT:
-            raise ValueError(f"resume: {ckpt_path} is not a training checkpoint")
-        diff = sorted(k for k in set(cfg) | set(state["config"]) if state["config"].get(k) != cfg.get(k))
-        if diff:
-            raise ValueError(f"resume: {ckpt_path} was trained with a different {', '.join(diff)}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, start = list(state["history"]), state["epoch"]
-    for epoch in range(start, recipe.epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            break
-        _, gen = epoch_generators(recipe.seed, epoch)
-        model.train()
-        tot = correct = n = 0.0
-        bar = progress_bar(steps, f"{desc} epoch {epoch + 1}/{recipe.epochs}", "step", progress and replica.is_main)
-        for x, y in data.batches("train", batch_size=recipe.batch_size, shuffle=True, augment=True,
-                                 generator=gen, device=dev, channels_last=channels_last,
-                                 min_last=_min_last(replica)):
-            x, y, weight = replica.shard(x, y)
-            out, loss = sgd_step(lambda x=x: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp,
-                                 replica=replica, loss_weight=weight)
-            tot += float(loss.detach()) * y.numel()
-            correct += int((out.argmax(1) == y).sum())
-            n += y.numel()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{tot / n:.3f}", acc=f"{100 * correct / n:.1f}%")
-        if bar is not None:
-            bar.close()
-        tot, correct, n = replica.all_reduce_sums(tot, correct, n)
-        model.eval()
-        val = accuracy(model, data.batches("val", batch_size=256, device=dev, channels_last=channels_last))
-        history.append({"epoch": epoch + 1, "train_loss": tot / n, "train_acc": 100 * correct / n, "val_acc": val})
-        log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%%", desc, epoch + 1, recipe.epochs, tot / n, val)
-        if ckpt_path is not None and replica.is_main:
-            atomic_save({"format": MODEL_CKPT_FORMAT, "config": cfg, "epoch": epoch + 1, "model": model.state_dict(),
-                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "scaler": scaler.state_dict(), "history": history, "torch": str(torch.__version__),
-                         "workers": replica.world_size}, ckpt_path)
-        if report is not None:
-            report(dict(history[-1]))
-    return history
+    state = read_checkpoint(ckpt_path, MODEL_CKPT_FORMAT, cfg, "training") if resume else None
+    crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    def make_step(opt, sched, scaler, use_amp) -> StepFn:
+        def step(x, y, weight, rng, k):  # no sampler: the whole model, every step
+            return sgd_step(lambda: model(x), y, crit, model, opt, sched, scaler, recipe, use_amp, replica=replica,
+                            loss_weight=weight)
+        return step
+
+    ckpt = fit(model, data, recipe, make_step, device=dev, fmt=MODEL_CKPT_FORMAT, config=cfg, checkpoint=ckpt_path,
+               state=state, desc=desc, validate=True, progress=progress, stop_after_epoch=stop_after_epoch,
+               replica=replica, report=report)
+    return list(ckpt.get("history", []))
 
 
 def _on_workers(fn: Callable[..., Any], kwargs: dict[str, Any], dev: torch.device, workers: int,
@@ -623,6 +619,17 @@ def _on_workers(fn: Callable[..., Any], kwargs: dict[str, Any], dev: torch.devic
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_init(supernet: SuperNet, init: Path | str) -> None:
+    """Start ``supernet`` from the weights of the checkpoint ``init`` (few-shot NAS)."""
+    start, _ = load_supernet(init)
+    if start.state_dict().keys() != supernet.state_dict().keys():
+        raise ValueError(f"init: {init} is a supernet of another space or with other sharing knobs")
+    try:
+        supernet.load_state_dict(start.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"init: {init} does not fit this supernet ({str(e).splitlines()[0]})") from None
 
 
 def load_supernet(path: Path | str, *, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:
