@@ -691,34 +691,15 @@ class LatencyPredictor:
             except ValueError as e:
                 warnings.warn(f"{e}; rebuilding it", RuntimeWarning, stacklevel=2)
         t0 = time.perf_counter()
-        specs = _table_specs(space, num_classes, small_input, shape[-1])
-        lut: dict[str, float] = {}
-        bar = progress_bar(len(specs), "latency table", "entry", progress)
-
-        costs: dict[str, tuple[float, float]] = {}
-
-        def entry_ms(k: str) -> float:
-            spec, ishape = specs[k]
-            module = _build_entry(spec)
-            if k not in costs:
-                costs[k] = _entry_cost(module, ishape)
-            return measure(module, input_shape=ishape, device=dev, runtime=runtime, threads=nthreads,
-                           dtype=dtype, samples=25, warmup_runs=5, warmup_s=0.02, retries=1, max_rel_iqr=0.2).median_ms
-
-        for k in specs:
-            lut[k] = entry_ms(k)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        remeasured = _check_table(lut, costs, {k: _kind(spec) for k, (spec, _) in specs.items()}, entry_ms)
+        cond = dict(device=dev, runtime=runtime, threads=nthreads, dtype=dtype)
+        lut, remeasured = _measure_table(_table_specs(space, num_classes, small_input, shape[-1]), cond, progress)
         table_s = time.perf_counter() - t0
         p = cls(key=key, lut=lut, coef=[1.0, 1.0, 1.0] + [0.0] * (len(cls.FEATURES) - 3))
         rng = np.random.default_rng(seed)
         archs = [space.sample(rng, num_classes=num_classes, small_input=small_input) for _ in range(calib_archs)]
         bar = progress_bar(1, f"calibration ({calib_archs} archs, end to end)", "entry", progress)
-        meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, device=dev, runtime=runtime,
-                            threads=nthreads, dtype=dtype, rounds=6, per_round=10, seed=seed)
+        meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, rounds=6, per_round=10, seed=seed,
+                            **cond)
         if bar is not None:
             bar.update(1)
             bar.close()
@@ -744,6 +725,33 @@ class LatencyPredictor:
             "calibrated_mape": float(np.mean(np.abs(pred - y) / y) * 100),
             "coef": dict(zip(self.FEATURES, self.coef)),
         }
+
+
+def _measure_table(specs: dict[str, tuple[tuple, tuple[int, ...]]], cond: dict[str, Any],
+                   progress: bool) -> tuple[dict[str, float], Any]:
+    """Every table entry measured under ``cond`` (device, runtime, threads, dtype), then checked
+    against its cost-model fit (:func:`_check_table`: outliers re-measured, a table that still looks
+    wrong raises). Returns (key -> median ms, the re-measured entries)."""
+    lut: dict[str, float] = {}
+    costs: dict[str, tuple[float, float]] = {}
+    bar = progress_bar(len(specs), "latency table", "entry", progress)
+
+    def entry_ms(k: str) -> float:
+        spec, ishape = specs[k]
+        module = _build_entry(spec)
+        if k not in costs:
+            costs[k] = _entry_cost(module, ishape)
+        return measure(module, input_shape=ishape, samples=25, warmup_runs=5, warmup_s=0.02, retries=1,
+                       max_rel_iqr=0.2, **cond).median_ms
+
+    for k in specs:
+        lut[k] = entry_ms(k)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    remeasured = _check_table(lut, costs, {k: _kind(spec) for k, (spec, _) in specs.items()}, entry_ms)
+    return lut, remeasured
 
 
 def _table_specs(space: SearchSpace, num_classes: int, small_input: bool | None,

@@ -1,4 +1,4 @@
-"""Run reports: ``trials.csv``, ``pareto.png`` and ``report.md``."""
+"""Run reports: ``pareto.png`` and ``report.md`` (``trials.csv``: :mod:`search.records`)."""
 
 from __future__ import annotations
 
@@ -85,30 +85,7 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
                      f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
     else:
         lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
-    if finetune:
-        lines += ["", "Final pick: the best candidates under the budget by one-shot score, fine-tuned from their "
-                  "inherited weights with successive halving (the weaker stop early); the exported model is the "
-                  "winner's fine-tuned weights.", "",
-                  "| candidate | top-1 inherited | top-1 per fine-tune epoch | stopped | latency |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {_code(r['arch'])} | {r['acc_inherited']:.2f}% | "
-                  + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
-                  f"{r['latency_ms']:.3f} ms |" for r in finetune]
-    shipped = winner.get("shipped") or {}
-    if shipped:
-        lines += ["", "Shipped artefacts, loaded back from this folder and measured interleaved after export "
-                  "(batch 1, the threads above); the budget applies to the one marked:", "",
-                  "| file | runtime | memory format | latency median (IQR) | note |", "| --- | --- | --- | --- | --- |"]
-        for v in shipped.values():
-            note = []
-            if v["primary"]:
-                note.append("**budget checked on this one**")
-                if v["median_ms"] > config["latency_ms"]:
-                    note.append(f"**over the {config['latency_ms']:g} ms budget**")
-            if v["noisy"]:
-                note.append("**unreliable: IQR over 10% of the median after a re-measurement**" if v["primary"]
-                            else "noisy: IQR over 10% of the median (measured once: the budget is not checked on it)")
-            lines.append(f"| `{v['file']}` | {v['runtime']} | {v['memory_format']} | {v['median_ms']:.3f} ms "
-                         f"({v['iqr_ms']:.3f}) | {'; '.join(note)} |")
+    lines += _finetune_lines(finetune or []) + _shipped_lines(winner.get("shipped") or {}, config["latency_ms"])
     from search.export import torchvision_equivalent
     from search_space import Arch
 
@@ -130,3 +107,36 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _finetune_lines(finetune: list[dict]) -> list[str]:
+    lines: list[str] = []
+    if finetune:
+        lines += ["", "Final pick: the best candidates under the budget by one-shot score, fine-tuned from their "
+                  "inherited weights with successive halving (the weaker stop early); the exported model is the "
+                  "winner's fine-tuned weights.", "",
+                  "| candidate | top-1 inherited | top-1 per fine-tune epoch | stopped | latency |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {_code(r['arch'])} | {r['acc_inherited']:.2f}% | "
+                  + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
+                  f"{r['latency_ms']:.3f} ms |" for r in finetune]
+    return lines
+
+
+def _shipped_lines(shipped: dict, budget_ms: float) -> list[str]:
+    lines: list[str] = []
+    if shipped:
+        lines += ["", "Shipped artefacts, loaded back from this folder and measured interleaved after export "
+                  "(batch 1, the threads above); the budget applies to the one marked:", "",
+                  "| file | runtime | memory format | latency median (IQR) | note |", "| --- | --- | --- | --- | --- |"]
+        for v in shipped.values():
+            note = []
+            if v["primary"]:
+                note.append("**budget checked on this one**")
+                if v["median_ms"] > budget_ms:
+                    note.append(f"**over the {budget_ms:g} ms budget**")
+            if v["noisy"]:
+                note.append("**unreliable: IQR over 10% of the median after a re-measurement**" if v["primary"]
+                            else "noisy: IQR over 10% of the median (measured once: the budget is not checked on it)")
+            lines.append(f"| `{v['file']}` | {v['runtime']} | {v['memory_format']} | {v['median_ms']:.3f} ms "
+                         f"({v['iqr_ms']:.3f}) | {'; '.join(note)} |")
+    return lines

@@ -155,33 +155,13 @@ def run(
         KeyboardInterrupt: the search was interrupted (Ctrl-C); its state is saved for ``resume``.
     """
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
 
     global ArchTrial, ConstrainedOptunaSearch
     ArchTrial = _make_trainable()
     ConstrainedOptunaSearch = _make_searcher_class()
     init_ray(address)
     storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
-    name_file = Path(run_dir) / "ray_study.txt"
-    exp = None
-    if resume and name_file.is_file():
-        study_name = name_file.read_text().strip()
-        exp = Path(run_dir).resolve() / "ray" / study_name
-        if not tune.Tuner.can_restore(str(exp)):
-            log.warning("resume: no Tune checkpoint under %s yet (interrupted at its start); the search starts again", exp)
-            exp = None
-    if exp is None:  # a new search (or one interrupted before its first trial)
-        study_name = f"search-{uuid.uuid4().hex[:8]}"
-        name_file.write_text(study_name + "\n")  # before any trial: an interrupted run can be restored
-
-    define = _DefineByRun(space, num_classes, {str(a): n for n, a in seeds})
-
-    points = [space.params_from_arch(a) for _, a in seeds]
-    searcher = ConstrainedOptunaSearch(
-        space=define, metric=["acc", "latency_ms"], mode=["max", "min"], points_to_evaluate=points or None,
-        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
-        study_name=study_name, storage=storage,
-    )
+    study_name, exp = _experiment(run_dir, resume)
     trainable = tune.with_parameters(ArchTrial, objective=objective)
     # with_parameters returns a subclass named with_parameters.<locals>._Inner; keep the trial
     # actors' name readable in the Ray dashboard
@@ -189,32 +169,66 @@ def run(
     if exp is not None:
         tuner = tune.Tuner.restore(str(exp), trainable=trainable)
     else:
-        tuner = tune.Tuner(
-            trainable,  # a class Trainable asks for 1 CPU per trial by default
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                        num_samples=n_trials, reuse_actors=True),
-            run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
-                                      stop={"training_iteration": 1}, verbose=verbose,
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
-        )
+        searcher = _searcher(space, num_classes, seeds, seed, study_name, storage)
+        tuner = _new_tuner(trainable, searcher, run_dir, study_name, n_trials, concurrency, verbose, max_failures)
     results = tuner.fit()
     errors = {}
-    n = 0
-    for r in results:
+    for n, r in enumerate(results):
         if r.error is not None and r.config:  # a trial that never started after a restore has no config
             errors[str(r.config.get("arch"))] = error_line(r.error)
         elif r.metrics and on_trial is not None:
             on_trial(TrialRecord.from_dict({"number": n, **{k: r.metrics[k] for k in _METRICS if k in r.metrics}}))
-        n += 1
-    if results.num_terminated + results.num_errors < n_trials:  # Ctrl-C: Tune stopped and saved its state
-        raise KeyboardInterrupt(f"the Ray search stopped after {results.num_terminated} of {n_trials} trials")
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    if errors:
+    if errors:  # saved before an interrupt too: a restored Tune run no longer carries the exceptions
+        study = optuna.load_study(study_name=study_name, storage=storage)
         study.set_user_attr("trial_errors", {**study.user_attrs.get("trial_errors", {}), **errors})
         log.warning("%d Ray trial(s) failed after %d retries and are recorded FAIL; first: %s", len(errors),
                     max_failures, next(iter(errors.values())))
-    return records(study)
+    if results.num_terminated + results.num_errors < n_trials:  # Ctrl-C: Tune stopped and saved its state
+        raise KeyboardInterrupt(f"the Ray search stopped after {results.num_terminated} of {n_trials} trials")
+    return records(optuna.load_study(study_name=study_name, storage=storage))
 
+
+def _experiment(run_dir: Path, resume: bool) -> tuple[str, Path | None]:
+    """(study name, Tune experiment folder to restore or None for a new search). A new search
+    writes its name to ``ray_study.txt`` before any trial, so an interrupted run can be restored."""
+    from ray import tune
+
+    name_file = Path(run_dir) / "ray_study.txt"
+    if resume and name_file.is_file():
+        study_name = name_file.read_text().strip()
+        exp = Path(run_dir).resolve() / "ray" / study_name
+        if tune.Tuner.can_restore(str(exp)):
+            return study_name, exp
+        log.warning("resume: no Tune checkpoint under %s yet (interrupted at its start); the search starts again", exp)
+    study_name = f"search-{uuid.uuid4().hex[:8]}"
+    name_file.write_text(study_name + "\n")
+    return study_name, None
+
+
+def _searcher(space: SearchSpace, num_classes: int, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
+              storage):
+    """Optuna's multi-objective TPE behind Tune, with the presets as its first points."""
+    points = [space.params_from_arch(a) for _, a in seeds]
+    return ConstrainedOptunaSearch(
+        space=_DefineByRun(space, num_classes, {str(a): n for n, a in seeds}), metric=["acc", "latency_ms"],
+        mode=["max", "min"], points_to_evaluate=points or None,
+        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
+        study_name=study_name, storage=storage)
+
+
+def _new_tuner(trainable, searcher, run_dir: Path, study_name: str, n_trials: int, concurrency: int, verbose: int,
+               max_failures: int):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    return tune.Tuner(
+        trainable,  # a class Trainable asks for 1 CPU per trial by default
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                    num_samples=n_trials, reuse_actors=True),
+        run_config=tune.RunConfig(name=study_name, storage_path=str(Path(run_dir).resolve() / "ray"),
+                                  stop={"training_iteration": 1}, verbose=verbose,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    )
 
 
 def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=None, device=None, seed=0,
