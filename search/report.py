@@ -113,12 +113,15 @@ def _finetune_lines(finetune: list[dict]) -> list[str]:
     lines: list[str] = []
     if finetune:
         lines += ["", "Final pick: the best candidates under the budget by one-shot score, fine-tuned from their "
-                  "inherited weights with successive halving (the weaker stop early); the exported model is the "
-                  "winner's fine-tuned weights.", "",
-                  "| candidate | top-1 inherited | top-1 per fine-tune epoch | stopped | latency |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {_code(r['arch'])} | {r['acc_inherited']:.2f}% | "
+                  "inherited weights with successive halving within each stem variant (the weaker stop early); "
+                  "each stem's most accurate is a finalist, and the finalist with the best one-shot score ships "
+                  "(a short fine-tune ranks within a stem but favours the ImageNet stem across them); the exported "
+                  "model is the winner's fine-tuned weights.", "",
+                  "| candidate | stem | top-1 inherited | top-1 per fine-tune epoch | stopped | finalist | latency |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {_code(r['arch'])} | {r.get('stem', '')} | {r['acc_inherited']:.2f}% | "
                   + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
-                  f"{r['latency_ms']:.3f} ms |" for r in finetune]
+                  f"{'yes' if r.get('finalist') else 'no'} | {r['latency_ms']:.3f} ms |" for r in finetune]
     return lines
 
 

@@ -31,8 +31,10 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     w = next(r for r in res.trials if r.arch == res.winner["arch"])
     assert w.measured_ms == res.winner["latency"]["median_ms"] == res.winner["latency_ms"]
     assert w.pred_ms == res.winner["pred_ms"] and w.feasible
-    assert len(res.finetune) == 2 and res.winner["acc_finetuned"] == max(r["final"] for r in res.finetune
-                                                                          if not r["pruned"])
+    assert len(res.finetune) == 2
+    from tests.search.test_run import _check_final_pick
+
+    _check_final_pick(res.winner, res.finetune)
     # the final measurement fills measured_ms and leaves the prediction and the search's verdict alone
     measured = [r for r in res.trials if r.measured_ms is not None]
     assert measured and all(r.pred_ms is not None for r in measured)
@@ -72,3 +74,36 @@ def test_get_backend_names_the_choices():
     assert get_backend("optuna") is run
     with pytest.raises(ValueError, match=r"backend: unknown backend 'dask'; available: \['optuna', 'ray'\]"):
         get_backend("dask")
+
+
+def test_the_final_pick_halves_within_each_stem_and_the_one_shot_score_decides_between_stems(monkeypatch):
+    """Issue 10: a short fine-tune favours the ImageNet stem across stems (it ranks the small-stem
+    networks, the best retrained, last), so it only ranks within a stem."""
+    import search.pipeline as pl
+
+    picks = [TrialRecord(number=i, arch=a, acc=acc, pred_ms=lat) for i, (a, acc, lat) in enumerate([
+        ("stem8:small|16:v2s0.5|32:v1g2|64:v2s0.5|conv0|cls10", 30.0, 3.0),   # best one-shot, small stem
+        ("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv0|cls10", 29.0, 1.0),
+        ("stem8:small|16:v1g1|32:v1g2|64:v2s0.5|conv0|cls10", 28.0, 2.5),
+        ("stem8|16:v1g1|32:v1g2|64:v2s0.5|conv0|cls10", 27.0, 1.2)])]
+    finetuned = {picks[0].arch: 35.0, picks[1].arch: 40.0, picks[2].arch: 36.0, picks[3].arch: 39.0}
+    groups = []
+
+    def fake_halving(run, supernet, group, ft):
+        groups.append([r.arch for r in group])
+        recs = [{"arch": r.arch, "final": finetuned[r.arch], "pruned": False, "epochs": 1, "finetune_acc": [0.0]}
+                for r in group]
+        best = max(range(len(group)), key=lambda k: recs[k]["final"])
+        return recs, best, f"model of {group[best].arch}"
+
+    monkeypatch.setattr(pl, "_halving", fake_halving)
+    sh, k, model = pl._finetune(None, None, picks, None)
+    assert groups == [[picks[0].arch, picks[2].arch], [picks[1].arch, picks[3].arch]]  # one halving per stem
+    # finalists: small stem picks[2] (36.0 > 35.0), ImageNet stem picks[1] (40.0); one-shot 29.0 beats 28.0
+    assert [r["finalist"] for r in sh] == [False, True, True, False]
+    assert [r["stem"] for r in sh] == ["small", "imagenet", "small", "imagenet"]
+    assert k == 1 and model == f"model of {picks[1].arch}"
+    # with the small-stem finalist ahead on one-shot score, it ships although its fine-tune is lower
+    finetuned[picks[0].arch] = 37.0
+    sh, k, model = pl._finetune(None, None, picks, None)
+    assert [r["finalist"] for r in sh] == [True, True, False, False] and k == 0
