@@ -181,6 +181,20 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> SearchResult
     return result
 
 
+def _drop_stale_checkpoint(path: Path, arch: str, recipe: dict) -> None:
+    """A row's retrain folder is named by its role (``searched``, ``rank0``...): when a re-run puts
+    another network in it, the interrupted retrain of the old one must not block (nor resume into)
+    the new one."""
+    import torch
+
+    if not path.is_file():
+        return
+    cfg = torch.load(path, map_location="cpu", weights_only=False).get("config", {})
+    if cfg.get("arch") != arch or cfg.get("recipe") != recipe:
+        print(f"  {path.parent.name}: dropping the checkpoint of {cfg.get('arch')} (now {arch})", flush=True)
+        path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"),
@@ -295,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         mf = d / "metrics.json"
         m = json.loads(mf.read_text()) if mf.is_file() else {}
         if m.get("arch") != r["arch"] or m.get("recipe") != recipe.__dict__:
+            _drop_stale_checkpoint(d / "checkpoint.pt", r["arch"], recipe.__dict__)
             t = time.perf_counter()
             hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=not args.quiet,
                                desc=f"retrain {r['name']}", checkpoint=d / "checkpoint.pt", resume=True,

@@ -129,3 +129,22 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
     assert nvb.main(["--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_role_folder_holding_another_networks_checkpoint_is_cleared(tmp_path, capsys):
+    """A re-run whose winner changed met the old winner's checkpoint in retrain/searched and
+    stopped with 'trained with a different arch'; the stale checkpoint is now dropped."""
+    import torch
+
+    recipe = {"epochs": 2}
+    ck = tmp_path / "searched" / "checkpoint.pt"
+    ck.parent.mkdir()
+    torch.save({"config": {"arch": "old", "recipe": recipe}}, ck)
+    nvb._drop_stale_checkpoint(ck, "old", recipe)
+    assert ck.is_file()  # the same network: kept, it resumes
+    nvb._drop_stale_checkpoint(ck, "new", recipe)
+    assert not ck.exists() and "searched: dropping the checkpoint of old (now new)" in capsys.readouterr().out
+    torch.save({"config": {"arch": "new", "recipe": {"epochs": 3}}}, ck)
+    nvb._drop_stale_checkpoint(ck, "new", recipe)  # another recipe: dropped too
+    assert not ck.exists()
+    nvb._drop_stale_checkpoint(ck, "new", recipe)  # nothing there: nothing to do
