@@ -350,7 +350,7 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, make_step: Callable[..., S
         scaler.load_state_dict(state["scaler"])
         history = list(state["history"])
         start_epoch, elapsed = state["epoch"], state.get("train_seconds", 0.0)
-        log.info("resuming %s at epoch %d/%d", checkpoint, start_epoch, recipe.epochs)
+        log.debug("resuming %s at epoch %d/%d", checkpoint, start_epoch, recipe.epochs)  # per fine-tune step: quiet
     step_fn = make_step(opt, sched, scaler, use_amp)
     ckpt: dict[str, Any] = state or {}
     for epoch in range(start_epoch, recipe.epochs):
@@ -506,6 +506,8 @@ def train_supernet(
     if resume and ckpt_path is None:
         raise ValueError("resume: needs a checkpoint path")
     state = read_checkpoint(ckpt_path, CKPT_FORMAT, config, "supernet") if resume else None
+    if state is not None:
+        log.info("resuming %s at epoch %d/%d", ckpt_path, state["epoch"], recipe.epochs)
     torch.manual_seed(recipe.seed)
     supernet = SuperNet(space, num_classes=data.num_classes, width_sharing=width_sharing, conv0_head=conv0_head,
                         v1_sharing=v1_sharing)
