@@ -4,7 +4,7 @@ End to end on an ImageFolder dataset (default: the CIFAR-10 training images,
 with the loader's fixed hash-based held-out split) and a latency budget on
 this machine:
 
-1. ``python -m search.run`` with the given budget: trains the supernet,
+1. ``search.pipeline.run_search`` (the main job) with the given budget: trains the supernet,
    builds the latency predictor, searches, exports the winner.
 2. Measures, interleaved in one session, the winner, every preset and the
    ranking architectures (batch 1, the run's runtime and threads).

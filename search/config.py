@@ -159,13 +159,22 @@ class SearchConfig:
         cfg.update({k: v for k, v in (flags or {}).items() if v is not None and k in DEFAULTS})
         config = cls.from_dict(cfg)
         if resume is not None:
-            if before.get("backend", "optuna") != config.backend:
-                raise ValueError(f"backend: {resume} was searched with {before.get('backend', 'optuna')!r}; "
-                                 f"resume it with the same backend (drop --backend {config.backend})")
-            if config.backend == "ray" and before.get("trials") != config.trials:
-                raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
-                                 f"drop --trials {config.trials}")
+            config.check_resume(resume)
         return config
+
+    def check_resume(self, resume: str | Path) -> None:
+        """A run folder continues only with its own backend, and a Ray run with its own trial count
+        (``Tuner.restore`` keeps it). Raises ``ValueError`` naming the setting and the fix."""
+        f = Path(resume) / "run.yaml"
+        if not f.is_file():
+            raise ValueError(f"resume: {str(resume)!r} is not a ShuffleNAS run folder (no run.yaml)")
+        before = (yaml.safe_load(f.read_text()) or {}).get("config", {})
+        if before.get("backend", "optuna") != self.backend:
+            raise ValueError(f"backend: {resume} was searched with {before.get('backend', 'optuna')!r}; "
+                             f"resume it with the same backend (drop --backend {self.backend})")
+        if self.backend == "ray" and before.get("trials") != self.trials:
+            raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
+                             f"drop --trials {self.trials}")
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:

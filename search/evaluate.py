@@ -95,7 +95,7 @@ class Scorer:
         if not 0 <= self.min_latency_ms < self.budget_ms:
             raise ValueError(f"min_latency_ms: must lie in [0, budget {self.budget_ms:g}), got {min_latency_ms}")
         self._calib: list[torch.Tensor] | None = None
-        self.cache: dict[str, dict] = {}
+        self.cache: dict[str, TrialRecord] = {}
 
     def __call__(self, arch: Arch) -> TrialRecord:
         """The trial record of ``arch`` (``number`` -1: the backend numbers it); cached by arch string."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,9 +94,14 @@ class SearchResult:
                 raise ValueError(f"{run_dir}: no finished ShuffleNAS run here (missing {f})")
         res = json.loads((run_dir / "result.json").read_text())
         cfg = SearchConfig.from_dict(yaml.safe_load((run_dir / "run.yaml").read_text())["config"])
+        supernet = res.get("supernet")
+        if supernet is None:  # runs before result.json recorded it: model.pt's metadata has it
+            import torch
+
+            supernet = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["meta"]["supernet"]
         return cls(run_dir=run_dir, config=cfg, trials=tuple(read_trials_csv(run_dir / "trials.csv")),
-                   winner=res["winner"], baseline=res["baseline"], finetune=tuple(res["finetune"]),
-                   files=res["files"], timings=res["timings"], supernet=Path(res["supernet"]))
+                   winner=res["winner"], baseline=res["baseline"], finetune=tuple(res.get("finetune") or ()),
+                   files=res.get("files", {}), timings=res["timings"], supernet=Path(supernet))
 
 
 @dataclass
@@ -181,6 +187,8 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     from supernet.train import Recipe
 
     t_start = time.perf_counter()
+    if resume is not None:
+        config.check_resume(resume)  # also for library callers that did not build it with resolve()
     device = resolve_device(config.device)
     _check_cluster(config, device)
     space = SearchSpace.load(config.space)
@@ -309,6 +317,9 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
     failed = [r for r in records if r.state == "failed"]
     if failed and len(failed) == len(records):
         raise ValueError(f"search: every trial failed (first: {failed[0].arch}: {failed[0].error})")
+    if failed:  # now, not in the summary: a final pick that fails must not hide them
+        print(f"warning: {len(failed)} trial(s) failed and are recorded in trials.csv (state 'failed'); "
+              f"first: {failed[0].arch}: {failed[0].error}", file=sys.stderr)
     return records
 
 

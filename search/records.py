@@ -89,6 +89,7 @@ class TrialRecord:
 CSV_COLUMNS = ["number", "source", "arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
                "params", "mflops", "constraint", "state", "error"]
 _FLOATS = ("acc", "pred_ms", "measured_ms", "mflops", "constraint")
+_OPTIONAL = ("constraint",)  # trials.csv files written before it was a column still load
 
 
 def write_trials_csv(records: Iterable[TrialRecord], path: Path) -> None:
@@ -109,7 +110,7 @@ def read_trials_csv(path: Path) -> list[TrialRecord]:
     out = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or []) and c not in _OPTIONAL]
         if missing:
             raise ValueError(f"{path}: not a trials.csv of this ShuffleNAS (missing columns {missing})")
         for row in reader:

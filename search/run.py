@@ -93,10 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(result: SearchResult) -> None:
     """The console summary of a finished run: winner, shipped latencies, warnings, baseline."""
     w, cfg = result.winner, result.config
-    failed = result.failed
-    if failed:
-        print(f"warning: {len(failed)} trial(s) failed and are recorded in trials.csv (state 'failed'); "
-              f"first: {failed[0].arch}: {failed[0].error}", file=sys.stderr)
     sh = result.finetune
     if sh:
         print(f"fine-tuned {len(sh)} candidates ({cfg.finetune_epochs} epochs at most, successive halving): "

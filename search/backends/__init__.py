@@ -26,7 +26,8 @@ class Backend(Protocol):
                  on_trial: Callable[[TrialRecord], None] | None = None, resume: bool = False,
                  **options) -> list[TrialRecord]:
         """Search ``space`` until ``n_trials`` trials finished (continuing ``run_dir``'s study when
-        ``resume``); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record.
+        ``resume``); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record (for
+        progress: Ray numbers them in the order Tune returns them, the returned records by study trial).
         Backend-specific ``options``: Ray's ``concurrency``, ``address``, ``verbose``, ``max_failures``."""
 
 

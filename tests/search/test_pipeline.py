@@ -62,6 +62,11 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
         SearchConfig.resolve({"backend": "ray"}, resume=run)
     with pytest.raises(ValueError, match="is not a ShuffleNAS run folder"):
         SearchConfig.resolve({}, resume=tmp_path / "nope")
+    # run_search(config, resume=...) checks it too, for a config not built by resolve()
+    with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'"):
+        r.replace(backend="ray").check_resume(run)
+    with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'"):
+        run_search(r.replace(backend="ray"), resume=run)
     with pytest.raises(ValueError, match=r"config: unknown key\(s\) \['trails'\]"):
         (tmp_path / "bad.yaml").write_text("trails: 3\n")
         SearchConfig.resolve({"latency_ms": 5}, config_file=tmp_path / "bad.yaml")

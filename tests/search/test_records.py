@@ -47,3 +47,11 @@ def test_a_csv_that_is_not_a_trials_file_is_named(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"x.csv: not a trials.csv of this ShuffleNAS \(missing columns \['number'"):
         read_trials_csv(tmp_path / "x.csv")
+
+
+def test_a_trials_csv_from_before_the_constraint_column_still_loads(tmp_path):
+    f = tmp_path / "old.csv"
+    f.write_text("number,source,arch,acc,latency_ms,pred_ms,measured_ms,feasible,evaluated,params,mflops,state,error\n"
+                 "0,sampled,a0,61.25,1.5,1.5,,True,True,1000,0.5,complete,\n")
+    (r,) = read_trials_csv(f)
+    assert (r.arch, r.acc, r.pred_ms, r.measured_ms, r.constraint, r.feasible) == ("a0", 61.25, 1.5, None, None, True)
