@@ -396,19 +396,20 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
         return _Picked(winner=under[0], measured=measured, baseline=baseline, finetune=[], model=None, ft_config=ft)
     t = time.perf_counter()
     picks = under[:ft.top]
-    sh, best, model = _finetune(run, supernet, picks, ft)
+    sh, best, model = _finetune(run, supernet, picks, ft, {r.arch: measured[r.arch].median_ms for r in picks})
     for r, rec in zip(picks, sh):
         rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms)
     run.timings["fine-tune"] = time.perf_counter() - t
     return _Picked(winner=picks[best], measured=measured, baseline=baseline, finetune=sh, model=model, ft_config=ft)
 
 
-def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft):
+def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dict[str, float] | None = None):
     """The multi-fidelity final pick, within each stem variant, then across them.
 
     Successive halving over short fine-tunes runs separately for the candidates of each stem
     (Optuna's pruner in process; ASHA on Ray), and each stem's most accurate fine-tuned candidate
-    is a finalist; the finalist with the best one-shot score ships (ties: the faster). Why
+    is a finalist; the finalist with the best one-shot score ships (ties: the faster by
+    ``latency_ms``, the final pick's end-to-end measurement; default the trials' latency). Why
     (``benchmarks/supernet_ranking.py`` against the committed truth, README "Which supernet
     ranks"): a 1-epoch fine-tune ranks networks well within a stem (Kendall tau 0.48 over the
     ImageNet-stem truth, 0.54 within the presets) but inverts the stems (tau -0.015 over both:
@@ -429,7 +430,8 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft):
         for k, rec in zip(idx, recs):
             sh[k] = dict(rec, stem="small" if small else "imagenet", finalist=k == idx[best])
         finalists.append((idx[best], model))
-    k, model = max(finalists, key=lambda f: (picks[f[0]].acc, -picks[f[0]].latency_ms))
+    lat = latency_ms or {r.arch: r.latency_ms for r in picks}
+    k, model = max(finalists, key=lambda f: (picks[f[0]].acc, -lat[picks[f[0]].arch]))
     return sh, k, model
 
 

@@ -112,3 +112,9 @@ def test_the_final_pick_halves_within_each_stem_and_the_one_shot_score_decides_b
     finetuned[picks[0].arch] = 37.0
     sh, k, model = pl._finetune(None, None, picks, None)
     assert [r["finalist"] for r in sh] == [True, True, False, False] and k == 0
+    # equal one-shot scores: the faster by the final end-to-end measurement, not the search-time latency
+    picks[1] = picks[1].replace(acc=30.0)
+    _, k, _ = pl._finetune(None, None, picks, None, {picks[0].arch: 2.0, picks[1].arch: 2.5})
+    assert k == 0
+    _, k, _ = pl._finetune(None, None, picks, None)  # by the trials' latency: picks[1] (1.0 ms) is faster
+    assert k == 1
