@@ -14,29 +14,6 @@ import yaml
 
 __all__ = ["SearchConfig", "DEFAULTS", "validate_config"]
 
-DEFAULTS: dict[str, Any] = {
-    "latency_ms": None,
-    "trials": 40,
-    "epochs": 25,
-    "data": "digits",
-    "space": "default",
-    "input_size": 32,
-    "runtime": "eager",
-    "device": None,
-    "threads": 1,
-    "seed": 0,
-    "backend": "optuna",
-    "out": "results",
-    "calib_archs": 100,
-    "top_k": 5,
-    "address": None,
-    "concurrency": 2,
-    "min_latency_frac": 0.0,
-    "finetune_top": 4,
-    "finetune_epochs": 4,
-    "val_fraction": 0.1,
-    "train_workers": 1,
-}
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
                   "train_workers")
@@ -100,26 +77,26 @@ class SearchConfig:
     """
 
     latency_ms: float
-    trials: int = DEFAULTS["trials"]
-    epochs: int = DEFAULTS["epochs"]
-    data: str = DEFAULTS["data"]
-    space: str = DEFAULTS["space"]
-    input_size: int = DEFAULTS["input_size"]
-    runtime: str = DEFAULTS["runtime"]
-    device: str | None = DEFAULTS["device"]
-    threads: int = DEFAULTS["threads"]
-    seed: int = DEFAULTS["seed"]
-    backend: str = DEFAULTS["backend"]
-    out: str = DEFAULTS["out"]
-    calib_archs: int = DEFAULTS["calib_archs"]
-    top_k: int = DEFAULTS["top_k"]
-    address: str | None = DEFAULTS["address"]
-    concurrency: int = DEFAULTS["concurrency"]
-    min_latency_frac: float = DEFAULTS["min_latency_frac"]
-    finetune_top: int = DEFAULTS["finetune_top"]
-    finetune_epochs: int = DEFAULTS["finetune_epochs"]
-    val_fraction: float = DEFAULTS["val_fraction"]
-    train_workers: int = DEFAULTS["train_workers"]
+    trials: int = 40
+    epochs: int = 25
+    data: str = "digits"
+    space: str = "default"
+    input_size: int = 32
+    runtime: str = "eager"
+    device: str | None = None
+    threads: int = 1
+    seed: int = 0
+    backend: str = "optuna"
+    out: str = "results"
+    calib_archs: int = 100
+    top_k: int = 5
+    address: str | None = None
+    concurrency: int = 2
+    min_latency_frac: float = 0.0
+    finetune_top: int = 4
+    finetune_epochs: int = 4
+    val_fraction: float = 0.1
+    train_workers: int = 1
 
     def __post_init__(self) -> None:
         validate_config(self.to_dict())
@@ -175,6 +152,10 @@ class SearchConfig:
         if self.backend == "ray" and before.get("trials") != self.trials:
             raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
                              f"drop --trials {self.trials}")
+
+
+DEFAULTS: dict[str, Any] = {f.name: None if f.default is dataclasses.MISSING else f.default
+                             for f in dataclasses.fields(SearchConfig)}  # latency_ms: None, required
 
 
 def _read_yaml(p: Path) -> dict[str, Any]:
