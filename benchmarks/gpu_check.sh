@@ -61,13 +61,11 @@ echo "== 3/4 the winner re-measured from its exported artefact ($(( $(date +%s) 
 import json, sys
 from pathlib import Path
 from search.export import load_model
-from search.latency import measure
+from search.latency import Conditions, measure
 run, device, budget = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 model = load_model(run)
-size = model.meta["input_size"]
 env = model.meta["latency"]["env"]
-m = measure(model, input_shape=(1, 3, size, size), device=device, runtime=env["runtime"], threads=env["threads"],
-            memory_format=env["memory_format"])
+m = measure(model, Conditions.from_env(env, device=device))
 status = "within" if m.median_ms <= budget else "OVER"
 print(f"model.pt re-measured: {m.summary()} on {env['device_name']} ({env['runtime']}, {env['memory_format']}); "
       f"at search time {model.meta['latency']['median_ms']:.3f} ms; {status} the {budget:g} ms budget")
@@ -78,7 +76,7 @@ import sys, time
 import numpy as np
 import torch
 from torch import nn
-from search_space import SearchSpace, get_preset
+from search_space import SearchSpace, Task, get_preset
 from supernet import ShuffleNet, SuperNet
 from supernet.sampling import make_path_sampler
 device, steps = sys.argv[1], int(sys.argv[2])
@@ -86,7 +84,7 @@ amp = device == "cuda"
 space = SearchSpace.load("default")
 x = torch.randn(128, 3, 32, 32, device=device)
 y = torch.randint(0, 10, (128,), device=device)
-sample = make_path_sampler("fair", space, num_classes=10, small_input=None, image_size=32, seed=0)
+sample = make_path_sampler("fair", space, Task(10, 32, None), seed=0)
 rng = np.random.default_rng(0)
 for name, model, forward in (
         ("supernet (fair paths, both stems)", SuperNet(space, num_classes=10), lambda m, k: m(x, sample(rng, k))),

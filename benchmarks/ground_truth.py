@@ -124,7 +124,7 @@ def truth_accuracy(net: dict[str, Any]) -> float:
 
 
 def _write_json(d: dict[str, Any], path: Path) -> None:
-    from supernet.common import atomic_write
+    from common import atomic_write
 
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(d, indent=1) + "\n"))
 
@@ -272,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     import torch
 
-    from search.latency import measure_many
+    from search.latency import Conditions, measure_many
     from search.retrain import retrain_recipe
     from search_space import SearchSpace
     from supernet import ShuffleNet
-    from supernet.data import load_data
+    from data import load_data
     from supernet.train import train_model
 
     if args.epochs < 1 or args.per_class < 1 or args.sampled < 0 or args.repeat < 0:
@@ -290,7 +290,7 @@ def _run(args) -> int:
     nets = _networks(args, space, data)
     out, work = Path(args.out), Path(args.work)
     data_rec = {"spec": spec, "split": "per image: sha1('<class>/<file name>') / 2**64 < val_fraction "
-                "(supernet.data, imagefolder)", "val_fraction": args.val_fraction, "image_size": data.image_size,
+                "(data, imagefolder)", "val_fraction": args.val_fraction, "image_size": data.image_size,
                 "num_classes": data.num_classes, "train": int(data.train_y.numel()), "val": int(data.val_y.numel())}
     settings = {k: getattr(args, k) for k in ("per_class", "val_fraction", "epochs", "sampled", "small_stem",
                                               "small_max_mflops", "repeat", "seed")}
@@ -310,8 +310,8 @@ def _run(args) -> int:
           f"{data.image_size}x{data.image_size}), {args.epochs} epochs, {args.repeat} with a second seed -> {out}")
     if args.remeasure or any(n["latency_ms"] is None for n in truth["networks"]):
         t = time.perf_counter()
-        ms = measure_many([ShuffleNet(n["arch"]) for n in nets], input_shape=(1, 3, data.image_size, data.image_size),
-                          device="cpu", threads=1, rounds=10, per_round=10)
+        ms = measure_many([ShuffleNet(n["arch"]) for n in nets], Conditions(data.task().input_shape(), device="cpu"),
+                          rounds=10, per_round=10)
         for n, m in zip(truth["networks"], ms):
             n["latency_ms"], n["latency_iqr_ms"] = round(m.median_ms, 4), round(m.iqr_ms, 4)
         env = dict(ms[0].env)

@@ -17,10 +17,9 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from search.latency import LatencyPredictor, measure_many
-from search_space import SearchSpace, get_preset, list_presets
+from search.latency import Conditions, LatencyPredictor, measure_many
+from search_space import SearchSpace, Task, get_preset, list_presets
 from supernet import ShuffleNet
-from supernet.common import resolve_device
 
 
 def report(name: str, pred: np.ndarray, meas: np.ndarray) -> None:
@@ -47,11 +46,11 @@ def main() -> None:
     args = ap.parse_args()
     space = SearchSpace.load(args.space)
     small = {"no": False, "yes": True, "both": None}[args.small_input]
-    shape = (1, 3, args.input_size, args.input_size)
+    task = Task(args.num_classes, args.input_size, small)
+    shape = task.input_shape()
+    cond = Conditions(shape, device=args.device, runtime=args.runtime, threads=args.threads)
     t0 = time.perf_counter()
-    p = LatencyPredictor.build(space, device=args.device, runtime=args.runtime, input_shape=shape,
-                               threads=args.threads, num_classes=args.num_classes, small_input=small,
-                               calib_archs=args.calib_archs, rebuild=args.rebuild)
+    p = LatencyPredictor.build(space, cond, task, calib_archs=args.calib_archs, rebuild=args.rebuild)
     print(f"device {p.key['device_name']} | runtime {p.key['runtime']} | input {shape} | threads {p.key['threads']} "
           f"| torch {p.key['torch']}")
     print(f"predictor: {len(p.lut)} table entries; table {p.fit.get('table_seconds', float('nan')):.0f} s, "
@@ -68,8 +67,7 @@ def main() -> None:
                 archs.append(a)
                 names.append(n + (":small" if v else ""))
     t1 = time.perf_counter()
-    meas = measure_many([ShuffleNet(a) for a in archs], input_shape=shape, device=resolve_device(args.device),
-                        runtime=args.runtime, threads=p.key["threads"], rounds=args.rounds, per_round=10, seed=args.seed)
+    meas = measure_many([ShuffleNet(a) for a in archs], cond, rounds=args.rounds, per_round=10, seed=args.seed)
     med = np.array([m.median_ms for m in meas])
     pred = np.array([p.predict(a) for a in archs])
     raw = np.array([p.raw(a) for a in archs])

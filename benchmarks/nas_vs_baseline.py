@@ -144,10 +144,12 @@ def random_candidates(space, args: argparse.Namespace, num_classes: int, size: i
     caller keeps the first ``--random-archs`` that *measure* within it."""
     if args.random_archs <= 0:
         return []
-    from search.latency import LatencyPredictor
+    from search.latency import Conditions, LatencyPredictor
+    from search_space import Task
 
-    pred = LatencyPredictor.build(space, device="cpu", runtime="eager", input_shape=(1, 3, size, size),
-                                  threads=args.threads, num_classes=num_classes, small_input=None, progress=False)
+    task = Task(num_classes, size, None)
+    pred = LatencyPredictor.build(space, Conditions(task.input_shape(), device="cpu", threads=args.threads), task,
+                                  progress=False)
     rng = np.random.default_rng([args.seed, 7])
     out, seen = [], set(exclude)
     for _ in range(100_000):
@@ -225,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from search.latency import measure_many
+    from search.latency import Conditions, measure_many
     from search.retrain import retrain_recipe
     from search_space import Arch, SearchSpace, count_flops, count_params, get_preset, list_presets
     from supernet import ShuffleNet
-    from supernet.data import load_data
+    from data import load_data
     from supernet.train import train_model
 
     if not Path(args.root).is_dir():
@@ -272,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         print(f"[2/4] latency: measuring {len(todo)} networks interleaved ({args.threads} thread(s), batch 1)",
               flush=True)
-        ms = measure_many([ShuffleNet(Arch.parse(r["arch"])) for r in todo], input_shape=(1, 3, size, size),
-                          device="cpu", threads=args.threads, rounds=10, per_round=10, seed=args.seed)
+        ms = measure_many([ShuffleNet(Arch.parse(r["arch"])) for r in todo],
+                          Conditions((1, 3, size, size), device="cpu", threads=args.threads), rounds=10, per_round=10,
+                          seed=args.seed)
         lat.update({r["arch"]: m.to_dict(samples=False) for r, m in zip(todo, ms)})
         lat_f.write_text(json.dumps(lat, indent=1))
     for r in rows:

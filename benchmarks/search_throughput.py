@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from search.config import SearchConfig
     from search.pipeline import run_search
-    from supernet.cluster import init_ray
+    from training.cluster import init_ray
 
     out = Path(tempfile.mkdtemp(prefix="shufflenas-throughput-"))
     base = SearchConfig.resolve({"latency_ms": args.latency_ms, "finetune_top": 0, "epochs": args.epochs})

@@ -26,9 +26,9 @@ from torch import nn
 
 from search_space import Arch, SearchSpace, Site, Stage, get_preset
 from supernet import SuperNet
-from supernet.data import load_data
+from data import load_data
 from supernet.sampling import make_path_sampler
-from supernet.train import TRAIN_MIN_BATCH, Recipe, _training_setup, epoch_generators, sgd_step
+from training.engine import TRAIN_MIN_BATCH, Recipe, training_setup, epoch_generators, sgd_step
 
 VARIANTS = {  # which choices vary per step; the rest come from shufflenet_v2_x1_0
     "fixed": (), "depth": ("depth",), "width": ("width",), "split": ("split",), "last_conv": ("last_conv",),
@@ -62,11 +62,10 @@ def run(variant: str, space: SearchSpace, data, epochs: int, seed: int) -> dict:
     torch.manual_seed(seed)
     net = SuperNet(space, num_classes=data.num_classes)
     dev = torch.device("cpu")
-    channels_last, steps, opt, sched, amp, scaler = _training_setup(net, data, recipe, dev)
+    channels_last, steps, opt, sched, amp, scaler = training_setup(net, data, recipe, dev)
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     base = get_preset("shufflenet_v2_x1_0", data.num_classes)
-    sample = make_path_sampler("fair" if variant == "fair" else "uniform", space, num_classes=data.num_classes,
-                               small_input=False, image_size=data.image_size, seed=seed)
+    sample = make_path_sampler("fair" if variant == "fair" else "uniform", space, data.task(False), seed=seed)
     t0 = time.perf_counter()
     for epoch in range(epochs):
         rng, gen = epoch_generators(seed, epoch)

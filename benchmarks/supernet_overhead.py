@@ -21,7 +21,7 @@ from torch import nn
 
 from search_space import SearchSpace
 from supernet import SuperNet, extract
-from supernet.train import Recipe, make_optimizer
+from training.engine import Recipe, make_optimizer
 
 
 def step_fn(model, opt, x, y, arch=None):

@@ -26,8 +26,9 @@ from scipy.stats import kendalltau, spearmanr
 from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
 from search_space import SearchSpace, count_flops, count_params, get_preset, list_presets
 from supernet import ShuffleNet
-from supernet.data import load_data
-from supernet.train import Recipe, train_model, train_supernet
+from data import load_data
+from training.engine import Recipe
+from supernet.train import train_model, train_supernet
 
 
 def main() -> None:

@@ -69,9 +69,10 @@ def main() -> None:
     from ground_truth import load_truth, truth_accuracy
 
     import supernet.train as st
+    from training.engine import Recipe
     from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
     from search_space import Arch, SearchSpace
-    from supernet.data import load_data
+    from data import load_data
     from supernet.sampling import FAMILIES, unit_family
 
     try:
@@ -116,7 +117,7 @@ def main() -> None:
         supernet_id = f"{Path(args.supernet).resolve()}@{state['epoch']}"
         curve = [(state["epoch"], score(sup))]
     else:
-        recipe = st.Recipe(epochs=args.epochs, seed=args.seed)
+        recipe = Recipe(epochs=args.epochs, seed=args.seed)
         variant = (f"{args.sampler}_{args.update}_{args.conv0_head}_v1{args.v1_sharing}"
                    f"{f'_sandwich{args.sandwich}' if args.sandwich else ''}_stem{args.small_input}"
                    f"_e{args.epochs}")
@@ -150,7 +151,7 @@ def main() -> None:
         subs = {}
         for fam in FAMILIES:
             subs[fam], _ = st.train_supernet(
-                space, data, st.Recipe(epochs=args.few_shot_epochs, seed=args.seed, lr=0.02, warmup_epochs=0),
+                space, data, Recipe(epochs=args.few_shot_epochs, seed=args.seed, lr=0.02, warmup_epochs=0),
                 checkpoint=ckpt.with_name(f"{ckpt.stem}-fewshot-{fam}.pt"), resume=True, device="cpu", progress=False,
                 conv0_head=args.conv0_head, sampler="uniform", update=args.update, small_input=small,
                 v1_sharing=args.v1_sharing, sandwich=args.sandwich, family=fam, init=ckpt)

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from search_space import SearchSpace
-    from supernet.data import load_data
-    from supernet.train import Recipe, train_supernet
+    from data import load_data
+    from training.engine import Recipe
+    from supernet.train import train_supernet
 
     space = SearchSpace.load("default")
     data = load_data(args.data)

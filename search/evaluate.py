@@ -10,16 +10,20 @@ held-out validation split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from search_space import Arch
 from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
-from supernet.common import resolve_device
-from supernet.data import Data
-from supernet.train import accuracy
+from common import resolve_device
+from data import Data
+from training.engine import accuracy
 
 from .records import TrialRecord
+
+if TYPE_CHECKING:
+    from .latency import Conditions
 
 __all__ = ["EvalConfig", "evaluate_arch", "calibration_batches", "Scorer"]
 
@@ -78,17 +82,15 @@ class Scorer:
     most of it. SPOS trains and searches inside a FLOPs window for the same reason.
     """
 
-    def __init__(self, supernet: SuperNet, data: Data, predictor, *, budget_ms: float, input_size: int,
-                 device: str | torch.device | None = None, runtime: str = "eager", threads: int = 1,
+    def __init__(self, supernet: SuperNet, data: Data, predictor, conditions: Conditions, *, budget_ms: float,
                  cfg: EvalConfig = EvalConfig(), margin: float = 0.05, min_latency_ms: float = 0.0) -> None:
         self.supernet = supernet  # evaluation extracts copies; the caller's supernet keeps its mode
         self.data = data
         self.predictor = predictor
         self.budget_ms = float(budget_ms)
-        self.input_size = input_size
-        self.device = resolve_device(device)
-        self.runtime = runtime
-        self.threads = threads
+        self.conditions = conditions  # end-to-end measurements near the budget (batch 1)
+        self.input_size = conditions.input_shape[-1]
+        self.device = conditions.torch_device
         self.cfg = cfg
         self.margin = margin
         self.min_latency_ms = float(min_latency_ms)
@@ -114,9 +116,7 @@ class Scorer:
             acc, _ = evaluate_arch(self.supernet, arch, self.data, self.cfg, device=self.device, calib=self._calib)
             evaluated = True
             if abs(pred - self.budget_ms) <= self.margin * self.budget_ms:
-                measured = measure(ShuffleNet(arch), input_shape=(1, 3, self.input_size, self.input_size),
-                                   device=self.device, runtime=self.runtime, threads=self.threads, samples=100,
-                                   warmup_s=0.2).median_ms
+                measured = measure(ShuffleNet(arch), self.conditions, samples=100, warmup_s=0.2).median_ms
         latency = measured if measured is not None else pred
         constraint = max(latency - self.budget_ms, self.min_latency_ms - latency)
         rec = TrialRecord(number=-1, arch=key, acc=acc, pred_ms=pred, measured_ms=measured, evaluated=evaluated,

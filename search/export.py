@@ -29,7 +29,7 @@ import yaml
 
 from search_space import Arch
 from supernet import ShuffleNet
-from supernet.common import atomic_write
+from common import atomic_write
 
 __all__ = ["export_model", "load_model", "load_artefact", "measure_artefacts", "preprocessing", "make_transforms",
            "torchvision_equivalent", "MODEL_FORMAT", "ARTEFACTS"]
@@ -43,7 +43,7 @@ MAX_BATCH = 4096  # upper bound of the dynamic batch axis of model.pt2
 
 
 def preprocessing(data) -> dict[str, Any]:
-    """The input preprocessing of ``data`` (a ``supernet.data.Data``) as plain data:
+    """The input preprocessing of ``data`` (a ``data.Data``) as plain data:
     uint8 RGB images ``(N, 3, H, W)`` at ``input_size``, scaled by 1/255, then
     ``(x - mean) / std`` per channel. ``resize`` names how ``data`` brought images to size."""
     return {"input": "uint8 RGB (N, 3, H, W)", "input_size": [data.image_size, data.image_size], "scale": 1 / 255,
@@ -183,7 +183,7 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
         raise ValueError(f"{kind}: {str(p)!r} does not exist")
     if kind == "onnx":
         from search.latency import check_runtime, ort_session
-        from supernet.common import resolve_device
+        from common import resolve_device
 
         check_runtime("onnxruntime")
         return ort_session(p, device=resolve_device(device), threads=threads)
@@ -196,22 +196,23 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
                          f"re-export it (search.export.export_model)") from None
 
 
-def measure_artefacts(run_dir: Path | str, files: dict[str, str], *, input_size: int, device=None,
-                      threads: int = 1, seed: int = 0, rounds: int = 10, model_runtime: str = "eager") -> dict[str, Any]:
+def measure_artefacts(run_dir: Path | str, files: dict[str, str], conditions, *, seed: int = 0, rounds: int = 10,
+                      model_runtime: str = "eager") -> dict[str, Any]:
     """Latency of every shipped artefact in ``files`` (as returned by :func:`export_model`),
-    loaded back from ``run_dir`` and measured interleaved at batch 1, ``threads`` threads:
-    ``model.pt`` as :func:`load_model` returns it (its recorded memory format), run with
-    ``model_runtime`` (``eager``, ``torchscript`` trace + freeze or ``compile``: the search's runtime),
-    ``model.pt2`` and ``model.ts`` eager on NCHW input (how a user calls them),
-    ``model.onnx`` with ONNX Runtime (skipped with a warning if onnxruntime is not installed, or
-    has no CUDA provider on a GPU).
+    loaded back from ``run_dir`` and measured interleaved under ``conditions``
+    (a ``search.latency.Conditions``: device, threads, batch, input shape), each with its own
+    runtime and memory format: ``model.pt`` as :func:`load_model` returns it (its recorded memory
+    format), run with ``model_runtime`` (``eager``, ``torchscript`` trace + freeze or ``compile``:
+    the search's runtime), ``model.pt2`` and ``model.ts`` eager on NCHW input (how a user calls
+    them), ``model.onnx`` with ONNX Runtime (skipped with a warning if onnxruntime is not
+    installed, or has no CUDA provider on a GPU).
 
     Returns:
         ``{kind: Measurement}`` (see ``search.latency.measure_many``), in ``ARTEFACTS`` order.
     """
-    from search.latency import measure_many
+    from search.latency import measure_many, ort_session
 
-    kinds, models, runtimes, formats = [], [], [], []
+    kinds, models, conds = [], [], []
     for kind in ARTEFACTS:
         if kind not in files:
             continue
@@ -221,25 +222,20 @@ def measure_artefacts(run_dir: Path | str, files: dict[str, str], *, input_size:
             except ImportError:
                 log.warning("model.onnx not measured: onnxruntime is not installed")
                 continue
-            from search.latency import ort_session
-            from supernet.common import resolve_device
-
             try:
-                ort_session(Path(run_dir) / files[kind], device=resolve_device(device), threads=threads)
+                ort_session(Path(run_dir) / files[kind], device=conditions.torch_device, threads=conditions.threads)
             except ValueError as e:
                 log.warning("model.onnx not measured: %s", e)
                 continue
             models.append(Path(run_dir) / files[kind])
-            runtimes.append("onnxruntime")
-            formats.append("contiguous")
+            conds.append(conditions.replace(runtime="onnxruntime", memory_format="contiguous"))
         else:
             m = load_artefact(run_dir, kind)
             models.append(m)
-            runtimes.append(model_runtime if kind == "model" else "eager")
-            formats.append(getattr(m, "memory_format", "contiguous"))
+            conds.append(conditions.replace(runtime=model_runtime if kind == "model" else "eager",
+                                            memory_format=getattr(m, "memory_format", "contiguous")))
         kinds.append(kind)
-    ms = measure_many(models, input_shape=(1, 3, input_size, input_size), device=device, runtime=runtimes,
-                      memory_format=formats, threads=threads, rounds=rounds, per_round=10, seed=seed)
+    ms = measure_many(models, conds, rounds=rounds, per_round=10, seed=seed)
     return dict(zip(kinds, ms))
 
 

@@ -133,7 +133,8 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     weights come from; a checkpoint of another supernet, arch or schedule is refused, not reused.
     Returns ``(step, models)``: ``models[k]`` is candidate k's model as last fine-tuned (eval mode)."""
     from search.evaluate import EvalConfig, evaluate_arch
-    from supernet.train import Recipe, train_model
+    from training.engine import Recipe
+    from supernet.train import train_model
 
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, warmup_epochs=0, seed=seed)
     models: dict[int, object] = {}

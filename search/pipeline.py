@@ -31,7 +31,7 @@ import yaml
 
 from search.config import SearchConfig
 from search.records import TrialRecord, read_trials_csv, write_trials_csv
-from supernet.common import cache_root
+from common import cache_root
 
 __all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
            "publish", "supernet_key", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
@@ -111,7 +111,8 @@ class _Run:
     config: SearchConfig
     space: Any
     data: Any
-    device: Any
+    task: Any  # search_space.Task: the data's classes and image side, both stem variants
+    conditions: Any  # search.latency.Conditions: what every latency of the run is measured under
     predictor: Any
     recipe: Any
     sn_key: str
@@ -124,8 +125,8 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (1, 3, self.config.input_size, self.config.input_size)
+    def device(self):
+        return self.conditions.torch_device
 
     @property
     def floor_ms(self) -> float:
@@ -167,10 +168,10 @@ def supernet_key(space, data, recipe, device) -> str:
 
 def _check_cluster(config: SearchConfig, device) -> None:
     if (config.backend == "ray" or config.train_workers > 1) and config.address and config.address != "auto":
-        from supernet.cluster import check_reachable
+        from training.cluster import check_reachable
 
         check_reachable(config.address)  # before any training: fail in seconds, not after minutes
-    from supernet.cluster import check_workers
+    from training.cluster import check_workers
 
     check_workers(config.train_workers, address=config.address, use_gpu=device.type == "cuda")
 
@@ -180,11 +181,11 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     and the run folder (with its ``run.yaml``). Raises ``ValueError`` before writing anything."""
     import torch
 
-    from search.latency import LatencyPredictor
+    from search.latency import Conditions, LatencyPredictor
     from search_space import SearchSpace
-    from supernet.common import resolve_device
-    from supernet.data import load_data
-    from supernet.train import Recipe
+    from common import resolve_device
+    from data import load_data
+    from training.engine import Recipe
 
     t_start = time.perf_counter()
     if resume is not None:
@@ -204,12 +205,11 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
                 f"resume: {resume} was searched with another supernet ({before or 'an older ShuffleNAS'}; "
                 f"now {sn_key}: space, data, split, recipe or stem variants differ); start a new run")
     t = time.perf_counter()
-    size = config.input_size
-    predictor = LatencyPredictor.build(space, device=device, runtime=config.runtime, input_shape=(1, 3, size, size),
-                                       threads=config.threads, num_classes=data.num_classes, small_input=None,
-                                       calib_archs=config.calib_archs, progress=progress)
+    task = data.task(small_input=None)  # the stem is searched
+    conditions = Conditions(task.input_shape(), device=device, runtime=config.runtime, threads=config.threads)
+    predictor = LatencyPredictor.build(space, conditions, task, calib_archs=config.calib_archs, progress=progress)
     timings = {"latency predictor": time.perf_counter() - t}
-    fastest_ms = _check_budget_floor(config, space, predictor, device)
+    fastest_ms = _check_budget_floor(config, space, predictor, conditions)
     if resume is not None:
         run_dir = Path(resume)
     else:
@@ -218,12 +218,12 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     meta = {"config": config.to_dict(), "recipe": asdict(recipe), "space": space.to_dict(), "data": data.describe(),
             "torch": str(torch.__version__), "supernet_key": sn_key}
     (run_dir / "run.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return _Run(config=config, space=space, data=data, device=device, predictor=predictor, recipe=recipe,
+    return _Run(config=config, space=space, data=data, task=task, conditions=conditions, predictor=predictor, recipe=recipe,
                 sn_key=sn_key, run_dir=run_dir, fastest_ms=fastest_ms, meta=meta, progress=progress,
                 resume=resume is not None, t_start=t_start, timings=timings)
 
 
-def _check_budget_floor(config: SearchConfig, space, predictor, device) -> float:
+def _check_budget_floor(config: SearchConfig, space, predictor, conditions) -> float:
     """The fastest predicted network's latency (ms); near or below it, one measurement decides
     whether the budget is reachable at all (``ValueError`` naming the network and its figure)."""
     from search.latency import measure
@@ -232,8 +232,7 @@ def _check_budget_floor(config: SearchConfig, space, predictor, device) -> float
     fastest, fastest_ms = predictor.fastest(space)
     budget, size = config.latency_ms, config.input_size
     if fastest_ms <= 0 or budget < fastest_ms * 1.5:  # near or below the floor: measure, the prediction only guides
-        m = measure(ShuffleNet(fastest), input_shape=(1, 3, size, size), device=device, runtime=config.runtime,
-                    threads=config.threads, samples=100, warmup_s=0.2)
+        m = measure(ShuffleNet(fastest), conditions, samples=100, warmup_s=0.2)
         if budget < m.median_ms:
             raise ValueError(
                 f"latency budget {budget:g} ms is below the fastest architecture of space '{space.name}' on "
@@ -276,8 +275,8 @@ def _seeds(run: _Run, margin: float):
     """The presets (both stems where the space has them) predicted within the budget: seed trials."""
     from search_space import get_preset, list_presets
 
-    seeds = [(n + (":small" if small else ""), get_preset(n, run.data.num_classes, small_input=small))
-             for small in run.space.small_input for n in list_presets()]
+    seeds = [(n + (":small" if small else ""), get_preset(n, run.task.num_classes, small_input=small))
+             for small in run.task.stem_variants(run.space.small_input) for n in list_presets()]
     return [(n, a) for n, a in seeds
             if run.space.contains(a) and run.predictor.predict(a) <= run.config.latency_ms * (1 + margin)]
 
@@ -290,8 +289,8 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
     from search.evaluate import Scorer
 
     cfg = run.config
-    objective = Scorer(supernet, run.data, run.predictor, budget_ms=cfg.latency_ms, input_size=cfg.input_size,
-                       device=run.device, runtime=cfg.runtime, threads=cfg.threads, min_latency_ms=run.floor_ms)
+    objective = Scorer(supernet, run.data, run.predictor, run.conditions, budget_ms=cfg.latency_ms,
+                       min_latency_ms=run.floor_ms)
     bar, best = None, [-1.0]
     if run.progress:
         from tqdm.auto import tqdm
@@ -309,7 +308,7 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
                if cfg.backend == "ray" else {})
     t = time.perf_counter()
     records = get_backend(cfg.backend)(objective, run.space, run_dir=run.run_dir, n_trials=cfg.trials, seed=cfg.seed,
-                                       num_classes=run.data.num_classes, seeds=_seeds(run, objective.margin),
+                                       task=run.task, seeds=_seeds(run, objective.margin),
                                        on_trial=on_trial, resume=run.resume, **options)
     if bar is not None:
         bar.close()
@@ -362,8 +361,8 @@ def _measure_candidates(run: _Run, cands: list[TrialRecord], presets: list[Trial
         todo = [r for r in chunk + (presets if start == 0 else []) if r.arch not in measured]
         todo = list({r.arch: r for r in todo}.values())
         if todo:
-            ms = measure_many([ShuffleNet(r.arch) for r in todo], input_shape=run.shape, device=run.device,
-                              runtime=cfg.runtime, threads=cfg.threads, rounds=10, per_round=10, seed=cfg.seed)
+            ms = measure_many([ShuffleNet(r.arch) for r in todo], run.conditions, rounds=10, per_round=10,
+                              seed=cfg.seed)
             measured.update({r.arch: m for r, m in zip(todo, ms)})
         under += [r for r in chunk if measured[r.arch].median_ms <= cfg.latency_ms]
         if len(under) >= want:
@@ -481,18 +480,15 @@ def _measure_shipped(run: _Run, files: dict[str, str]) -> dict[str, Any]:
     cfg = run.config
     primary = SHIPPED_BY_RUNTIME[cfg.runtime]
     try:
-        shipped = measure_artefacts(run.run_dir, files, input_size=cfg.input_size, device=run.device,
-                                    threads=cfg.threads, seed=cfg.seed,
+        shipped = measure_artefacts(run.run_dir, files, run.conditions, seed=cfg.seed,
                                     model_runtime="eager" if primary == "onnx" else cfg.runtime)
     except Exception as e:  # noqa: BLE001 - the run's results are written even if a shipped artefact cannot run
         log.warning("the shipped artefacts could not be measured: %s", e)
         print(f"warning: the shipped artefacts could not be measured after export ({str(e).splitlines()[0]})")
         return {}
     if primary in shipped and shipped[primary].rel_iqr > NOISY_REL_IQR:  # one re-measurement, then a flag
-        env = shipped[primary].env
         again = measure(load_artefact(run.run_dir, primary) if primary != "onnx" else run.run_dir / files[primary],
-                        input_shape=run.shape, device=run.device, runtime=env["runtime"],
-                        memory_format=env["memory_format"], threads=cfg.threads, max_rel_iqr=NOISY_REL_IQR)
+                        shipped[primary].conditions, max_rel_iqr=NOISY_REL_IQR)
         if again.rel_iqr < shipped[primary].rel_iqr:
             shipped[primary] = again
     return {k: {"file": files[k], "median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "runtime": m.env["runtime"],

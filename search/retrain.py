@@ -31,7 +31,7 @@ log = logging.getLogger("search.retrain")
 
 
 def retrain_recipe(epochs: int, seed: int, lr: float, batch_size: int):
-    from supernet.train import Recipe
+    from training.engine import Recipe
 
     return Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4,
                   label_smoothing=0.1, warmup_epochs=min(2, max(epochs - 1, 0)), seed=seed)
@@ -128,13 +128,13 @@ def _retrain(args: argparse.Namespace) -> int:
     from search.export import export_model, load_model
     from search_space import count_flops, count_params
     from supernet import ShuffleNet
-    from supernet.data import load_data
+    from data import load_data
     from supernet.train import train_model
 
     if args.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {args.epochs}")
-    from supernet.cluster import check_workers
-    from supernet.common import resolve_device
+    from training.cluster import check_workers
+    from common import resolve_device
 
     check_workers(args.train_workers, address=args.address, use_gpu=resolve_device(args.device).type == "cuda")
     run_data = None

@@ -4,6 +4,7 @@ from ._arch import STAGE_NAMES, Arch, Block, Site, Stage, block_channels, conv_o
 from ._cost import count_flops, count_mac, count_params
 from ._presets import get_preset, list_presets, register_preset
 from ._space import SearchSpace
+from ._task import Task
 
 __all__ = [
     "Arch",
@@ -11,6 +12,7 @@ __all__ = [
     "Stage",
     "Site",
     "SearchSpace",
+    "Task",
     "get_preset",
     "list_presets",
     "register_preset",

@@ -61,10 +61,20 @@ class ShuffleNet(nn.Module):
                 # as the identity; without it deep V1 stacks (no conv5) diverge at lr 0.05 here
                 nn.init.zeros_(m.branch_main_2[3].weight)
 
+    def forward_stem(self, x: Tensor) -> Tensor:
+        """``conv1`` and ``maxpool``: (N, 3, H, W) -> (N, stem, H/s, W/s), s = 1 (small input) or 4."""
+        return self.maxpool(self.conv1(x))
+
+    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """``conv5``, global average pool and ``fc`` (timm's ``forward_head``): stage 4's map
+        (N, C, h, w) -> logits (N, num_classes), or the pooled features with ``pre_logits``."""
+        x = self.conv5(x).mean([2, 3])
+        return x if pre_logits else self.fc(x)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.conv1(x))
-        x = self.stage4(self.stage3(self.stage2(x)))
-        return self.conv5(x).mean([2, 3])
+        """Pooled features before ``fc``: (N, 3, H, W) -> (N, feature_channels)."""
+        x = self.stage4(self.stage3(self.stage2(self.forward_stem(x))))
+        return self.forward_head(x, pre_logits=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))

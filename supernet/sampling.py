@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from search_space import Arch, SearchSpace, Site, Stage, count_flops
+from search_space import Arch, SearchSpace, Site, Stage, Task, count_flops
 
 __all__ = ["UniformSampler", "FairSampler", "make_path_sampler", "SAMPLERS", "FAMILIES", "unit_family", "in_family"]
 
@@ -75,9 +75,9 @@ class UniformSampler:
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool | None, image_size: int,
-                 flops_min: float | None = None, flops_max: float | None = None, seed: int = 0) -> None:
-        self.space, self.num_classes, self.small_input, self.image_size = space, num_classes, small_input, image_size
+    def __init__(self, space: SearchSpace, task: Task, *, flops_min: float | None = None,
+                 flops_max: float | None = None, seed: int = 0) -> None:
+        self.space, self.task = space, task
         self.flops_min, self.flops_max = flops_min, flops_max
         self._lo = -math.inf if flops_min is None else flops_min * 1e6
         self._hi = math.inf if flops_max is None else flops_max * 1e6
@@ -87,12 +87,12 @@ class UniformSampler:
     def __call__(self, rng: np.random.Generator, step: int = 0) -> Arch:
         windowed = self.flops_min is not None or self.flops_max is not None
         for _ in range(10_000):
-            a = self.space.sample(rng, num_classes=self.num_classes, small_input=self.small_input)
-            if not windowed or self._lo <= count_flops(a, self.image_size) <= self._hi:
+            a = self.space.sample(rng, num_classes=self.task.num_classes, small_input=self.task.small_input)
+            if not windowed or self._lo <= count_flops(a, self.task.image_size) <= self._hi:
                 return a
         raise ValueError(
             f"flops window: no architecture of space {self.space.name!r} found in "
-            f"[{self.flops_min}, {self.flops_max}] MFLOPs at {self.image_size}x{self.image_size} after 10,000 draws"
+            f"[{self.flops_min}, {self.flops_max}] MFLOPs at {self.task.image_size}x{self.task.image_size} after 10,000 draws"
         )
 
 
@@ -101,14 +101,14 @@ class FairSampler:
 
     Args:
         space: the search space; its ``unit_options`` are the ``m`` choices.
-        num_classes, small_input: the task.
+        task: classes and stem variant of the paths (``small_input=None``: drawn per path).
         seed: seeds the per-cycle permutations (cycle c uses ``default_rng([seed, c])``).
     """
 
     name = "fair"
 
-    def __init__(self, space: SearchSpace, *, num_classes: int, small_input: bool | None, seed: int = 0) -> None:
-        self.space, self.num_classes, self.small_input, self.seed = space, num_classes, small_input, seed
+    def __init__(self, space: SearchSpace, task: Task, *, seed: int = 0) -> None:
+        self.space, self.task, self.seed = space, task, seed
         self.options = space.unit_options
         self.positions = [(i, j) for i, ss in enumerate(space.stages) for j in range(ss.max_depth)]
 
@@ -125,7 +125,7 @@ class FairSampler:
 
     def __call__(self, rng: np.random.Generator, step: int = 0) -> Arch:
         space, plan = self.space, self.plan(step)
-        small = space.draw_stem_variant(rng, self.small_input)
+        small = space.draw_stem_variant(rng, self.task.small_input)
         stem = int(rng.choice(space.stem_channels))
         cin, stages = stem, []
         for i, ss in enumerate(space.stages):
@@ -138,25 +138,25 @@ class FairSampler:
             stages.append(Stage(cout, tuple(blocks)))
             cin = cout
         last = int(rng.choice(space.last_conv))
-        return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=self.num_classes,
+        return Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=self.task.num_classes,
                     small_input=small)
 
     def _buildable(self, block, cin: int, cout: int, i: int, j: int) -> bool:
         return block in self.space.valid_blocks(Site(i, j, cin if j == 0 else cout, cout))
 
 
-def make_path_sampler(kind: str, space: SearchSpace, *, num_classes: int, small_input: bool | None, image_size: int,
-                      seed: int = 0, flops_min: float | None = None, flops_max: float | None = None):
-    """The sampler named ``kind`` (``uniform`` or ``fair``).
+def make_path_sampler(kind: str, space: SearchSpace, task: Task, *, seed: int = 0, flops_min: float | None = None,
+                      flops_max: float | None = None):
+    """The sampler named ``kind`` (``uniform`` or ``fair``) of ``task``'s paths (the FLOPs window
+    is in MFLOPs at ``task.image_size``).
 
     Raises:
         ValueError: unknown ``kind``; a FLOPs window with ``fair`` (not supported).
     """
     if kind == "uniform":
-        return UniformSampler(space, num_classes=num_classes, small_input=small_input, image_size=image_size,
-                              flops_min=flops_min, flops_max=flops_max, seed=seed)
+        return UniformSampler(space, task, flops_min=flops_min, flops_max=flops_max, seed=seed)
     if kind == "fair":
         if flops_min is not None or flops_max is not None:
             raise ValueError("sampler: the fair sampler does not take a FLOPs window; use 'uniform'")
-        return FairSampler(space, num_classes=num_classes, small_input=small_input, seed=seed)
+        return FairSampler(space, task, seed=seed)
     raise ValueError(f"sampler: unknown sampler {kind!r}; available: {list(SAMPLERS)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from search.records import TrialRecord
-from search_space import Arch, SearchSpace
+from search_space import Arch, SearchSpace, Task
 
 __all__ = ["Backend", "BACKENDS", "get_backend"]
 
@@ -22,11 +22,11 @@ BACKENDS = ("optuna", "ray")
 
 class Backend(Protocol):
     def __call__(self, objective: Callable[[Arch], TrialRecord], space: SearchSpace, *, run_dir: Path,
-                 n_trials: int, seed: int, num_classes: int, seeds: Sequence[tuple[str, Arch]] = (),
+                 n_trials: int, seed: int, task: Task, seeds: Sequence[tuple[str, Arch]] = (),
                  on_trial: Callable[[TrialRecord], None] | None = None, resume: bool = False,
                  **options) -> list[TrialRecord]:
         """Search ``space`` until ``n_trials`` trials finished (continuing ``run_dir``'s study when
-        ``resume``); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record (for
+        ``resume``) for networks of ``task`` (classes; its stem variant, ``None`` = searched); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record (for
         progress: Ray numbers them in the order Tune returns them, the returned records by study trial).
         Backend-specific ``options``: Ray's ``concurrency``, ``address``, ``verbose``, ``max_failures``."""
 

@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from search.records import TrialRecord
-from search_space import Arch, SearchSpace
+from search_space import Arch, SearchSpace, Task
 
 __all__ = ["run", "open_study", "records", "STUDY_FILE"]
 
@@ -62,7 +62,7 @@ def run(
     run_dir: Path,
     n_trials: int,
     seed: int,
-    num_classes: int,
+    task: Task,
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
@@ -82,7 +82,7 @@ def run(
         study.enqueue_trial(space.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
 
     def _objective(trial: optuna.Trial) -> tuple[float, float]:
-        arch = space.suggest(trial, num_classes=num_classes, small_input=None)
+        arch = space.suggest(trial, num_classes=task.num_classes, small_input=task.small_input)
         rec = objective(arch).replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"))
         for k, v in rec.to_dict().items():
             if k != "number":

@@ -28,8 +28,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from search.backends.optuna import records
 from search.records import TrialRecord
-from search_space import Arch, SearchSpace
-from supernet.cluster import dashboard_hint, error_line, init_ray
+from search_space import Arch, SearchSpace, Task
+from training.cluster import dashboard_hint, error_line, init_ray
 
 __all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run", "init_ray", "finetune_asha", "dashboard_hint"]
 
@@ -101,11 +101,11 @@ def _make_trainable():
 class _DefineByRun:
     """Picklable define-by-run space for OptunaSearch (Tune checkpoints its searcher)."""
 
-    def __init__(self, space: SearchSpace, num_classes: int, names: dict[str, str]) -> None:
-        self.space, self.num_classes, self.names = space, num_classes, names
+    def __init__(self, space: SearchSpace, task: Task, names: dict[str, str]) -> None:
+        self.space, self.task, self.names = space, task, names
 
     def __call__(self, trial) -> dict:
-        arch = str(self.space.suggest(trial, num_classes=self.num_classes, small_input=None))
+        arch = str(self.space.suggest(trial, num_classes=self.task.num_classes, small_input=self.task.small_input))
         source = self.names.get(arch, "sampled")
         trial.set_user_attr("arch", arch)  # known from the start: a trial that fails keeps its architecture
         trial.set_user_attr("source", source)
@@ -122,7 +122,7 @@ def run(
     run_dir: Path,
     n_trials: int,
     seed: int,
-    num_classes: int,
+    task: Task,
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
@@ -169,7 +169,7 @@ def run(
     if exp is not None:
         tuner = tune.Tuner.restore(str(exp), trainable=trainable)
     else:
-        searcher = _searcher(space, num_classes, seeds, seed, study_name, storage)
+        searcher = _searcher(space, task, seeds, seed, study_name, storage)
         tuner = _new_tuner(trainable, searcher, run_dir, study_name, n_trials, concurrency, verbose, max_failures)
     results = tuner.fit()
     errors = {}
@@ -205,12 +205,12 @@ def _experiment(run_dir: Path, resume: bool) -> tuple[str, Path | None]:
     return study_name, None
 
 
-def _searcher(space: SearchSpace, num_classes: int, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
+def _searcher(space: SearchSpace, task: Task, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
               storage):
     """Optuna's multi-objective TPE behind Tune, with the presets as its first points."""
     points = [space.params_from_arch(a) for _, a in seeds]
     return ConstrainedOptunaSearch(
-        space=_DefineByRun(space, num_classes, {str(a): n for n, a in seeds}), metric=["acc", "latency_ms"],
+        space=_DefineByRun(space, task, {str(a): n for n, a in seeds}), metric=["acc", "latency_ms"],
         mode=["max", "min"], points_to_evaluate=points or None,
         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
         study_name=study_name, storage=storage)

@@ -16,7 +16,7 @@ TINY = {
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """(base argv for ``search.run`` on the tiny space with isolated caches, results folder)."""
-    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))  # read at call time (supernet.common)
+    monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))  # read at call time (common)
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     cfg = tmp_path / "run.yaml"

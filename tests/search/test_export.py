@@ -18,11 +18,12 @@ from search.export import (
     preprocessing,
     torchvision_equivalent,
 )
-from search.latency import LatencyPredictor, measure, measure_many
-from search_space import Arch, SearchSpace
+from search.latency import Conditions, LatencyPredictor, measure, measure_many
+from search_space import Arch, SearchSpace, Task
 from supernet import ShuffleNet
-from supernet.data import load_data
-from supernet.train import Recipe, accuracy, train_model
+from data import load_data
+from training.engine import Recipe, accuracy
+from supernet.train import train_model
 from tests.helpers import randomize_bn
 
 ARCH = Arch.parse("stem8|16:v2s0.5,v1g2|32:v1g2x2|64:v2s0.5|conv64|cls10")
@@ -133,7 +134,7 @@ def test_a_corrupt_or_partial_artefact_names_its_file(exported, tmp_path, kind):
 def test_shipped_artefacts_are_measured_with_their_conditions(exported):
     pytest.importorskip("onnxruntime")
     _, out, files = exported
-    ms = measure_artefacts(out, files, input_size=32, threads=1, rounds=2)
+    ms = measure_artefacts(out, files, Conditions((1, 3, 32, 32), device="cpu", threads=1), rounds=2)
     assert list(ms) == ["model", "export", "torchscript", "onnx"]
     assert [(m.env["runtime"], m.env["memory_format"]) for m in ms.values()] == [
         ("eager", "channels_last"), ("eager", "contiguous"), ("eager", "contiguous"), ("onnxruntime", "contiguous")]
@@ -142,22 +143,23 @@ def test_shipped_artefacts_are_measured_with_their_conditions(exported):
 
 
 def test_measure_many_takes_one_runtime_per_model():
-    with pytest.raises(ValueError, match="one value or one per model"):
-        measure_many([_model()], input_shape=(1, 3, 32, 32), runtime=["eager", "eager"])
+    cond = Conditions((1, 3, 32, 32), device="cpu")
+    with pytest.raises(ValueError, match="one Conditions or one per model"):
+        measure_many([_model()], [cond, cond.replace(runtime="torchscript")])
     with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
-        measure_many([_model()], input_shape=(1, 3, 32, 32), runtime=["tvm"])
+        measure_many([_model()], [cond.replace(runtime="tvm")])
 
 
 def test_onnxruntime_runtime_measures_and_predicts(tmp_path):
     pytest.importorskip("onnxruntime")
-    m = measure(_model(), input_shape=(1, 3, 32, 32), runtime="onnxruntime", samples=20, warmup_runs=2)
+    m = measure(_model(), Conditions((1, 3, 32, 32), device="cpu", runtime="onnxruntime"), samples=20, warmup_runs=2)
     assert m.env["runtime"] == "onnxruntime" and m.env["memory_format"] == "contiguous" and 0 < m.median_ms < 1e3
     tiny = SearchSpace.from_dict({"name": "tiny-ort", "stem": {"channels": [8]},
                                   "stages": [{"depth": [1, 1], "channels": [16]}, {"depth": [1, 1], "channels": [32]},
                                              {"depth": [1, 1], "channels": [64]}],
                                   "units": {"v2": {"split": [0.5]}}, "last_conv": [0, 64]})
-    p = LatencyPredictor.build(tiny, device="cpu", runtime="onnxruntime", input_shape=(1, 3, 16, 16), num_classes=10,
-                               calib_archs=10, cache_dir=tmp_path, progress=False)
+    p = LatencyPredictor.build(tiny, Conditions((1, 3, 16, 16), device="cpu", runtime="onnxruntime"),
+                               Task(10, 16, False), calib_archs=10, cache_dir=tmp_path, progress=False)
     assert p.key["runtime"] == "onnxruntime"
     arch = tiny.sample(np.random.default_rng(0), num_classes=10, small_input=False)
     assert 0 < p.predict(arch) < 1e3

@@ -76,7 +76,7 @@ def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_p
     from search.finetune import finetune_step
     from search_space import SearchSpace
     from supernet import SuperNet
-    from supernet.data import load_data
+    from data import load_data
     from tests.search.conftest import TINY
 
     space = SearchSpace.from_dict(TINY)

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from search.latency import LatencyPredictor, compare, measure, measure_many
-from search_space import SearchSpace
+from search.latency import Conditions, LatencyPredictor, compare, measure, measure_many
+from search.latency._predictor import cache_path, predictor_key
+from search.latency._table import entries, table_specs
+from search_space import SearchSpace, Task
 from supernet import ShuffleNet
 
 TINY = SearchSpace.from_dict({
@@ -19,6 +21,8 @@ TINY = SearchSpace.from_dict({
     "last_conv": [0, 64],
 })
 SHAPE = (1, 3, 16, 16)
+CPU = Conditions(SHAPE, device="cpu")
+TASK = Task(10, 16, False)
 
 
 def tiny_model():
@@ -28,7 +32,7 @@ def tiny_model():
 
 def test_measure_returns_sane_statistics_and_its_environment():
     before = torch.get_num_threads()
-    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", samples=50, warmup_s=0.05, threads=1)
+    m = measure(tiny_model(), Conditions(SHAPE, device="cpu", threads=1), samples=50, warmup_s=0.05)
     assert len(m.samples_ms) == 50 and all(s > 0 for s in m.samples_ms)
     assert m.q25_ms <= m.median_ms <= m.q75_ms and m.iqr_ms == pytest.approx(m.q75_ms - m.q25_ms)
     assert m.median_ms == pytest.approx(float(np.median(m.samples_ms)))
@@ -44,18 +48,18 @@ def test_measure_returns_sane_statistics_and_its_environment():
 
 
 def test_torchscript_runtime_and_interleaved_helpers():
-    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", runtime="torchscript", samples=20, warmup_s=0.02)
+    m = measure(tiny_model(), CPU.replace(runtime="torchscript"), samples=20, warmup_s=0.02)
     assert m.env["runtime"] == "torchscript" and m.median_ms > 0
-    res = compare(tiny_model(), nn.Sequential(tiny_model(), nn.Flatten()), input_shape=SHAPE, rounds=3, per_round=4)
+    res = compare(tiny_model(), nn.Sequential(tiny_model(), nn.Flatten()), CPU, rounds=3, per_round=4)
     assert len(res["a"].samples_ms) == len(res["b"].samples_ms) == 3 * 2 * 4
     assert res["ratio"] == pytest.approx(res["b"].median_ms / res["a"].median_ms)
-    ms = measure_many([tiny_model(), tiny_model()], input_shape=SHAPE, rounds=2, per_round=3, warmup_s=0.01)
+    ms = measure_many([tiny_model(), tiny_model()], CPU, rounds=2, per_round=3, warmup_s=0.01)
     assert [len(x.samples_ms) for x in ms] == [6, 6]
 
 
 @pytest.mark.slow
 def test_compile_runtime():
-    m = measure(tiny_model(), input_shape=SHAPE, device="cpu", runtime="compile", samples=10, warmup_s=0.01)
+    m = measure(tiny_model(), CPU.replace(runtime="compile"), samples=10, warmup_s=0.01)
     assert m.env["runtime"] == "compile" and m.median_ms > 0
 
 
@@ -73,33 +77,30 @@ def test_compile_runtime():
     ],
 )
 def test_bad_inputs_name_what_is_available(kwargs, msg):
-    kw = dict(input_shape=SHAPE, device="cpu", samples=5)
+    kw = dict(input_shape=SHAPE, device="cpu")
     kw.update(kwargs)
     with pytest.raises(ValueError, match=msg):
-        measure(tiny_model(), **kw)
+        Conditions(**kw)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match=r"no CUDA GPU is available; available: \['cpu'\]"):
-        measure(tiny_model(), input_shape=SHAPE, device="cuda")
-    with pytest.raises(ValueError, match="no CUDA GPU"):
-        LatencyPredictor.build(TINY, device="cuda", input_shape=SHAPE)
+        Conditions(SHAPE, device="cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_measurement():
-    m = measure(tiny_model(), input_shape=SHAPE, device="cuda", samples=100)
+    m = measure(tiny_model(), Conditions(SHAPE, device="cuda"), samples=100)
     assert m.env["device"].startswith("cuda") and m.env["memory_format"] == "contiguous" and m.median_ms > 0
-    m16 = measure(tiny_model(), input_shape=SHAPE, device="cuda", dtype="float16", samples=100)
+    m16 = measure(tiny_model(), Conditions(SHAPE, device="cuda", dtype="float16"), samples=100)
     assert m16.env["dtype"] == "float16"
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     cache = tmp_path_factory.mktemp("latency-cache")
-    p = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=24,
-                               cache_dir=cache, progress=False)
+    p = LatencyPredictor.build(TINY, CPU, TASK, calib_archs=24, cache_dir=cache, progress=False)
     return p, cache
 
 
@@ -108,11 +109,11 @@ def test_predictor_table_covers_the_space_and_predicts_a_held_out_arch(built):
     assert p.fit["table_entries"] == len(p.lut) > 20 and p.fit["n"] == 24
     rng = np.random.default_rng(99)
     archs = [TINY.sample(rng, num_classes=10, small_input=False) for _ in range(4)]  # the table's stem
-    meas = measure_many([ShuffleNet(a) for a in archs], input_shape=SHAPE, rounds=3, per_round=10)
+    meas = measure_many([ShuffleNet(a) for a in archs], CPU, rounds=3, per_round=10)
     for a, m in zip(archs, meas):
         pred = p.predict(a)
         assert math.isfinite(pred) and abs(pred - m.median_ms) / m.median_ms < 0.5, (str(a), pred, m.median_ms)
-        assert p.raw(a) == pytest.approx(sum(p.lut[k] for k, *_ in __import__("search.latency", fromlist=["_entries"])._entries(a, 16)))
+        assert p.raw(a) == pytest.approx(sum(p.lut[k] for k, *_ in entries(a, 16)))
 
 
 def test_predictor_cache_round_trip_and_invalidation(built, monkeypatch):
@@ -120,15 +121,17 @@ def test_predictor_cache_round_trip_and_invalidation(built, monkeypatch):
     files = list(cache.glob("predictor-*.json"))
     assert len(files) == 1
     # a second build loads the cache: nothing is measured
-    monkeypatch.setattr("search.latency.measure", lambda *a, **k: pytest.fail("re-measured"))
-    again = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=24, cache_dir=cache)
+    monkeypatch.setattr("search.latency._table.measure", lambda *a, **k: pytest.fail("re-measured"))
+    monkeypatch.setattr("search.latency._predictor.measure_many", lambda *a, **k: pytest.fail("re-measured"))
+    again = LatencyPredictor.build(TINY, CPU, TASK, calib_archs=24, cache_dir=cache)
     assert again.lut == p.lut and again.coef == p.coef and again.key == p.key
+    assert again.conditions == CPU and again.task == TASK  # the key restores what it was built for
     # any key change addresses another cache entry
-    for change in (dict(threads=2), dict(input_shape=(1, 3, 24, 24)), dict(num_classes=5), dict(runtime="torchscript")):
-        k = LatencyPredictor.make_key(TINY, device=torch.device("cpu"), runtime=change.get("runtime", "eager"),
-                                      input_shape=change.get("input_shape", SHAPE), threads=change.get("threads", 1),
-                                      dtype="float32", num_classes=change.get("num_classes", 10), small_input=False)
-        assert LatencyPredictor.cache_path(k, cache) != files[0]
+    for cond, task in ((CPU.replace(threads=2), TASK), (CPU.replace(input_shape=(1, 3, 24, 24)), Task(10, 24, False)),
+                       (CPU, Task(5, 16, False)), (CPU.replace(runtime="torchscript"), TASK),
+                       (CPU.replace(memory_format="contiguous"), TASK), (CPU, Task(10, 16, None))):
+        k = predictor_key(TINY, cond, task)
+        assert cache_path(k, cache) != files[0]
         assert k != p.key
 
 
@@ -145,8 +148,7 @@ def test_stale_or_corrupted_cache_is_rebuilt_with_a_warning(built, tmp_path):
     with pytest.raises(ValueError, match="unreadable"):
         LatencyPredictor.load(target, p.key)
     with pytest.warns(RuntimeWarning, match="unreadable.*rebuilding"):
-        rebuilt = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, calib_archs=10,
-                                         cache_dir=tmp_path, progress=False)
+        rebuilt = LatencyPredictor.build(TINY, CPU, TASK, calib_archs=10, cache_dir=tmp_path, progress=False)
     assert set(rebuilt.lut) == set(p.lut)
     assert LatencyPredictor.load(target, p.key).coef == rebuilt.coef  # the rebuilt cache replaced the bad file
 
@@ -175,12 +177,12 @@ def test_latency_helpers_leave_the_callers_model_as_they_found_it(helper):
     threads = torch.get_num_threads()
     shape = (1, 3, 32, 32)
     if helper == "measure":
-        measure(model, input_shape=shape, device="cpu", samples=5, warmup_s=0.0, warmup_runs=1, retries=0)
+        measure(model, Conditions(shape, device="cpu"), samples=5, warmup_s=0.0, warmup_runs=1, retries=0)
     elif helper == "measure_many":
-        measure_many([model, model], input_shape=shape, device="cpu", rounds=1, per_round=2, warmup_s=0.0,
+        measure_many([model, model], Conditions(shape, device="cpu"), rounds=1, per_round=2, warmup_s=0.0,
                      warmup_runs=1, rewarm_runs=1)
     else:
-        compare(model, model, input_shape=shape, rounds=1, per_round=2)
+        compare(model, model, Conditions(shape, device="cpu"), rounds=1, per_round=2)
     assert model.training and torch.is_grad_enabled() and torch.get_num_threads() == threads
     params = list(model.parameters())
     assert len(params) == 170 and sum(p.ndim == 4 for p in params) == 56
@@ -210,12 +212,9 @@ def test_export_leaves_the_callers_model_as_it_found_it(tmp_path):
 
 def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
     """Issue 10: the stem variant is searched, so one table holds both variants' blocks."""
-    from search.latency import _entries
-
-    both = LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10, small_input=None,
-                                  calib_archs=12, cache_dir=tmp_path, progress=False)
+    both = LatencyPredictor.build(TINY, CPU, Task(10, 16, None), calib_archs=12, cache_dir=tmp_path, progress=False)
     one = {s: {k for a in [TINY.sample(np.random.default_rng(i), num_classes=10, small_input=s) for i in range(40)]
-               for k, *_ in _entries(a, 16)} for s in (False, True)}
+               for k, *_ in entries(a, 16)} for s in (False, True)}
     assert one[False] <= set(both.lut) and one[True] <= set(both.lut)
     assert {"stem|8|0|16", "stem|8|1|16"} <= set(both.lut)
     assert both.key["small_input"] is None
@@ -234,12 +233,13 @@ def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
 def _stalled_build(tmp_path, monkeypatch, stalls_ms):
     """Build the TINY predictor while the timer adds ``stalls_ms[i]`` to every sample of the i-th
     measurement of one table entry (the stall of issue 11: another process took the CPU)."""
-    import search.latency as lat
+    import search.latency._measure as lat
+    import search.latency._table as table
 
     key = "v2s0.5|24|24|1|2|1"
-    target = lat._table_specs(TINY, 10, False, 16)[key][0]
+    target = table_specs(TINY, TASK)[key][0]
     made = {"n": 0}
-    init, timer, build_entry = lat._Runner.__init__, lat._Runner.time_once, lat._build_entry
+    init, timer, build_entry = lat._Runner.__init__, lat._Runner.time_once, table.build_entry
 
     def marked(spec):
         m = build_entry(spec)
@@ -253,11 +253,11 @@ def _stalled_build(tmp_path, monkeypatch, stalls_ms):
             self.stall = stalls_ms[made["n"]] if made["n"] < len(stalls_ms) else 0.0
             made["n"] += 1
 
-    monkeypatch.setattr(lat, "_build_entry", marked)
+    monkeypatch.setattr(table, "build_entry", marked)
     monkeypatch.setattr(lat._Runner, "__init__", tagged_init)
     monkeypatch.setattr(lat._Runner, "time_once", lambda self: timer(self) + self.stall)
-    build = lambda: LatencyPredictor.build(TINY, device="cpu", input_shape=SHAPE, num_classes=10,  # noqa: E731
-                                           calib_archs=10, cache_dir=tmp_path, progress=False, rebuild=True)
+    build = lambda: LatencyPredictor.build(TINY, CPU, TASK, calib_archs=10, cache_dir=tmp_path,  # noqa: E731
+                                           progress=False, rebuild=True)
     return key, build
 
 
@@ -277,3 +277,64 @@ def test_a_table_that_stays_wrong_is_refused_and_not_cached(tmp_path, monkeypatc
                        + r".*Nothing was cached"):
         build()
     assert list(tmp_path.glob("predictor-*.json")) == []
+
+
+def test_conditions_resolve_their_defaults_and_round_trip_through_the_environment_record():
+    c = Conditions(SHAPE, device="cpu", threads=None)
+    assert c.device == "cpu" and c.threads == torch.get_num_threads() and c.memory_format == "channels_last"
+    assert c.torch_memory_format == torch.channels_last and c.torch_dtype == torch.float32 and c.batch == 1
+    env = c.env()
+    assert env["input_shape"] == [1, 3, 16, 16] and env["threads"] == c.threads and env["device_name"].startswith("cpu")
+    assert Conditions.from_env(env) == c
+    assert Conditions.from_env(env, threads=1).threads == 1
+    m = measure(tiny_model(), c.replace(threads=1), samples=5, warmup_s=0.0, retries=0)
+    assert m.conditions == c.replace(threads=1)  # every figure carries the conditions it was measured under
+    with pytest.raises(ValueError, match=r"lacks \['runtime'\]"):
+        Conditions.from_env({k: v for k, v in env.items() if k != "runtime"})
+
+
+def test_onnxruntime_conditions_are_nchw_float32():
+    pytest.importorskip("onnxruntime")
+    assert Conditions(SHAPE, device="cpu", runtime="onnxruntime", memory_format="channels_last").memory_format == "contiguous"
+
+
+def test_models_measured_side_by_side_share_device_threads_and_shape():
+    with pytest.raises(ValueError, match=r"one per model \(2\), got 3"):
+        measure_many([tiny_model(), tiny_model()], [CPU] * 3)
+    with pytest.raises(ValueError, match="share"):
+        measure_many([tiny_model(), tiny_model()], [CPU, CPU.replace(threads=2)])
+    ms = measure_many([tiny_model(), tiny_model()], [CPU, CPU.replace(memory_format="contiguous")], rounds=1,
+                      per_round=5, warmup_s=0.0)
+    assert [m.env["memory_format"] for m in ms] == ["channels_last", "contiguous"]
+
+
+def test_predictor_conditions_must_match_its_task():
+    with pytest.raises(ValueError, match=r"input_shape \(1, 3, 32, 32\) \(batch 1, the task's 32px\)"):
+        LatencyPredictor.build(TINY, CPU, Task(10, 32, False))
+    with pytest.raises(ValueError, match="input_shape"):
+        LatencyPredictor.build(TINY, CPU.replace(input_shape=(4, 3, 16, 16)), TASK)
+
+
+@pytest.mark.parametrize("small", [False, True])
+@pytest.mark.parametrize("last_conv", [0, 64])
+def test_stem_and_head_entries_are_the_real_models_own_layers(small, last_conv):
+    """Table entries are cut from ShuffleNet itself: with the same weights, the stem entry and the
+    head entry compute exactly what the network's stem and head compute."""
+    from search.latency._table import build_entry
+
+    torch.manual_seed(0)
+    arch = TINY.sample(np.random.default_rng(3), num_classes=10, small_input=small)
+    arch = type(arch)(stem=arch.stem, stages=arch.stages, last_conv=last_conv, num_classes=10, small_input=small)
+    net = ShuffleNet(arch).eval()
+    (_, stem_spec, stem_shape), *_, (_, head_spec, head_shape) = entries(arch, 16)
+    stem, head = build_entry(stem_spec).eval(), build_entry(head_spec).eval()
+    assert not stem.net.load_state_dict({k: v for k, v in net.state_dict().items() if k.startswith("conv1")},
+                                        strict=False).unexpected_keys
+    assert not head.net.load_state_dict({k: v for k, v in net.state_dict().items() if k.startswith(("conv5", "fc"))},
+                                        strict=False).unexpected_keys
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        feat = net.forward_stem(x)
+        assert x.shape[1:] == stem_shape[1:] and torch.equal(stem(x), feat)  # shapes: the entries' inputs
+        mid = net.stage4(net.stage3(net.stage2(feat)))
+        assert mid.shape[1:] == head_shape[1:] and torch.equal(head(mid), net(x))

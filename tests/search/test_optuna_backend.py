@@ -2,7 +2,7 @@
 
 from search.backends.optuna import open_study, records, run
 from search.records import TrialRecord
-from search_space import SearchSpace, get_preset
+from search_space import SearchSpace, Task, get_preset
 
 SPACE = SearchSpace.load("default")
 
@@ -24,7 +24,7 @@ def test_an_interrupted_preset_trial_keeps_its_source_on_resume(tmp_path):
     SPACE.suggest(t0, num_classes=10, small_input=None)
     study.ask()
     del study
-    run(_score, SPACE, run_dir=tmp_path, n_trials=5, seed=0, num_classes=10, seeds=seeds)
+    run(_score, SPACE, run_dir=tmp_path, n_trials=5, seed=0, task=Task(10, 32, None), seeds=seeds)
     recs = records(open_study(tmp_path, seed=0))
     assert len(recs) == 5
     by_source = {r.source: r.arch for r in recs if r.source != "sampled"}
@@ -37,6 +37,6 @@ def test_an_interrupted_sampled_trial_keeps_its_drawn_parameters(tmp_path):
     t = study.ask()
     arch = SPACE.suggest(t, num_classes=10, small_input=None)  # as the backend asks
     del study
-    run(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, num_classes=10)
+    run(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, task=Task(10, 32, None))
     recs = records(open_study(tmp_path, seed=0))
     assert [(r.source, r.arch) for r in recs] == [("sampled", str(arch))]

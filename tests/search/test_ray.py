@@ -78,7 +78,7 @@ def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_p
     from search.finetune import FinetuneConfig, finetune_step, winner_index
     from search_space import Arch, SearchSpace
     from supernet import SuperNet
-    from supernet.data import load_data
+    from data import load_data
     from tests.search.conftest import TINY
 
     torch.manual_seed(0)
@@ -134,18 +134,18 @@ def _ray_search(tmp_path, predictor, n_trials, seeds, **kw):
 
     from search.backends.ray import run
     from search.evaluate import Scorer
-    from search_space import SearchSpace
+    from search.latency import Conditions
+    from search_space import SearchSpace, Task
     from supernet import SuperNet
-    from supernet.data import load_data
+    from data import load_data
     from tests.search.conftest import TINY
 
     ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # workers need not import the tests
     torch.manual_seed(0)
     space = SearchSpace.from_dict(TINY)
     sup = SuperNet(space, num_classes=10)
-    objective = Scorer(sup, load_data("digits"), predictor, budget_ms=1000.0, input_size=32, device="cpu",
-                       runtime="eager", threads=1)
-    return run(objective, space, run_dir=tmp_path, n_trials=n_trials, seed=0, num_classes=10, concurrency=2,
+    objective = Scorer(sup, load_data("digits"), predictor, Conditions((1, 3, 32, 32), device="cpu"), budget_ms=1000.0)
+    return run(objective, space, run_dir=tmp_path, n_trials=n_trials, seed=0, task=Task(10, 32, None), concurrency=2,
                seeds=seeds, verbose=0, max_failures=1, **kw)
 
 

@@ -6,8 +6,9 @@ import torch
 from search.retrain import main, retrain_recipe
 from search_space import Arch
 from supernet import ShuffleNet
-from supernet.data import load_data
-from supernet.train import accuracy, train_model
+from data import load_data
+from training.engine import accuracy
+from supernet.train import train_model
 
 SMALL = "stem24|48:v2s0.5|96:v2s0.5|192:v2s0.5|conv1024|cls10"
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from search.export import load_artefact, load_model
+from search.latency import Conditions
 from search.run import main
 from search_space import Arch
-from supernet.data import load_data
-from supernet.train import accuracy
+from data import load_data
+from training.engine import accuracy
 
 
 def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
@@ -180,14 +181,14 @@ def test_scorer_latency_floor_marks_small_networks_infeasible_but_scores_them():
             return pred[str(a)]
 
     torch.manual_seed(0)
-    sc = Scorer(SuperNet(space, num_classes=10), data, Pred(), budget_ms=10.0, input_size=32, device="cpu",
-                min_latency_ms=5.0)
+    cond = Conditions((1, 3, 32, 32), device="cpu")
+    sc = Scorer(SuperNet(space, num_classes=10), data, Pred(), cond, budget_ms=10.0, min_latency_ms=5.0)
     low, mid, high = (sc(a) for a in archs)
     assert low.evaluated and not low.feasible and low.constraint == pytest.approx(3.0) and low.acc > 0
     assert mid.evaluated and mid.feasible and mid.constraint == pytest.approx(-1.0)  # distance to the nearer bound
     assert not high.evaluated and not high.feasible and high.constraint == pytest.approx(10.0)
     with pytest.raises(ValueError, match="min_latency_ms"):
-        Scorer(sc.supernet, data, Pred(), budget_ms=10.0, input_size=32, min_latency_ms=10.0)
+        Scorer(sc.supernet, data, Pred(), cond, budget_ms=10.0, min_latency_ms=10.0)
 
 
 def test_latency_floor_with_nothing_above_it_falls_back_to_the_budget(env, caplog):
@@ -268,9 +269,9 @@ def test_resuming_with_another_backend_is_one_clear_line(tmp_path, capsys):
 
 
 def test_more_train_workers_than_cpus_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
-    import supernet.cluster
+    import training.cluster
 
-    monkeypatch.setattr(supernet.cluster, "_local_cpus", lambda: 2)
+    monkeypatch.setattr(training.cluster, "_local_cpus", lambda: 2)
     assert main(["--latency-ms", "5", "--train-workers", "3", "--out", str(tmp_path), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == ("error: train_workers: 3 workers need 3 CPUs, this machine has 2; use 2 or "
                                        "fewer, or add nodes (`ray start --address ...`)\n")
@@ -279,7 +280,7 @@ def test_more_train_workers_than_cpus_is_one_line_before_any_work(monkeypatch, t
 
 def test_a_noisy_latency_is_remeasured_then_flagged(env, monkeypatch, capsys):
     """Issue 11: a final measurement whose spread stays wide is flagged, not accepted silently."""
-    import search.latency as lat
+    import search.latency._measure as lat
 
     real = lat._Runner.time_once
     ticks = {"n": 0}

@@ -234,10 +234,11 @@ def test_evaluation_helpers_leave_the_supernet_and_model_modes():
     """Sibling of case 1: the search Scorer switched the caller's supernet to eval mode,
     and accuracy() evaluated a training-mode model in training mode."""
     from search.evaluate import Scorer
-    from supernet.train import accuracy
+    from search.latency import Conditions
+    from training.engine import accuracy
 
     net = SuperNet(SPACE, num_classes=10).train()
-    Scorer(net, data=None, predictor=None, budget_ms=5.0, input_size=32, device="cpu")
+    Scorer(net, data=None, predictor=None, conditions=Conditions((1, 3, 32, 32), device="cpu"), budget_ms=5.0)
     assert net.training
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.BatchNorm1d(3)).train()
@@ -316,8 +317,9 @@ def test_per_group_v1_weights_are_separate_and_round_trip(tmp_path):
 
 def _knob_round_trips(space, tmp_path, knob: str, value: str) -> None:
     """A supernet trained with ``knob=value`` records it and reloads bit for bit with it."""
-    from supernet.data import load_data
-    from supernet.train import Recipe, load_supernet, train_supernet
+    from data import load_data
+    from training.engine import Recipe
+    from supernet.train import load_supernet, train_supernet
 
     ck = tmp_path / "s.pt"
     net, state = train_supernet(space, load_data("digits"), Recipe(epochs=1, seed=0), checkpoint=ck, device="cpu",

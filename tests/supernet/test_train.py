@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from search_space import SearchSpace
-from supernet.data import load_data
-from supernet.train import Recipe, load_supernet, main, train_supernet
+from search_space import SearchSpace, Task
+from data import load_data
+from training.engine import Recipe
+from supernet.train import load_supernet, main, train_supernet
 
 TINY = SearchSpace.from_dict({
     "name": "tiny",
@@ -81,7 +82,7 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
 
 def _data(n_train: int, n_val: int = 20):
     """A tiny synthetic dataset with ``n_train`` training images (uint8, 8x8, 10 classes)."""
-    from supernet.data import Data
+    from data import Data
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_train + n_val, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -146,7 +147,8 @@ def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(
     import numpy as np
 
     from supernet import SuperNet
-    from supernet.train import _PathOnly, make_optimizer
+    from training.engine import make_optimizer
+    from supernet.train import _PathOnly
 
     torch.manual_seed(0)
     net = SuperNet(TINY, num_classes=10).train()
@@ -213,7 +215,7 @@ def test_fair_sampler_counts_are_equal_after_each_cycle():
     from supernet.sampling import FairSampler
 
     space = SearchSpace.load("default")
-    fs = FairSampler(space, num_classes=10, small_input=False, seed=3)
+    fs = FairSampler(space, Task(10, 32, False), seed=3)
     m = fs.cycle
     assert m == 8 and len(fs.positions) == 6 + 12 + 6
     rng = np.random.default_rng(0)
@@ -232,7 +234,7 @@ def test_fair_sampler_counts_are_equal_after_each_cycle():
         if (step + 1) % m == 0:
             cycles = (step + 1) // m
             assert all(set(c.values()) == {cycles} and len(c) == m for c in planned.values())
-    assert fs.plan(5) == FairSampler(space, num_classes=10, small_input=False, seed=3).plan(5)  # pure in (seed, step)
+    assert fs.plan(5) == FairSampler(space, Task(10, 32, False), seed=3).plan(5)  # pure in (seed, step)
     assert kept / total > 0.8, kept / total  # the plan is realised wherever it is buildable
 
 
@@ -337,7 +339,7 @@ def test_supernet_training_over_both_stem_variants(digits, tmp_path):
     from supernet.sampling import make_path_sampler
 
     for kind in ("uniform", "fair"):
-        sample = make_path_sampler(kind, TINY, num_classes=10, small_input=None, image_size=32, seed=0)
+        sample = make_path_sampler(kind, TINY, Task(10, 32, None), seed=0)
         rng = np.random.default_rng(0)
         drawn = [sample(rng, k).small_input for k in range(60)]
         assert 15 < sum(drawn) < 45, kind
@@ -359,7 +361,7 @@ def test_few_shot_sub_supernet_trains_one_unit_family_from_the_one_shot_weights(
 
     assert unit_family(Arch.parse("stem8|16:v1g2,v1g1|32:v1g1|64:v2s0.5|conv0|cls10")) == "v1"  # 3 of 4 blocks
     assert unit_family(Arch.parse("stem8|16:v1g2,v2s0.5|32:v1g1|64:v2s0.5|conv0|cls10")) == "v2"  # a tie
-    base = make_path_sampler("uniform", TINY, num_classes=10, small_input=False, image_size=32, seed=0)
+    base = make_path_sampler("uniform", TINY, Task(10, 32, False), seed=0)
     rng = np.random.default_rng(0)
     for fam in ("v1", "v2"):
         assert all(unit_family(in_family(base, fam)(rng, k)) == fam for k in range(30))

@@ -10,10 +10,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from supernet.data import load_data
-from supernet.distributed import LOCAL, Replica
+from data import load_data
+from training.distributed import LOCAL, Replica
 
-from .test_train import TINY
+from tests.supernet.test_train import TINY
 
 
 def test_shards_cover_the_batch_with_weights_that_average_to_the_global_mean():
@@ -34,18 +34,18 @@ def test_shards_cover_the_batch_with_weights_that_average_to_the_global_mean():
 def test_bad_replicas_and_batches_are_clear_errors():
     with pytest.raises(ValueError, match="rank 2 of world_size 2 is not a worker"):
         Replica(2, 2)
-    from supernet.train import Recipe, _training_setup
+    from training.engine import Recipe, training_setup
 
     data = load_data("digits")
     with pytest.raises(ValueError, match="batch_size: 3 is the global batch and cannot feed 4 workers"):
-        _training_setup(nn.Linear(2, 2), data, Recipe(batch_size=3), torch.device("cpu"), Replica(0, 4))
+        training_setup(nn.Linear(2, 2), data, Recipe(batch_size=3), torch.device("cpu"), Replica(0, 4))
 
 
 def test_too_many_train_workers_is_one_line_before_any_work(monkeypatch):
-    import supernet.cluster
-    from supernet.cluster import check_workers
+    import training.cluster
+    from training.cluster import check_workers
 
-    monkeypatch.setattr(supernet.cluster, "_local_cpus", lambda: 2)
+    monkeypatch.setattr(training.cluster, "_local_cpus", lambda: 2)
     if not ray_initialized():
         check_workers(2)  # fits: no error, and no cluster was started to find out
         assert not ray_initialized()
@@ -56,7 +56,7 @@ def test_too_many_train_workers_is_one_line_before_any_work(monkeypatch):
 
 
 def test_a_ray_error_becomes_its_root_cause_line():
-    from supernet.cluster import _root_cause, error_line
+    from training.cluster import _root_cause, error_line
 
     wrapped = RuntimeError("ray::ArchTrial.train() (pid=1)\nTraceback (most recent call last):\n"
                            '  File "x.py", line 3, in f\nRuntimeError: injected failure\n')
@@ -85,7 +85,7 @@ def ray_initialized() -> bool:
 def test_evaluation_mode_batch_norm_is_untouched_by_the_sync():
     """In eval mode the synchronised BN is not involved: no collective is called (there is no
     process group here, so one would raise) and the output is plain BatchNorm's, bit for bit."""
-    from supernet.distributed import _SyncBatchNormMode
+    from training.distributed import _SyncBatchNormMode
 
     model = _model().eval()
     x, _ = _batch()
@@ -147,7 +147,8 @@ def test_synced_batch_norm_and_averaged_gradients_equal_the_global_batch(tmp_pat
 
 def _retrain_worker(rank: int, world: int, port: int, out: str) -> None:
     from supernet.model import ShuffleNet
-    from supernet.train import Recipe, train_model
+    from training.engine import Recipe
+    from supernet.train import train_model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -179,7 +180,8 @@ def test_retraining_on_two_workers_equals_one(tmp_path):
     statistics and the epoch's figures equal 1 worker with the global batch to 1e-5; the
     checkpoint records the 2 workers."""
     from supernet.model import ShuffleNet
-    from supernet.train import Recipe, train_model
+    from training.engine import Recipe
+    from supernet.train import train_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -198,7 +200,8 @@ def test_retraining_on_two_workers_equals_one(tmp_path):
 
 
 def _supernet_worker(rank: int, world: int, port: int, out: str) -> None:
-    from supernet.train import Recipe, train_supernet
+    from training.engine import Recipe
+    from supernet.train import train_supernet
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -219,7 +222,8 @@ def _digits_50():
 def test_a_last_batch_smaller_than_the_workers_leaves_a_shard_empty_and_changes_nothing(tmp_path):
     """50 images in batches of 16 on 3 workers: the last step has 2 images, so one worker's shard
     is empty; it still joins every collective, and the 4 steps equal 1 worker's to 1e-5."""
-    from supernet.train import Recipe, train_supernet
+    from training.engine import Recipe
+    from supernet.train import train_supernet
 
     torch.set_num_threads(1)
     ref, state = train_supernet(TINY, _digits_50(), Recipe(epochs=1, batch_size=16, lr=0.1, warmup_epochs=0, seed=1),
@@ -237,7 +241,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    from supernet.cluster import init_ray
+    from training.cluster import init_ray
 
     ctx = init_ray(None, num_cpus=2)
     yield ctx
@@ -251,7 +255,8 @@ def test_two_ray_train_workers_equal_one_and_their_checkpoint_resumes_on_one(clu
     checkpoint the 2 workers wrote after epoch 1 resumes on 1 worker, and equals 1 worker throughout.
     (Small-input stem at 16x16: no 1x1 feature maps, whose near-constant BN channels make float32
     rounding, not the workers, differ by ~1e-3 after 3 steps.)"""
-    from supernet.train import Recipe, train_supernet
+    from training.engine import Recipe
+    from supernet.train import train_supernet
 
     data = load_data("digits", image_size=16)
     data = dataclasses.replace(data, train_x=data.train_x[:48], train_y=data.train_y[:48])

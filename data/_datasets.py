@@ -6,7 +6,7 @@
 * ``cifar10[:ROOT]``: torchvision's CIFAR-10 under ROOT (default
   ``~/.cache/shufflenas/cifar10``); 45,000/5,000 train/val split of the
   official training set. Never downloads unless ``download=True``
-  (``python -m supernet.data download cifar10[:ROOT]``).
+  (``python -m data download cifar10[:ROOT]``).
 * ``imagefolder:PATH``: any ImageFolder tree (``PATH/<class>/<image>``), e.g.
   ``../shared/data/cifar10/train``; a deterministic held-out validation split
   (``val_fraction`` of each class, chosen by a hash of the file name so it
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import atomic_write, cache_root
+from common import atomic_write, cache_root
+from search_space import Task
 
 __all__ = ["Data", "load_data", "parse_spec", "IMG_EXTENSIONS"]
 
@@ -64,6 +65,11 @@ class Data:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
+
+    def task(self, small_input: bool | None = None) -> Task:
+        """The :class:`~search_space.Task` of networks for this data: its classes and image side,
+        with stem variant ``small_input`` (``None``: every variant a space declares)."""
+        return Task(self.num_classes, self.image_size, small_input)
 
     def describe(self) -> dict:
         return {
@@ -231,7 +237,7 @@ def _cifar10(spec: str, root: str | None, download: bool) -> Data:
     except RuntimeError as e:
         raise ValueError(
             f"data: CIFAR-10 not found under {root_p} ({e}). Get it once with "
-            f"`python -m supernet.data download cifar10:{root_p}` (needs network), or point "
+            f"`python -m data download cifar10:{root_p}` (needs network), or point "
             f"`--data imagefolder:PATH` at an ImageFolder copy"
         ) from None
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -318,33 +324,3 @@ def _decode(files: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.nd
             raise ValueError(f"data: cannot read image {str(p)!r}: {e}") from None
         y[k] = ci
     return x, y
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m supernet.data", description="Inspect or fetch datasets.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("download", help="download a dataset that needs it (cifar10[:ROOT])")
-    d.add_argument("spec")
-    i = sub.add_parser("info", help="load a dataset and print its description")
-    i.add_argument("spec")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "download":
-            kind, _ = parse_spec(args.spec)
-            if kind != "cifar10":
-                raise ValueError(f"data: only cifar10 is downloadable; {args.spec!r} is local")
-            data = load_data(args.spec, download=True)
-        else:
-            data = load_data(args.spec)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(data.describe())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""``LatencyPredictor``: lookup table + calibration, its cache and the exact fastest-arch search.
+
+A per-block lookup table measured on the device (:mod:`._table`) plus a linear
+calibration fitted on end-to-end measurements of random architectures
+(features: table sums per unit type, block counts, FLOPs and memory access
+cost: blocks timed alone run with hot caches, in a network they do not; on
+this CPU the calibration with MAC cut the error of the table-sum fit by half).
+Persisted as JSON keyed by the :class:`Conditions`, the task, the space and the
+torch version; a cache whose key differs, or that cannot be read, is rebuilt
+with a warning. Anchor: once-for-all's ``LatencyTable`` (one key builder, the
+search sees only ``predict``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from common import atomic_write, cache_root, progress_bar
+from search_space import Arch, SearchSpace, Site, Stage, Task, count_flops, count_mac
+from supernet import ShuffleNet
+
+from ._conditions import Conditions
+from ._measure import measure_many
+from ._table import entries, measure_table, probe_arch, stem_key, table_specs
+
+__all__ = ["LatencyPredictor", "PREDICTOR_FORMAT", "predictor_key", "cache_path"]
+
+log = logging.getLogger(__name__)
+PREDICTOR_FORMAT = "shufflenas.latency/4"
+
+
+def predictor_key(space: SearchSpace, conditions: Conditions, task: Task) -> dict[str, Any]:
+    """The cache key: the conditions' environment record (minus batch), the task, the space's hash
+    and the file format. Two predictors with equal keys were measured alike."""
+    env = conditions.env()
+    env.pop("batch")
+    return {
+        "format": PREDICTOR_FORMAT,
+        **env,
+        "space": hashlib.sha1(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:12],
+        **task.to_dict(),
+    }
+
+
+def cache_path(key: dict[str, Any], cache_dir: Path | None = None) -> Path:
+    """``<cache>/latency/predictor-<device>-<runtime>-<hash of key>.json`` (cache root read now)."""
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    device = str(key["device"]).split(":")[0]
+    return Path(cache_dir or cache_root("latency")) / f"predictor-{device}-{key['runtime']}-{h}.json"
+
+
+def _check_task(conditions: Conditions, task: Task) -> None:
+    if conditions.input_shape != task.input_shape(1):
+        raise ValueError(f"conditions: the predictor is measured at input_shape {task.input_shape(1)} (batch 1, "
+                         f"the task's {task.image_size}px), got {conditions.input_shape}")
+
+
+@dataclass
+class LatencyPredictor:
+    """Lookup table + calibration for one :class:`Conditions` and :class:`~search_space.Task`.
+
+    Build with :meth:`build` (loads the JSON cache when its key matches);
+    :meth:`predict` returns milliseconds for any arch of the space.
+    """
+
+    key: dict[str, Any]
+    lut: dict[str, float]
+    coef: list[float]  # latency = coef . features(arch)
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    FEATURES = ("lut_v1_ms", "lut_v2_ms", "lut_stem_head_ms", "n_v1", "n_v1_shuffle", "n_v2", "mflops", "mmac",
+                "const")
+
+    @property
+    def conditions(self) -> Conditions:
+        """The conditions the table was measured under (batch 1)."""
+        return Conditions.from_env({**self.key, "batch": 1})
+
+    @property
+    def task(self) -> Task:
+        return Task(self.key["num_classes"], self.key["image_size"], self.key["small_input"])
+
+    # ---------------------------------------------------------------- prediction
+    def features(self, arch: Arch) -> list[float]:
+        """Table sums per unit type, block counts, FLOPs and memory access cost (the calibration's inputs).
+
+        Blocks timed alone run with hot caches; in a network they do not. On this
+        CPU the in-network time grew with the memory access cost (ShuffleNet V2's
+        MAC), so MAC and FLOPs enter the calibration beside the table sums.
+
+        Raises:
+            ValueError: a block of ``arch`` is not in the table (another space or input size).
+        """
+        size = self.key["image_size"]
+        missing = []
+        sums = {"v1": 0.0, "v2": 0.0, "other": 0.0}
+        for key, spec, _ in entries(arch, size):
+            if key not in self.lut:
+                missing.append(key)
+                continue
+            kind = spec[1][:2] if spec[0] == "block" else "other"
+            sums[kind] += self.lut[key]
+        if missing:
+            raise ValueError(
+                f"arch: {len(missing)} block(s) not in the latency table (first: {missing[0]}); "
+                f"the predictor was built for another space or input size; rebuild it"
+            )
+        n_v1 = sum(b.unit == "v1" for st in arch.stages for b in st.blocks)
+        # V1 units with g > 1 run a channel shuffle (4 more ops); at batch 1 per-op overhead dominates
+        n_shuffle = sum(b.unit == "v1" and b.groups > 1 for st in arch.stages for b in st.blocks)
+        return [sums["v1"], sums["v2"], sums["other"], float(n_v1), float(n_shuffle), float(sum(arch.depths) - n_v1),
+                count_flops(arch, size) / 1e6, count_mac(arch, size) / 1e6, 1.0]
+
+    def raw(self, arch: Arch) -> float:
+        """Uncalibrated per-block table sum (ms)."""
+        f = self.features(arch)
+        return f[0] + f[1] + f[2]
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted end-to-end latency in milliseconds (the calibrated linear model).
+
+        The linear fit can extrapolate below zero for networks smaller than any it was
+        calibrated on (-0.08 ms for the fastest arch of the default space at 32x32 on a
+        2-core EPYC). The raw table sum is no floor to clamp to: for tiny blocks it
+        exceeded the measured network (0.96 vs 0.58 ms), so callers near the floor measure
+        (``search.pipeline`` does) instead of trusting the prediction."""
+        return float(np.dot(self.coef, self.features(arch)))
+
+    def fastest(self, space: SearchSpace) -> tuple[Arch, float]:
+        """The architecture of ``space`` with the smallest predicted latency (exact DP over the
+        table at minimum depths; the calibration's table coefficient is positive)."""
+        task = self.task
+        size = task.image_size
+
+        def cost(site: Site) -> float:
+            return self.lut.get(site.key, math.inf)
+
+        best: Arch | None = None
+        best_ms = math.inf
+        for small, stem in itertools.product(task.stem_variants(space.small_input), space.stem_channels):
+            sizes = probe_arch(space, task, small).spatial_sizes(size)
+            states = {stem: (self.lut.get(stem_key(stem, small, size), math.inf), [])}
+            for i, ss in enumerate(space.stages):
+                nxt = {}
+                for cout in ss.channels:
+                    at = Site(i, 1, cout, cout, in_size=sizes[i + 1])
+                    rest = min(space.valid_blocks(at), key=lambda b: cost(at.with_block(b)))
+                    rest_ms = (ss.min_depth - 1) * cost(at.with_block(rest)) if ss.min_depth > 1 else 0.0
+                    for cin, (ms, stages) in states.items():
+                        at0 = Site(i, 0, cin, cout, in_size=sizes[i])
+                        first = min(space.valid_blocks(at0), key=lambda b: cost(at0.with_block(b)))
+                        total = ms + cost(at0.with_block(first)) + rest_ms
+                        if total < nxt.get(cout, (math.inf,))[0]:
+                            nxt[cout] = (total, stages + [Stage(cout, (first,) + (rest,) * (ss.min_depth - 1))])
+                states = nxt
+            for _, stages in states.values():
+                for last in space.last_conv:
+                    arch = Arch(stem=stem, stages=tuple(stages), last_conv=last, num_classes=task.num_classes,
+                                small_input=small)
+                    pred = self.predict(arch)
+                    if pred < best_ms:
+                        best, best_ms = arch, pred
+        assert best is not None
+        return best, best_ms
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: Path) -> None:
+        text = json.dumps({"key": self.key, "lut": self.lut, "coef": self.coef, "fit": self.fit}, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+
+    @classmethod
+    def load(cls, path: Path, expect_key: dict[str, Any] | None = None) -> "LatencyPredictor":
+        """Load a cache file.
+
+        Raises:
+            ValueError: unreadable, bad coefficients, or built for another key (names the fields that differ).
+        """
+        try:
+            d = json.loads(Path(path).read_text())
+            p = cls(key=d["key"], lut={str(k): float(v) for k, v in d["lut"].items()},
+                    coef=[float(c) for c in d["coef"]], fit=dict(d.get("fit", {})))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"latency cache {path}: unreadable ({type(e).__name__}: {e})") from None
+        if len(p.coef) != len(cls.FEATURES) or not all(math.isfinite(c) for c in p.coef):
+            raise ValueError(f"latency cache {path}: bad calibration coefficients {p.coef}")
+        if expect_key is not None and p.key != expect_key:
+            diff = sorted(k for k in set(p.key) | set(expect_key) if p.key.get(k) != expect_key.get(k))
+            raise ValueError(f"latency cache {path}: stale, built for another {', '.join(diff)}")
+        return p
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def build(
+        cls,
+        space: SearchSpace,
+        conditions: Conditions,
+        task: Task,
+        *,
+        calib_archs: int = 100,
+        seed: int = 0,
+        cache_dir: Path | str | None = None,
+        rebuild: bool = False,
+        progress: bool = True,
+    ) -> "LatencyPredictor":
+        """Load the predictor from its cache, or measure the table and fit the calibration.
+
+        Args:
+            space: the search space whose blocks are tabulated.
+            conditions: the measurement conditions (batch 1, the task's input side).
+            task: classes, input side and stem variants (``small_input=None``: every variant the
+                space declares; the table holds the blocks at each variant's feature-map sizes and
+                the calibration draws from all of them).
+            calib_archs: random architectures measured end to end for the calibration.
+            rebuild: ignore an existing cache.
+
+        Raises:
+            ValueError: conditions that do not match the task; fewer calibration archs than
+                features; a table that stays inconsistent after re-measurement (a busy machine).
+        """
+        _check_task(conditions, task)
+        key = predictor_key(space, conditions, task)
+        path = cache_path(key, Path(cache_dir) if cache_dir else None)
+        if path.exists() and not rebuild:
+            try:
+                p = cls.load(path, key)
+                log.info("latency predictor loaded from %s", path)
+                return p
+            except ValueError as e:
+                warnings.warn(f"{e}; rebuilding it", RuntimeWarning, stacklevel=2)
+        t0 = time.perf_counter()
+        lut, remeasured = measure_table(table_specs(space, task), conditions, progress)
+        table_s = time.perf_counter() - t0
+        p = cls(key=key, lut=lut, coef=[1.0, 1.0, 1.0] + [0.0] * (len(cls.FEATURES) - 3))
+        rng = np.random.default_rng(seed)
+        archs = [space.sample(rng, num_classes=task.num_classes, small_input=task.small_input)
+                 for _ in range(calib_archs)]
+        bar = progress_bar(1, f"calibration ({calib_archs} archs, end to end)", "entry", progress)
+        meas = measure_many([ShuffleNet(a) for a in archs], conditions, rounds=6, per_round=10, seed=seed)
+        if bar is not None:
+            bar.update(1)
+            bar.close()
+        p.fit_calibration(archs, [m.median_ms for m in meas])
+        p.fit.update(table_entries=len(lut), table_seconds=table_s, total_seconds=time.perf_counter() - t0,
+                     remeasured=remeasured)
+        p.save(path)
+        log.info("latency predictor built in %.0f s (%d entries), saved to %s", time.perf_counter() - t0, len(lut), path)
+        return p
+
+    def fit_calibration(self, archs: Sequence[Arch], measured_ms: Sequence[float]) -> None:
+        """Least-squares fit of ``measured = coef . features`` (see :meth:`features`).
+
+        Raises:
+            ValueError: fewer architectures than features.
+        """
+        if len(archs) < len(self.FEATURES):
+            raise ValueError(f"calibration: needs at least {len(self.FEATURES)} architectures, got {len(archs)}")
+        X = np.array([self.features(a) for a in archs])
+        y = np.asarray(measured_ms, dtype=float)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        self.coef = [float(c) for c in coef]
+        pred, raw = X @ coef, X[:, :3].sum(1)
+        self.fit = {
+            "n": len(archs),
+            "raw_mape": float(np.mean(np.abs(raw - y) / y) * 100),
+            "calibrated_mape": float(np.mean(np.abs(pred - y) / y) * 100),
+            "coef": dict(zip(self.FEATURES, self.coef)),
+        }
