@@ -227,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from nas_data import load_data
     from search.latency import Conditions, measure_many
     from search.retrain import retrain_recipe
     from search_space import Arch, SearchSpace, count_flops, count_params, get_preset, list_presets
     from supernet import ShuffleNet
-    from data import load_data
     from supernet.train import train_model
 
     if not Path(args.root).is_dir():

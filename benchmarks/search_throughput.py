@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="supernet epochs (default: the main job's)")
     args = ap.parse_args(argv)
 
+    from nas_training.cluster import init_ray
     from search.config import SearchConfig
     from search.pipeline import run_search
-    from training.cluster import init_ray
 
     out = Path(tempfile.mkdtemp(prefix="shufflenas-throughput-"))
     base = SearchConfig.resolve({"latency_ms": args.latency_ms, "finetune_top": 0, "epochs": args.epochs})

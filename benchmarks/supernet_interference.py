@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas_data import load_data
+from nas_training.engine import TRAIN_MIN_BATCH, Recipe, epoch_generators, sgd_step, training_setup
 from search_space import Arch, SearchSpace, Site, Stage, get_preset
 from supernet import SuperNet
-from data import load_data
 from supernet.sampling import make_path_sampler
-from training.engine import TRAIN_MIN_BATCH, Recipe, training_setup, epoch_generators, sgd_step
 
 VARIANTS = {  # which choices vary per step; the rest come from shufflenet_v2_x1_0
     "fixed": (), "depth": ("depth",), "width": ("width",), "split": ("split",), "last_conv": ("last_conv",),

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas_training.engine import Recipe, make_optimizer
 from search_space import SearchSpace
 from supernet import SuperNet, extract
-from training.engine import Recipe, make_optimizer
 
 
 def step_fn(model, opt, x, y, arch=None):

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from nas_data import load_data
+from nas_training.engine import Recipe
 from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
 from search_space import SearchSpace, count_flops, count_params, get_preset, list_presets
 from supernet import ShuffleNet
-from data import load_data
-from training.engine import Recipe
 from supernet.train import train_model, train_supernet
 
 

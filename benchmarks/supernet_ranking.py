@@ -69,10 +69,10 @@ def main() -> None:
     from ground_truth import load_truth, truth_accuracy
 
     import supernet.train as st
-    from training.engine import Recipe
+    from nas_data import load_data
+    from nas_training.engine import Recipe
     from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
     from search_space import Arch, SearchSpace
-    from data import load_data
     from supernet.sampling import FAMILIES, unit_family
 
     try:

@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from nas_data import load_data
+    from nas_training.engine import Recipe
     from search_space import SearchSpace
-    from data import load_data
-    from training.engine import Recipe
     from supernet.train import train_supernet
 
     space = SearchSpace.load("default")

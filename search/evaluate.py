@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nas_common import resolve_device
+from nas_data import Data
+from nas_training.engine import accuracy
 from search_space import Arch
 from supernet import ShuffleNet, SuperNet, extract, recalibrate_bn
-from common import resolve_device
-from data import Data
-from training.engine import accuracy
 
 from .records import TrialRecord
 

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import yaml
 
+from nas_common import atomic_write
 from search_space import Arch
 from supernet import ShuffleNet
-from common import atomic_write
 
 __all__ = ["export_model", "load_model", "load_artefact", "measure_artefacts", "preprocessing", "make_transforms",
            "torchvision_equivalent", "MODEL_FORMAT", "ARTEFACTS"]
@@ -43,7 +43,7 @@ MAX_BATCH = 4096  # upper bound of the dynamic batch axis of model.pt2
 
 
 def preprocessing(data) -> dict[str, Any]:
-    """The input preprocessing of ``data`` (a ``data.Data``) as plain data:
+    """The input preprocessing of ``data`` (a ``nas_data.Data``) as plain data:
     uint8 RGB images ``(N, 3, H, W)`` at ``input_size``, scaled by 1/255, then
     ``(x - mean) / std`` per channel. ``resize`` names how ``data`` brought images to size."""
     return {"input": "uint8 RGB (N, 3, H, W)", "input_size": [data.image_size, data.image_size], "scale": 1 / 255,
@@ -169,7 +169,7 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
     """One shipped artefact of ``run_dir`` as something callable on a ``(N, 3, H, W)`` float tensor:
     ``model`` (:func:`load_model`), ``export`` (``torch.export.load(...).module()``),
     ``torchscript`` (``torch.jit.load``) or ``onnx`` (an ONNX Runtime session; call it
-    through ``search.latency.measure_many(..., runtime="onnxruntime")`` or ``.run``).
+    through ``search.latency.measure_many([path], Conditions(..., runtime="onnxruntime"))`` or ``.run``).
 
     Raises:
         ValueError: an unknown kind; a missing, partial or corrupt file (named).
@@ -182,8 +182,8 @@ def load_artefact(run_dir: Path | str, kind: str, *, device: str | torch.device 
     if not p.is_file():
         raise ValueError(f"{kind}: {str(p)!r} does not exist")
     if kind == "onnx":
+        from nas_common import resolve_device
         from search.latency import check_runtime, ort_session
-        from common import resolve_device
 
         check_runtime("onnxruntime")
         return ort_session(p, device=resolve_device(device), threads=threads)

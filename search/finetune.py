@@ -132,8 +132,8 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     ``ckpt_dir/<sha1 of the arch>.pt`` after every epoch. ``supernet_id`` names the supernet the
     weights come from; a checkpoint of another supernet, arch or schedule is refused, not reused.
     Returns ``(step, models)``: ``models[k]`` is candidate k's model as last fine-tuned (eval mode)."""
+    from nas_training.engine import Recipe
     from search.evaluate import EvalConfig, evaluate_arch
-    from training.engine import Recipe
     from supernet.train import train_model
 
     recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, warmup_epochs=0, seed=seed)

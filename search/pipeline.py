@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
+from nas_common import cache_root
 from search.config import SearchConfig
 from search.records import TrialRecord, read_trials_csv, write_trials_csv
-from common import cache_root
 
 __all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
            "publish", "supernet_key", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
@@ -168,10 +168,10 @@ def supernet_key(space, data, recipe, device) -> str:
 
 def _check_cluster(config: SearchConfig, device) -> None:
     if (config.backend == "ray" or config.train_workers > 1) and config.address and config.address != "auto":
-        from training.cluster import check_reachable
+        from nas_training.cluster import check_reachable
 
         check_reachable(config.address)  # before any training: fail in seconds, not after minutes
-    from training.cluster import check_workers
+    from nas_training.cluster import check_workers
 
     check_workers(config.train_workers, address=config.address, use_gpu=device.type == "cuda")
 
@@ -181,11 +181,11 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     and the run folder (with its ``run.yaml``). Raises ``ValueError`` before writing anything."""
     import torch
 
+    from nas_common import resolve_device
+    from nas_data import load_data
+    from nas_training.engine import Recipe
     from search.latency import Conditions, LatencyPredictor
     from search_space import SearchSpace
-    from common import resolve_device
-    from data import load_data
-    from training.engine import Recipe
 
     t_start = time.perf_counter()
     if resume is not None:

@@ -31,7 +31,7 @@ log = logging.getLogger("search.retrain")
 
 
 def retrain_recipe(epochs: int, seed: int, lr: float, batch_size: int):
-    from training.engine import Recipe
+    from nas_training.engine import Recipe
 
     return Recipe(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4,
                   label_smoothing=0.1, warmup_epochs=min(2, max(epochs - 1, 0)), seed=seed)
@@ -125,16 +125,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    from nas_data import load_data
     from search.export import export_model, load_model
     from search_space import count_flops, count_params
     from supernet import ShuffleNet
-    from data import load_data
     from supernet.train import train_model
 
     if args.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {args.epochs}")
-    from training.cluster import check_workers
-    from common import resolve_device
+    from nas_common import resolve_device
+    from nas_training.cluster import check_workers
 
     check_workers(args.train_workers, address=args.address, use_gpu=resolve_device(args.device).type == "cuda")
     run_data = None

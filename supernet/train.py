@@ -2,13 +2,13 @@
 Search with Uniform Sampling", ECCV 2020), retraining of a static network, and
 ``python -m supernet.train``.
 
-Both run the one training engine (``training.engine.fit``). A supernet step asks
+Both run the one training engine (``nas_training.engine.fit``). A supernet step asks
 its path sampler (``supernet.sampling``: FairNAS strict fairness by default,
 uniform SPOS optionally inside a FLOPs window) which path to train, then trains
 that single path (or, with the sandwich rule, the largest, the smallest and
 random paths with in-place distillation); a static network's step is plain SGD.
 Deterministic under a seed, checkpointed after every epoch, resumable with the
-result of an uninterrupted run (see ``training.engine``).
+result of an uninterrupted run (see ``nas_training.engine``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from common import resolve_device
-from data import Data, load_data
+from nas_common import resolve_device
+from nas_data import Data, load_data
+from nas_training.distributed import LOCAL, Replica
+from nas_training.engine import Recipe, StepFn, finish_step, fit, read_checkpoint, sgd_step, shard_loss
 from search_space import Arch, SearchSpace
-from training.distributed import LOCAL, Replica
-from training.engine import Recipe, StepFn, finish_step, fit, read_checkpoint, sgd_step, shard_loss
 
 from .sampling import in_family, make_path_sampler
 from .supernet import SuperNet
@@ -162,7 +162,7 @@ def train_supernet(
 
     Args:
         space: the search space.
-        data: the dataset (``data.load_data``).
+        data: the dataset (``nas_data.load_data``).
         recipe: hyper-parameters and seed.
         checkpoint: file written (atomically) after every epoch.
         resume: continue from ``checkpoint`` if it exists (its config must match).
@@ -190,12 +190,12 @@ def train_supernet(
 
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this many epochs.
-        workers: train data-parallel on this many Ray Train workers (``training.cluster``);
+        workers: train data-parallel on this many Ray Train workers (``nas_training.cluster``);
             ``recipe.batch_size`` stays the global batch (B/N per worker), BatchNorm is
             synchronised and the result equals 1 worker's to float rounding
-            (``training.distributed``). The checkpoint loads into 1 worker and back.
+            (``nas_training.distributed``). The checkpoint loads into 1 worker and back.
         address: the Ray cluster of the workers (None: a local one).
-        replica, report: set by ``training.cluster.run_workers`` inside each worker.
+        replica, report: set by ``nas_training.cluster.run_workers`` inside each worker.
 
     Raises:
         ValueError: bad device, sampler or update; a checkpoint trained with other settings;
@@ -329,7 +329,7 @@ def _on_workers(fn: Callable[..., Any], kwargs: dict[str, Any], dev: torch.devic
     import tempfile
     import uuid
 
-    from training.cluster import check_workers, run_workers
+    from nas_training.cluster import check_workers, run_workers
 
     check_workers(workers, address=address, use_gpu=dev.type == "cuda", flag="workers")
     if kwargs["recipe"].batch_size < workers:  # before any worker starts
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
-        from training.cluster import check_workers
+        from nas_training.cluster import check_workers
 
         check_workers(args.train_workers, address=args.address, use_gpu=resolve_device(args.device).type == "cuda")
         space = SearchSpace.load(args.space)

@@ -26,10 +26,10 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from nas_training.cluster import dashboard_hint, error_line, init_ray
 from search.backends.optuna import records
 from search.records import TrialRecord
 from search_space import Arch, SearchSpace, Task
-from training.cluster import dashboard_hint, error_line, init_ray
 
 __all__ = ["ArchTrial", "ConstrainedOptunaSearch", "run", "init_ray", "finetune_asha", "dashboard_hint"]
 

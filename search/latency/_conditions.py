@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from common import resolve_device
+from nas_common import resolve_device
 
 __all__ = ["RUNTIMES", "DTYPES", "MEMORY_FORMATS", "Conditions", "check_runtime", "device_name"]
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import atomic_write, cache_root, progress_bar
+from nas_common import atomic_write, cache_root, progress_bar
 from search_space import Arch, SearchSpace, Site, Stage, Task, count_flops, count_mac
 from supernet import ShuffleNet
 
@@ -45,6 +45,7 @@ def predictor_key(space: SearchSpace, conditions: Conditions, task: Task) -> dic
     and the file format. Two predictors with equal keys were measured alike."""
     env = conditions.env()
     env.pop("batch")
+    env["device"] = conditions.torch_device.type  # cuda and cuda:0 are one device's table
     return {
         "format": PREDICTOR_FORMAT,
         **env,

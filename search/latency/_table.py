@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import progress_bar
+from nas_common import progress_bar
 from search_space import Arch, Block, SearchSpace, Site, Stage, Task
 from supernet import ShuffleNet
 from supernet.units import make_unit

@@ -101,7 +101,7 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     assert len({r["arch"] for r in rows}) == 6  # the samples never repeat the winner or each other
     assert all(r["latency_ms"] <= 1000 for r in rows if r["role"] == "random")
     assert res["summary"]["random_n"] == 2
-    from data import load_data
+    from nas_data import load_data
 
     held = load_data(f"imagefolder:{tmp_path / 'imgs'}", val_fraction=0.25)
     assert res["data"]["val"] == int(held.val_y.numel()) > int(load_data(f"imagefolder:{tmp_path / 'imgs'}").val_y.numel())

@@ -8,6 +8,8 @@ import torch
 import torchvision
 import yaml
 
+from nas_data import load_data
+from nas_training.engine import Recipe, accuracy
 from search.export import (
     ARTEFACTS,
     export_model,
@@ -21,8 +23,6 @@ from search.export import (
 from search.latency import Conditions, LatencyPredictor, measure, measure_many
 from search_space import Arch, SearchSpace, Task
 from supernet import ShuffleNet
-from data import load_data
-from training.engine import Recipe, accuracy
 from supernet.train import train_model
 from tests.helpers import randomize_bn
 

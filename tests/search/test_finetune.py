@@ -73,10 +73,10 @@ def test_bad_finetune_settings(kw, msg):
 def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_path):
     import torch
 
+    from nas_data import load_data
     from search.finetune import finetune_step
     from search_space import SearchSpace
     from supernet import SuperNet
-    from data import load_data
     from tests.search.conftest import TINY
 
     space = SearchSpace.from_dict(TINY)

@@ -74,11 +74,11 @@ def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_p
     ones stopped at a rung, and the shipped winner reloads from its checkpoint."""
     import torch
 
+    from nas_data import load_data
     from search.backends.ray import finetune_asha
     from search.finetune import FinetuneConfig, finetune_step, winner_index
     from search_space import Arch, SearchSpace
     from supernet import SuperNet
-    from data import load_data
     from tests.search.conftest import TINY
 
     torch.manual_seed(0)
@@ -132,12 +132,12 @@ class _FaultyPredictor:
 def _ray_search(tmp_path, predictor, n_trials, seeds, **kw):
     import torch
 
+    from nas_data import load_data
     from search.backends.ray import run
     from search.evaluate import Scorer
     from search.latency import Conditions
     from search_space import SearchSpace, Task
     from supernet import SuperNet
-    from data import load_data
     from tests.search.conftest import TINY
 
     ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # workers need not import the tests

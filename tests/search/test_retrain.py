@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
+from nas_data import load_data
+from nas_training.engine import accuracy
 from search.retrain import main, retrain_recipe
 from search_space import Arch
 from supernet import ShuffleNet
-from data import load_data
-from training.engine import accuracy
 from supernet.train import train_model
 
 SMALL = "stem24|48:v2s0.5|96:v2s0.5|192:v2s0.5|conv1024|cls10"

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from nas_data import load_data
+from nas_training.engine import accuracy
 from search.export import load_artefact, load_model
 from search.latency import Conditions
 from search.run import main
 from search_space import Arch
-from data import load_data
-from training.engine import accuracy
 
 
 def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
@@ -269,9 +269,9 @@ def test_resuming_with_another_backend_is_one_clear_line(tmp_path, capsys):
 
 
 def test_more_train_workers_than_cpus_is_one_line_before_any_work(monkeypatch, tmp_path, capsys):
-    import training.cluster
+    import nas_training.cluster
 
-    monkeypatch.setattr(training.cluster, "_local_cpus", lambda: 2)
+    monkeypatch.setattr(nas_training.cluster, "_local_cpus", lambda: 2)
     assert main(["--latency-ms", "5", "--train-workers", "3", "--out", str(tmp_path), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == ("error: train_workers: 3 workers need 3 CPUs, this machine has 2; use 2 or "
                                        "fewer, or add nodes (`ray start --address ...`)\n")

@@ -233,9 +233,9 @@ def test_supernet_from_several_threads_equals_one_thread():
 def test_evaluation_helpers_leave_the_supernet_and_model_modes():
     """Sibling of case 1: the search Scorer switched the caller's supernet to eval mode,
     and accuracy() evaluated a training-mode model in training mode."""
+    from nas_training.engine import accuracy
     from search.evaluate import Scorer
     from search.latency import Conditions
-    from training.engine import accuracy
 
     net = SuperNet(SPACE, num_classes=10).train()
     Scorer(net, data=None, predictor=None, conditions=Conditions((1, 3, 32, 32), device="cpu"), budget_ms=5.0)
@@ -317,8 +317,8 @@ def test_per_group_v1_weights_are_separate_and_round_trip(tmp_path):
 
 def _knob_round_trips(space, tmp_path, knob: str, value: str) -> None:
     """A supernet trained with ``knob=value`` records it and reloads bit for bit with it."""
-    from data import load_data
-    from training.engine import Recipe
+    from nas_data import load_data
+    from nas_training.engine import Recipe
     from supernet.train import load_supernet, train_supernet
 
     ck = tmp_path / "s.pt"

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from nas_data import load_data
+from nas_training.engine import Recipe
 from search_space import SearchSpace, Task
-from data import load_data
-from training.engine import Recipe
 from supernet.train import load_supernet, main, train_supernet
 
 TINY = SearchSpace.from_dict({
@@ -82,7 +82,7 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
 
 def _data(n_train: int, n_val: int = 20):
     """A tiny synthetic dataset with ``n_train`` training images (uint8, 8x8, 10 classes)."""
-    from data import Data
+    from nas_data import Data
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n_train + n_val, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -146,8 +146,8 @@ def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(
     """Issue 10: no weight decay or stale momentum on what the sampled path did not read."""
     import numpy as np
 
+    from nas_training.engine import make_optimizer
     from supernet import SuperNet
-    from training.engine import make_optimizer
     from supernet.train import _PathOnly
 
     torch.manual_seed(0)

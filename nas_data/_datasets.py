@@ -6,7 +6,7 @@
 * ``cifar10[:ROOT]``: torchvision's CIFAR-10 under ROOT (default
   ``~/.cache/shufflenas/cifar10``); 45,000/5,000 train/val split of the
   official training set. Never downloads unless ``download=True``
-  (``python -m data download cifar10[:ROOT]``).
+  (``python -m nas_data download cifar10[:ROOT]``).
 * ``imagefolder:PATH``: any ImageFolder tree (``PATH/<class>/<image>``), e.g.
   ``../shared/data/cifar10/train``; a deterministic held-out validation split
   (``val_fraction`` of each class, chosen by a hash of the file name so it
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common import atomic_write, cache_root
+from nas_common import atomic_write, cache_root
 from search_space import Task
 
 __all__ = ["Data", "load_data", "parse_spec", "IMG_EXTENSIONS"]
@@ -237,7 +237,7 @@ def _cifar10(spec: str, root: str | None, download: bool) -> Data:
     except RuntimeError as e:
         raise ValueError(
             f"data: CIFAR-10 not found under {root_p} ({e}). Get it once with "
-            f"`python -m data download cifar10:{root_p}` (needs network), or point "
+            f"`python -m nas_data download cifar10:{root_p}` (needs network), or point "
             f"`--data imagefolder:PATH` at an ImageFolder copy"
         ) from None
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data import load_data, parse_spec
+from nas_data import load_data, parse_spec
 
 
 def _folder(root, classes=("cat", "dog"), n=12, size=(20, 24)):
@@ -104,6 +104,6 @@ def test_bad_folders(tmp_path):
 
 
 def test_cifar10_offline_says_how_to_get_it(tmp_path):
-    with pytest.raises(ValueError, match=r"CIFAR-10 not found .*python -m data download cifar10"):
+    with pytest.raises(ValueError, match=r"CIFAR-10 not found .*python -m nas_data download cifar10"):
         load_data(f"cifar10:{tmp_path / 'nothing'}")
     assert parse_spec("cifar10") == ("cifar10", None)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from common import atomic_write, cache_root
+from nas_common import atomic_write, cache_root
 
 
 def test_cache_root_follows_the_environment_at_call_time(monkeypatch, tmp_path):
@@ -34,7 +34,7 @@ def test_an_atomic_write_that_fails_keeps_the_old_file_and_no_temporary(tmp_path
 def test_one_device_resolver_for_training_evaluation_and_latency():
     import torch
 
-    from common import resolve_device
+    from nas_common import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,7 +48,7 @@ def test_one_device_resolver_for_training_evaluation_and_latency():
 
 
 def test_progress_bar_is_none_when_off():
-    from common import progress_bar
+    from nas_common import progress_bar
 
     assert progress_bar(10, "x", "step", enabled=False) is None
     bar = progress_bar(10, "x", "step")

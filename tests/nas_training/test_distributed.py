@@ -10,9 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from data import load_data
-from training.distributed import LOCAL, Replica
-
+from nas_data import load_data
+from nas_training.distributed import LOCAL, Replica
 from tests.supernet.test_train import TINY
 
 
@@ -34,7 +33,7 @@ def test_shards_cover_the_batch_with_weights_that_average_to_the_global_mean():
 def test_bad_replicas_and_batches_are_clear_errors():
     with pytest.raises(ValueError, match="rank 2 of world_size 2 is not a worker"):
         Replica(2, 2)
-    from training.engine import Recipe, training_setup
+    from nas_training.engine import Recipe, training_setup
 
     data = load_data("digits")
     with pytest.raises(ValueError, match="batch_size: 3 is the global batch and cannot feed 4 workers"):
@@ -42,10 +41,10 @@ def test_bad_replicas_and_batches_are_clear_errors():
 
 
 def test_too_many_train_workers_is_one_line_before_any_work(monkeypatch):
-    import training.cluster
-    from training.cluster import check_workers
+    import nas_training.cluster
+    from nas_training.cluster import check_workers
 
-    monkeypatch.setattr(training.cluster, "_local_cpus", lambda: 2)
+    monkeypatch.setattr(nas_training.cluster, "_local_cpus", lambda: 2)
     if not ray_initialized():
         check_workers(2)  # fits: no error, and no cluster was started to find out
         assert not ray_initialized()
@@ -56,7 +55,7 @@ def test_too_many_train_workers_is_one_line_before_any_work(monkeypatch):
 
 
 def test_a_ray_error_becomes_its_root_cause_line():
-    from training.cluster import _root_cause, error_line
+    from nas_training.cluster import _root_cause, error_line
 
     wrapped = RuntimeError("ray::ArchTrial.train() (pid=1)\nTraceback (most recent call last):\n"
                            '  File "x.py", line 3, in f\nRuntimeError: injected failure\n')
@@ -85,7 +84,7 @@ def ray_initialized() -> bool:
 def test_evaluation_mode_batch_norm_is_untouched_by_the_sync():
     """In eval mode the synchronised BN is not involved: no collective is called (there is no
     process group here, so one would raise) and the output is plain BatchNorm's, bit for bit."""
-    from training.distributed import _SyncBatchNormMode
+    from nas_training.distributed import _SyncBatchNormMode
 
     model = _model().eval()
     x, _ = _batch()
@@ -146,8 +145,8 @@ def test_synced_batch_norm_and_averaged_gradients_equal_the_global_batch(tmp_pat
 
 
 def _retrain_worker(rank: int, world: int, port: int, out: str) -> None:
+    from nas_training.engine import Recipe
     from supernet.model import ShuffleNet
-    from training.engine import Recipe
     from supernet.train import train_model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -179,8 +178,8 @@ def test_retraining_on_two_workers_equals_one(tmp_path):
     """train_model (search.retrain, the fine-tune) data-parallel on 2 gloo workers: weights, BN
     statistics and the epoch's figures equal 1 worker with the global batch to 1e-5; the
     checkpoint records the 2 workers."""
+    from nas_training.engine import Recipe
     from supernet.model import ShuffleNet
-    from training.engine import Recipe
     from supernet.train import train_model
 
     torch.set_num_threads(1)
@@ -200,7 +199,7 @@ def test_retraining_on_two_workers_equals_one(tmp_path):
 
 
 def _supernet_worker(rank: int, world: int, port: int, out: str) -> None:
-    from training.engine import Recipe
+    from nas_training.engine import Recipe
     from supernet.train import train_supernet
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -222,7 +221,7 @@ def _digits_50():
 def test_a_last_batch_smaller_than_the_workers_leaves_a_shard_empty_and_changes_nothing(tmp_path):
     """50 images in batches of 16 on 3 workers: the last step has 2 images, so one worker's shard
     is empty; it still joins every collective, and the 4 steps equal 1 worker's to 1e-5."""
-    from training.engine import Recipe
+    from nas_training.engine import Recipe
     from supernet.train import train_supernet
 
     torch.set_num_threads(1)
@@ -241,7 +240,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    from training.cluster import init_ray
+    from nas_training.cluster import init_ray
 
     ctx = init_ray(None, num_cpus=2)
     yield ctx
@@ -255,7 +254,7 @@ def test_two_ray_train_workers_equal_one_and_their_checkpoint_resumes_on_one(clu
     checkpoint the 2 workers wrote after epoch 1 resumes on 1 worker, and equals 1 worker throughout.
     (Small-input stem at 16x16: no 1x1 feature maps, whose near-constant BN channels make float32
     rounding, not the workers, differ by ~1e-3 after 3 steps.)"""
-    from training.engine import Recipe
+    from nas_training.engine import Recipe
     from supernet.train import train_supernet
 
     data = load_data("digits", image_size=16)

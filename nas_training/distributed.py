@@ -1,7 +1,7 @@
 """Data-parallel training that computes exactly what one worker computes with the whole batch.
 
 A :class:`Replica` is one of ``world_size`` workers of a ``torch.distributed`` process
-group (gloo on CPU, nccl on GPU; Ray Train sets it up, see ``training.cluster``). With
+group (gloo on CPU, nccl on GPU; Ray Train sets it up, see ``nas_training.cluster``). With
 ``world_size`` workers, every training step of ``supernet.train`` is, to float rounding,
 the step of one worker with the global batch (``Recipe.batch_size``):
 

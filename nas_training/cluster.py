@@ -7,7 +7,7 @@
 * :func:`run_workers` runs a training function on N Ray Train workers
   (``ray.train.torch.TorchTrainer``: one process per worker, a ``torch.distributed`` process
   group, gloo on CPU and nccl on GPU); the function receives its
-  :class:`~training.distributed.Replica`.
+  :class:`~nas_training.distributed.Replica`.
 
 Several nodes: ``ray start --head`` on one machine, ``ray start --address HEAD:6379`` on the
 others, then pass ``--address HEAD:6379``. The checkpoint path must be on storage every

@@ -15,7 +15,7 @@ channels_last on CPU (about 7x faster for depthwise/grouped convs on these machi
 and the sampler of epoch e draw from generators seeded by ``(seed, e)``
 (:func:`epoch_generators`); the checkpoint is written atomically after every epoch and a
 resumed run ends with the result of an uninterrupted one. Data-parallel workers
-(:mod:`training.distributed`) run the same loop on their shard.
+(:mod:`nas_training.distributed`) run the same loop on their shard.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import atomic_save, progress_bar
-from data import Data
+from nas_common import atomic_save, progress_bar
+from nas_data import Data
 
 from .distributed import LOCAL, Replica
 

@@ -1,4 +1,4 @@
-"""``python -m data download cifar10[:ROOT]`` / ``python -m data info SPEC``."""
+"""``python -m nas_data download cifar10[:ROOT]`` / ``python -m nas_data info SPEC``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m data", description="Inspect or fetch datasets.")
+    ap = argparse.ArgumentParser(prog="python -m nas_data", description="Inspect or fetch datasets.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("download", help="download a dataset that needs it (cifar10[:ROOT])")
     d.add_argument("spec")
