@@ -53,7 +53,7 @@ fi
 mkdir -p "$OUT"
 t0=$(date +%s)
 echo "== 1/4 latency predictor on $DEVICE"
-"$PY" benchmarks/latency_predictor.py --device "$DEVICE" "${PRED_ARGS[@]}" | grep -E "^(device|predictor|calibrated|raw)"
+"$PY" benchmarks/latency_predictor.py --device "$DEVICE" "${PRED_ARGS[@]}" | grep -E "^(device|predictor|calibrated|raw|session [0-9]+ vs)"
 echo "== 2/4 python -m search.run --latency-ms $BUDGET --device $DEVICE ($(( $(date +%s) - t0 )) s so far)"
 "$PY" -m search.run --latency-ms "$BUDGET" --device "$DEVICE" --out "$OUT/runs" --quiet "${RUN_ARGS[@]}" | tail -n 6
 echo "== 3/4 the winner re-measured from its exported artefact ($(( $(date +%s) - t0 )) s so far)"

@@ -6,13 +6,21 @@ interleaved (round-robin, shuffled each round) so machine drift hits them
 alike, and prints MAPE, the share within +-10%, Spearman rho and the worst
 case, for the calibrated predictor and for the raw per-block table sum.
 
-    python benchmarks/latency_predictor.py --archs 50 --input-size 32
+With ``--sessions 2`` (the default) every architecture is measured in two
+independent interleaved sessions, one after the other. The predictor is scored
+against each, and the second session against the first: how often the
+measurement agrees with itself within +-10%, the ceiling any predictor can
+reach against one session. ``--out`` writes every figure as JSON.
+
+    python benchmarks/latency_predictor.py --archs 50 --threads 2 --out benchmarks/results/latency_predictor_t2.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -22,10 +30,14 @@ from search_space import SearchSpace, Task, get_preset, list_presets
 from supernet import ShuffleNet
 
 
-def report(name: str, pred: np.ndarray, meas: np.ndarray) -> None:
+def report(name: str, pred: np.ndarray, meas: np.ndarray) -> dict:
+    """Print and return MAPE (%), the share within +-10% (%), Spearman rho and the worst error (%)."""
     err = np.abs(pred - meas) / meas * 100
-    print(f"{name:<22} MAPE {err.mean():5.2f}%  within 10%: {100 * np.mean(err <= 10):5.1f}%  "
-          f"Spearman rho {spearmanr(pred, meas).statistic:.3f}  worst {err.max():5.1f}%")
+    r = {"n": len(meas), "mape": float(err.mean()), "within_10": float(100 * np.mean(err <= 10)),
+         "rho": float(spearmanr(pred, meas).statistic), "worst": float(err.max())}
+    print(f"{name:<34} MAPE {r['mape']:5.2f}%  within 10%: {r['within_10']:5.1f}%  "
+          f"Spearman rho {r['rho']:.3f}  worst {r['worst']:5.1f}%")
+    return r
 
 
 def main() -> None:
@@ -41,9 +53,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calib-archs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--sessions", type=int, default=2,
+                    help="independent interleaved measurement sessions (2: also the measurement's own agreement)")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--out", default=None, help="write the settings, per-arch figures and scores here (JSON)")
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out archs (fitting uses seed 0)")
     args = ap.parse_args()
+    if args.sessions < 1:
+        ap.error("--sessions: must be at least 1")
     space = SearchSpace.load(args.space)
     small = {"no": False, "yes": True, "both": None}[args.small_input]
     task = Task(args.num_classes, args.input_size, small)
@@ -66,23 +83,49 @@ def main() -> None:
             if v in space.small_input and space.contains(a):
                 archs.append(a)
                 names.append(n + (":small" if v else ""))
-    t1 = time.perf_counter()
-    meas = measure_many([ShuffleNet(a) for a in archs], cond, rounds=args.rounds, per_round=10, seed=args.seed)
-    med = np.array([m.median_ms for m in meas])
+    models = [ShuffleNet(a) for a in archs]
+    sessions = []
+    for k in range(args.sessions):
+        t1 = time.perf_counter()
+        sessions.append(measure_many(models, cond, rounds=args.rounds, per_round=10, seed=args.seed + k))
+        print(f"session {k + 1}: measured {len(archs)} archs interleaved ({args.rounds} rounds x 10 samples each) "
+              f"in {time.perf_counter() - t1:.0f} s")
+    meds = np.array([[m.median_ms for m in ms] for ms in sessions])
+    med = meds[0]
     pred = np.array([p.predict(a) for a in archs])
     raw = np.array([p.raw(a) for a in archs])
-    print(f"measured {len(archs)} archs interleaved ({args.rounds} rounds x 10 samples each) in {time.perf_counter() - t1:.0f} s\n")
-    print(f"{'name':<20} {'measured ms':>12} {'IQR':>7} {'predicted':>10} {'err %':>7} {'raw sum':>8}")
-    for n, m, pr, rw in zip(names, meas, pred, raw):
-        print(f"{n:<20} {m.median_ms:12.3f} {m.iqr_ms:7.3f} {pr:10.3f} {100 * (pr - m.median_ms) / m.median_ms:7.1f} {rw:8.3f}")
+    print(f"\n{'name':<20} {'measured ms':>12} {'IQR':>7} {'predicted':>10} {'err %':>7} {'raw sum':>8}"
+          + "".join(f" {f'session {k + 1}':>10}" for k in range(1, args.sessions)))
+    for i, (n, m, pr, rw) in enumerate(zip(names, sessions[0], pred, raw)):
+        print(f"{n:<20} {m.median_ms:12.3f} {m.iqr_ms:7.3f} {pr:10.3f} {100 * (pr - m.median_ms) / m.median_ms:7.1f} "
+              f"{rw:8.3f}" + "".join(f" {meds[k][i]:10.3f}" for k in range(1, args.sessions)))
     print()
     k = args.archs
-    report("calibrated, random", pred[:k], med[:k])
-    if len(archs) > k:
-        report("calibrated, presets", pred[k:], med[k:])
-    report("calibrated, all", pred, med)
-    report("raw table sum, all", raw, med)
-
+    scores = {}
+    for s in range(args.sessions):
+        tag = f", session {s + 1}" if args.sessions > 1 else ""
+        scores[f"calibrated, random{tag}"] = report(f"calibrated, random{tag}", pred[:k], meds[s][:k])
+        if len(archs) > k:
+            scores[f"calibrated, presets{tag}"] = report(f"calibrated, presets{tag}", pred[k:], meds[s][k:])
+        scores[f"calibrated, all{tag}"] = report(f"calibrated, all{tag}", pred, meds[s])
+    scores["raw table sum, all"] = report("raw table sum, all", raw, med)
+    if args.sessions > 1:
+        print("the measurement against itself (its ceiling for any predictor):")
+        for s in range(1, args.sessions):
+            scores[f"session {s + 1} vs 1, random"] = report(f"session {s + 1} vs 1, random", meds[s][:k], meds[0][:k])
+            scores[f"session {s + 1} vs 1, all"] = report(f"session {s + 1} vs 1, all", meds[s], meds[0])
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "args": vars(args), "predictor": {"key": p.key, "fit": p.fit}, "conditions": cond.env(),
+            "scores": scores,
+            "archs": [{"name": n, "arch": str(a), "predicted_ms": float(pr), "raw_ms": float(rw),
+                       "measured_ms": [float(x) for x in meds[:, i]],
+                       "iqr_ms": [float(ms[i].iqr_ms) for ms in sessions]}
+                      for i, (n, a, pr, rw) in enumerate(zip(names, archs, pred, raw))],
+        }, indent=1))
+        print(f"wrote {out}")
 
 if __name__ == "__main__":
     main()

@@ -338,3 +338,28 @@ def test_stem_and_head_entries_are_the_real_models_own_layers(small, last_conv):
         assert x.shape[1:] == stem_shape[1:] and torch.equal(stem(x), feat)  # shapes: the entries' inputs
         mid = net.stage4(net.stage3(net.stage2(feat)))
         assert mid.shape[1:] == head_shape[1:] and torch.equal(head(mid), net(x))
+
+
+def test_calibration_minimises_the_error_relative_to_each_measurement(built):
+    p, _ = built
+    q = LatencyPredictor(key=p.key, lut=p.lut, coef=list(p.coef))
+    rng = np.random.default_rng(7)
+    archs = [TINY.sample(rng, num_classes=10, small_input=False) for _ in range(40)]
+    X = np.array([q.features(a) for a in archs])
+    truth = np.array([0.9, 1.1, 1.0, 0.02, 0.01, 0.03, 0.001, 0.2, 0.05])
+    exact = X @ truth
+    q.fit_calibration(archs, exact)  # noiseless measurements are reproduced
+    np.testing.assert_allclose([q.predict(a) for a in archs], exact, rtol=1e-6)
+    # with noise, the fitted coefficients are the minimum of sum(((pred - y) / y) ** 2): its gradient is zero ...
+    y = exact * np.exp(rng.normal(0, 0.1, len(archs))) + np.linspace(0, 3 * exact.max(), len(archs))
+    q.fit_calibration(archs, y)
+    rel_grad = X.T @ ((X @ np.array(q.coef) - y) / y**2)
+    assert np.abs(rel_grad).max() < 1e-8 * np.abs(X.T @ (1 / y)).max()
+    # ... and it is not the plain least-squares fit in ms, which the slowest networks dominate
+    ols, *_ = np.linalg.lstsq(X, y, rcond=None)
+    assert np.abs(X.T @ ((X @ ols - y) / y**2)).max() > 1e-3 * np.abs(X.T @ (1 / y)).max()
+    assert q.fit["n"] == 40 and q.fit["calibrated_mape"] == pytest.approx(
+        100 * np.mean(np.abs(X @ np.array(q.coef) - y) / y))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="measured_ms: every measurement must be a positive number"):
+            q.fit_calibration(archs, np.r_[y[:-1], bad])
