@@ -9,7 +9,7 @@ from torch import nn
 from search.latency import Conditions, LatencyPredictor, compare, measure, measure_many
 from search.latency._predictor import cache_path, predictor_key
 from search.latency._table import entries, table_specs
-from search_space import SearchSpace, Task
+from search_space import Arch, SearchSpace, Task
 from supernet import ShuffleNet
 
 TINY = SearchSpace.from_dict({
@@ -360,6 +360,12 @@ def test_calibration_minimises_the_error_relative_to_each_measurement(built):
     assert np.abs(X.T @ ((X @ ols - y) / y**2)).max() > 1e-3 * np.abs(X.T @ (1 / y)).max()
     assert q.fit["n"] == 40 and q.fit["calibrated_mape"] == pytest.approx(
         100 * np.mean(np.abs(X @ np.array(q.coef) - y) / y))
+    # the fitted data travels with the predictor: refitting it gives the same coefficients
+    kept = q.fit["calibration"]
+    assert kept["archs"] == [str(a) for a in archs] and kept["measured_ms"] == [float(v) for v in y]
+    r = LatencyPredictor(key=p.key, lut=p.lut, coef=list(p.coef))
+    r.fit_calibration([Arch.parse(a) for a in kept["archs"]], kept["measured_ms"])
+    np.testing.assert_allclose(r.coef, q.coef, rtol=1e-9)
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="measured_ms: every measurement must be a positive number"):
             q.fit_calibration(archs, np.r_[y[:-1], bad])
