@@ -10,7 +10,8 @@ With ``--sessions 2`` (the default) every architecture is measured in two
 independent interleaved sessions, one after the other. The predictor is scored
 against each, and the second session against the first: how often the
 measurement agrees with itself within +-10%, the ceiling any predictor can
-reach against one session. ``--out`` writes every figure as JSON.
+reach against one session. ``--out`` writes every figure as JSON and, beside
+it, a plot of predicted (and re-measured) against measured latency.
 
     python benchmarks/latency_predictor.py --archs 50 --threads 2 --out benchmarks/results/latency_predictor_t2.json
 """
@@ -125,7 +126,44 @@ def main() -> None:
                        "iqr_ms": [float(ms[i].iqr_ms) for ms in sessions]}
                       for i, (n, a, pr, rw) in enumerate(zip(names, archs, pred, raw))],
         }, indent=1))
-        print(f"wrote {out}")
+        plot(json.loads(out.read_text()), out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def plot(result: dict, path: Path) -> None:
+    """Predicted vs measured (session 1) latency, with the +-10% band; the second session's
+    measurement of the same networks in grey (the measurement against itself)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = result["archs"]
+    meas = np.array([a["measured_ms"][0] for a in archs])
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    hi = 1.1 * max(meas.max(), max(a["predicted_ms"] for a in archs))
+    ax.fill_between([0, hi], [0, 0.9 * hi], [0, 1.1 * hi], color="tab:green", alpha=0.12, label="within +-10%")
+    ax.plot([0, hi], [0, hi], color="tab:green", lw=0.8)
+    if len(archs[0]["measured_ms"]) > 1:
+        ax.scatter(meas, [a["measured_ms"][1] for a in archs], marker="x", s=18, color="0.55",
+                   label="session 2 measurement (the measurement against itself)")
+    for role, color in (("random", "tab:blue"), ("preset", "tab:red")):
+        sel = [(m, a["predicted_ms"]) for m, a in zip(meas, archs) if a["name"].startswith("random") == (role == "random")]
+        if sel:
+            ax.scatter(*zip(*sel), s=16, color=color, label=f"predicted, {role} ({len(sel)})")
+    sc = result["scores"]
+    key = next(k for k in sc if k.startswith("calibrated, random"))
+    c = result["conditions"]
+    ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="measured, session 1 (ms)", ylabel="predicted / re-measured (ms)",
+           title=f"{c['device_name']}, {c['runtime']}, {c['threads']} thread(s), input {c['input_shape']}\n"
+                 f"random archs: {sc[key]['within_10']:.0f}% within 10% (MAPE {sc[key]['mape']:.1f}%)"
+                 + (f"; the measurement vs itself: {sc['session 2 vs 1, random']['within_10']:.0f}%"
+                    if "session 2 vs 1, random" in sc else ""))
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 if __name__ == "__main__":
     main()
