@@ -9,9 +9,10 @@ case, for the calibrated predictor and for the raw per-block table sum.
 With ``--sessions 2`` (the default) every architecture is measured in two
 independent interleaved sessions, one after the other. The predictor is scored
 against each, and the second session against the first: how often the
-measurement agrees with itself within +-10%, the ceiling any predictor can
-reach against one session. ``--out`` writes every figure as JSON and, beside
-it, a plot of predicted (and re-measured) against measured latency.
+measurement agrees with itself within +-10% (its repeatability: the noise of
+both sessions and the drift between them), the yardstick for the predictor's
+figure. ``--out`` writes every figure as JSON and, beside it, a plot of
+predicted (and re-measured) against measured latency.
 
     python benchmarks/latency_predictor.py --archs 50 --threads 2 --out benchmarks/results/latency_predictor_t2.json
 """
@@ -62,6 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.sessions < 1:
         ap.error("--sessions: must be at least 1")
+    if args.out and not args.out.endswith(".json"):
+        ap.error(f"--out: a .json path (the plot goes beside it as .png), got {args.out}")
     space = SearchSpace.load(args.space)
     small = {"no": False, "yes": True, "both": None}[args.small_input]
     task = Task(args.num_classes, args.input_size, small)
@@ -109,9 +112,10 @@ def main() -> None:
         if len(archs) > k:
             scores[f"calibrated, presets{tag}"] = report(f"calibrated, presets{tag}", pred[k:], meds[s][k:])
         scores[f"calibrated, all{tag}"] = report(f"calibrated, all{tag}", pred, meds[s])
-    scores["raw table sum, all"] = report("raw table sum, all", raw, med)
+    tag = ", session 1" if args.sessions > 1 else ""
+    scores[f"raw table sum, all{tag}"] = report(f"raw table sum, all{tag}", raw, med)
     if args.sessions > 1:
-        print("the measurement against itself (its ceiling for any predictor):")
+        print("the measurement against itself (its repeatability: both sessions' noise and the drift between them):")
         for s in range(1, args.sessions):
             scores[f"session {s + 1} vs 1, random"] = report(f"session {s + 1} vs 1, random", meds[s][:k], meds[0][:k])
             scores[f"session {s + 1} vs 1, all"] = report(f"session {s + 1} vs 1, all", meds[s], meds[0])
@@ -141,7 +145,7 @@ def plot(result: dict, path: Path) -> None:
     archs = result["archs"]
     meas = np.array([a["measured_ms"][0] for a in archs])
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    hi = 1.1 * max(meas.max(), max(a["predicted_ms"] for a in archs))
+    hi = 1.1 * max(max(max(a["measured_ms"]) for a in archs), max(a["predicted_ms"] for a in archs))
     ax.fill_between([0, hi], [0, 0.9 * hi], [0, 1.1 * hi], color="tab:green", alpha=0.12, label="within +-10%")
     ax.plot([0, hi], [0, hi], color="tab:green", lw=0.8)
     if len(archs[0]["measured_ms"]) > 1:
@@ -164,6 +168,7 @@ def plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()

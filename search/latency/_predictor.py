@@ -139,8 +139,14 @@ class LatencyPredictor:
         return float(np.dot(self.coef, self.features(arch)))
 
     def fastest(self, space: SearchSpace) -> tuple[Arch, float]:
-        """The architecture of ``space`` with the smallest predicted latency (exact DP over the
-        table at minimum depths; the calibration's table coefficient is positive)."""
+        """A fastest architecture of ``space`` and its predicted latency (ms).
+
+        An exact DP over the table at minimum depths finds, per stem variant, stem width and
+        last conv, the blocks with the smallest table sum; of those candidates the one with the
+        smallest calibrated prediction is returned. The calibration also weighs block counts,
+        FLOPs and memory access (and may give a table sum a small negative weight), so this is
+        the fastest by the table, not always the argmin of :meth:`predict` over the space;
+        near the budget floor the pipeline measures it instead of trusting the prediction."""
         task = self.task
         size = task.image_size
 
@@ -264,21 +270,29 @@ class LatencyPredictor:
         The fit minimises ``sum(((coef . f_i - y_i) / y_i) ** 2)``, the squared error relative to each
         measurement (weighted least squares with weights ``1 / y_i**2``), because the predictor is
         judged by its relative error (the share within +-10%, MAPE). A plain least-squares fit in ms
-        lets the slowest networks dominate: refitting one set of 2-thread measurements on a 2-core
-        EPYC both ways (100 calibration archs, 50 fresh ones, each measured in two sessions) left
-        MAPE 4.7-5.1% on the fresh ones for the plain fit and 4.3-4.6% for this one. The
-        architectures and measurements fitted are kept in ``fit["calibration"]``.
+        lets the slowest networks dominate: in one refit experiment on a 2-core EPYC at 2 threads
+        (100 calibration archs and 50 fresh ones, each measured in two sessions; not a committed
+        benchmark) the plain fit left MAPE 4.7-5.1% on the fresh ones and this one 4.3-4.6%.
+        Least squares on the relative error biases predictions low by the order of the
+        measurements' relative variance (under 1% at 7% noise). The architectures and
+        measurements fitted are kept in ``fit["calibration"]``.
 
         Raises:
-            ValueError: fewer architectures than features; a measurement that is not positive.
+            ValueError: fewer architectures than features; a count of measurements that differs
+                from the architectures'; a measurement that is not a positive number.
         """
         if len(archs) < len(self.FEATURES):
-            raise ValueError(f"calibration: needs at least {len(self.FEATURES)} architectures, got {len(archs)}")
+            raise ValueError(f"archs: the calibration needs at least {len(self.FEATURES)} architectures, "
+                             f"got {len(archs)}")
+        y = np.asarray(measured_ms, dtype=float).reshape(-1)
+        if len(y) != len(archs):
+            raise ValueError(f"measured_ms: {len(y)} measurements for {len(archs)} architectures; give one per arch")
+        bad = np.flatnonzero(~(np.isfinite(y) & (y > 0)))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"measured_ms[{i}]: every measurement must be a positive number of ms, got {y[i]!r} "
+                             f"(arch {archs[i]})")
         X = np.array([self.features(a) for a in archs])
-        y = np.asarray(measured_ms, dtype=float)
-        if not np.all(np.isfinite(y) & (y > 0)):
-            raise ValueError(f"measured_ms: every measurement must be a positive number of ms, got {y.min():g} "
-                             f"at its smallest")
         coef, *_ = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)
         self.coef = [float(c) for c in coef]
         pred, raw = X @ coef, X[:, :3].sum(1)

@@ -366,6 +366,10 @@ def test_calibration_minimises_the_error_relative_to_each_measurement(built):
     r = LatencyPredictor(key=p.key, lut=p.lut, coef=list(p.coef))
     r.fit_calibration([Arch.parse(a) for a in kept["archs"]], kept["measured_ms"])
     np.testing.assert_allclose(r.coef, q.coef, rtol=1e-9)
-    for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="measured_ms: every measurement must be a positive number"):
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"measured_ms\[39\]: every measurement must be a positive number"):
             q.fit_calibration(archs, np.r_[y[:-1], bad])
+    with pytest.raises(ValueError, match="measured_ms: 39 measurements for 40 architectures"):
+        q.fit_calibration(archs, y[:-1])
+    with pytest.raises(ValueError, match="archs: the calibration needs at least 9 architectures, got 8"):
+        q.fit_calibration(archs[:8], y[:8])
