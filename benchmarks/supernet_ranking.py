@@ -120,7 +120,7 @@ def main() -> None:
         recipe = Recipe(epochs=args.epochs, seed=args.seed)
         variant = (f"{args.sampler}_{args.update}_{args.conv0_head}_v1{args.v1_sharing}"
                    f"{f'_sandwich{args.sandwich}' if args.sandwich else ''}_stem{args.small_input}"
-                   f"_e{args.epochs}")
+                   f"_e{args.epochs}{f'_seed{args.seed}' if args.seed else ''}")
         ckpt = Path(args.out or f"results/ranking/{variant}.pt")
         marks = sorted({*range(args.curve_every, args.epochs, args.curve_every), args.epochs} if args.curve_every
                        else {args.epochs})
