@@ -20,6 +20,14 @@ existing checkpoint instead of training one.
 
 Each run writes ``results/ranking/<variant>.json`` (per network scores, tau per
 checkpoint) and, with ``--curve-every``, a tau-vs-epochs plot beside it.
+
+``--ensemble A.json B.json ...`` trains nothing: it reads result files of runs
+against the same truth (e.g. one variant with ``--seed 0, 1, 2``) and prints
+each run's tau, their mean and spread (the seed noise of one run's tau), and
+the tau of the networks' mean inherited score over the runs (an ensemble of
+independently trained supernets, at the runs' summed cost).
+
+    python benchmarks/supernet_ranking.py --ensemble results/ranking/fair_full_shared_v1labels_stemno_e20{,_seed1,_seed2}.json
 """
 
 from __future__ import annotations
@@ -62,8 +70,18 @@ def main() -> None:
                     help="few-shot NAS by unit family: two sub-supernets (mostly-V1 / mostly-V2 paths) start from "
                          "the trained supernet and train E more epochs each; every network is scored by its family's")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt)")
+    ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt); "
+                                                  "with --ensemble, the JSON to write")
+    ap.add_argument("--ensemble", nargs="+", default=None, metavar="RESULT",
+                    help="train nothing: combine the result JSONs of runs against the same truth (see above)")
     args = ap.parse_args()
+    if args.ensemble:
+        try:
+            ensemble(args.ensemble, args.out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
 
     import torch
     from ground_truth import load_truth, truth_accuracy
@@ -193,6 +211,60 @@ def main() -> None:
     print(f"wrote {out}")
     if len(curve) > 1:
         _plot(curve, out.with_suffix(".png"), variant)
+
+
+GROUPS = ("all", "presets", "sampled")
+
+
+def ensemble(paths: list[str], out: str | None = None) -> dict:
+    """Per-run tau, its mean and spread over the runs, and the tau of the mean inherited score.
+
+    Raises:
+        ValueError: fewer than 2 files, an unreadable file, or runs scored on other networks or truths.
+    """
+    import numpy as np
+
+    if len(paths) < 2:
+        raise ValueError(f"--ensemble: give at least 2 result files, got {len(paths)}")
+    runs = []
+    for p in paths:
+        try:
+            d = json.loads(Path(p).read_text())
+            nets = {n["name"]: n for n in d["networks"]}
+            runs.append((p, d, nets))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--ensemble: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
+    first = runs[0][2]
+    for p, _, nets in runs[1:]:
+        if {k: (n["arch"], n["retrained"]) for k, n in nets.items()} != \
+                {k: (n["arch"], n["retrained"]) for k, n in first.items()}:
+            raise ValueError(f"--ensemble: {p} scored other networks or another truth than {runs[0][0]}")
+    rows = [dict(n) for n in first.values()]
+    sel = {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
+           "sampled": [r for r in rows if r["role"] != "preset"]}
+    per_run = []
+    for p, d, nets in runs:
+        for r in rows:
+            r["inherited"] = nets[r["name"]]["inherited"]
+        per_run.append({"file": p, "label": d.get("label"), **{g: corr(sel[g]) for g in GROUPS}})
+        print(f"{Path(p).name:<52} " + "  ".join(f"{g} tau {per_run[-1][g]['tau']:6.3f}" for g in GROUPS))
+    stats = {g: {"mean": float(np.mean([r[g]["tau"] for r in per_run])),
+                 "min": float(min(r[g]["tau"] for r in per_run)), "max": float(max(r[g]["tau"] for r in per_run))}
+             for g in GROUPS}
+    print(f"{'mean over runs (min-max)':<52} " + "  ".join(
+        f"{g} tau {stats[g]['mean']:6.3f} ({stats[g]['min']:.3f}-{stats[g]['max']:.3f})" for g in GROUPS))
+    for r in rows:
+        r["inherited"] = float(np.mean([nets[r["name"]]["inherited"] for _, _, nets in runs]))
+    ens = {g: corr(sel[g]) for g in GROUPS}
+    print(f"{f'ensemble: mean inherited score of {len(runs)} runs':<52} "
+          + "  ".join(f"{g} tau {ens[g]['tau']:6.3f}" for g in GROUPS))
+    result = {"runs": per_run, "tau_over_runs": stats, "ensemble": ens,
+              "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", "inherited")} for r in rows]}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+    return result
 
 
 def corr(sel: list[dict], key: str = "inherited") -> dict:

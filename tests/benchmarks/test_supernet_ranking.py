@@ -1,0 +1,54 @@
+"""benchmarks/supernet_ranking.py --ensemble: per-run tau, its spread, and the tau of the mean score."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from scipy.stats import kendalltau
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("supernet_ranking", ROOT / "benchmarks" / "supernet_ranking.py")
+sr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sr)
+
+RETRAINED = [60.0, 58.0, 55.0, 50.0, 64.0, 62.0, 57.0, 52.0]
+ROLES = ["preset"] * 4 + ["sampled"] * 4
+
+
+def _result(path: Path, inherited: list[float], retrained=RETRAINED) -> str:
+    nets = [{"name": f"n{k}", "role": r, "arch": f"arch{k}", "retrained": t, "inherited": i}
+            for k, (r, t, i) in enumerate(zip(ROLES, retrained, inherited))]
+    path.write_text(json.dumps({"label": path.stem, "networks": nets}))
+    return str(path)
+
+
+def test_ensemble_reports_each_run_their_spread_and_the_tau_of_the_mean_score(tmp_path, capsys):
+    a = [30.0, 31.0, 29.0, 20.0, 33.0, 25.0, 26.0, 24.0]
+    b = [28.0, 27.0, 30.0, 22.0, 35.0, 34.0, 20.0, 23.0]
+    out = tmp_path / "ens.json"
+    r = sr.ensemble([_result(tmp_path / "a.json", a), _result(tmp_path / "b.json", b)], str(out))
+    tau = lambda x, idx: kendalltau([RETRAINED[i] for i in idx], [x[i] for i in idx]).statistic  # noqa: E731
+    groups = {"all": range(8), "presets": range(4), "sampled": range(4, 8)}
+    for g, idx in groups.items():
+        assert r["runs"][0][g]["tau"] == pytest.approx(tau(a, idx), abs=1e-12)
+        assert r["runs"][1][g]["tau"] == pytest.approx(tau(b, idx), abs=1e-12)
+        assert r["tau_over_runs"][g]["mean"] == pytest.approx((tau(a, idx) + tau(b, idx)) / 2, abs=1e-12)
+        mean = [(x + y) / 2 for x, y in zip(a, b)]
+        assert r["ensemble"][g]["tau"] == pytest.approx(tau(mean, idx), abs=1e-12)
+        assert r["ensemble"][g]["n"] == len(idx)
+    assert r["tau_over_runs"]["all"]["min"] == pytest.approx(min(tau(a, range(8)), tau(b, range(8))))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(r))
+    assert "ensemble: mean inherited score of 2 runs" in capsys.readouterr().out
+
+
+def test_ensemble_refuses_runs_on_another_truth_or_too_few_files(tmp_path):
+    a = _result(tmp_path / "a.json", [1.0] * 8)
+    other = _result(tmp_path / "b.json", [1.0] * 8, retrained=[61.0] + RETRAINED[1:])
+    with pytest.raises(ValueError, match=r"--ensemble: .*b\.json scored other networks or another truth than .*a\.json"):
+        sr.ensemble([a, other])
+    with pytest.raises(ValueError, match="--ensemble: give at least 2 result files, got 1"):
+        sr.ensemble([a])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"--ensemble: .*bad\.json is not a supernet_ranking result \(KeyError"):
+        sr.ensemble([a, str(tmp_path / "bad.json")])
