@@ -297,3 +297,21 @@ def test_a_noisy_latency_is_remeasured_then_flagged(env, monkeypatch, capsys):
     assert res["winner"]["shipped"]["model"]["noisy"] is True
     assert "warning: the latency of model.pt is unreliable" in capsys.readouterr().out
     assert "**unreliable" in ((out / "latest").resolve() / "report.md").read_text()
+
+
+def test_report_flags_every_shipped_artefact_over_the_budget():
+    from search.report import _shipped_lines
+
+    def art(file, ms, primary, noisy=False):
+        return {"file": file, "runtime": "eager", "memory_format": "contiguous", "median_ms": ms, "iqr_ms": 0.1,
+                "primary": primary, "noisy": noisy}
+
+    shipped = {"pt": art("model.pt", 4.4, True), "pt2": art("model.pt2", 5.9, False), "ts": art("model.ts", 3.0, False)}
+    rows = {line.split("`")[1]: line.rsplit("|", 2)[1].strip() for line in _shipped_lines(shipped, 5.0)
+            if line.startswith("| `")}
+    assert rows == {"model.pt": "**budget checked on this one**", "model.pt2": "**over the 5 ms budget**",
+                    "model.ts": ""}
+    shipped["pt"] = art("model.pt", 5.2, True)
+    rows = {line.split("`")[1]: line.rsplit("|", 2)[1].strip() for line in _shipped_lines(shipped, 5.0)
+            if line.startswith("| `")}
+    assert rows["model.pt"] == "**budget checked on this one**; **over the 5 ms budget**"
