@@ -122,15 +122,16 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
+        result = {
             "args": vars(args), "predictor": {"key": p.key, "fit": p.fit}, "conditions": cond.env(),
             "scores": scores,
             "archs": [{"name": n, "arch": str(a), "predicted_ms": float(pr), "raw_ms": float(rw),
                        "measured_ms": [float(x) for x in meds[:, i]],
                        "iqr_ms": [float(ms[i].iqr_ms) for ms in sessions]}
                       for i, (n, a, pr, rw) in enumerate(zip(names, archs, pred, raw))],
-        }, indent=1))
-        plot(json.loads(out.read_text()), out.with_suffix(".png"))
+        }
+        out.write_text(json.dumps(result, indent=1))
+        plot(result, out.with_suffix(".png"))
         print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
