@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -156,7 +157,7 @@ def main() -> None:
                                                progress=False, conv0_head=args.conv0_head, sampler=args.sampler,
                                                update=args.update, small_input=small, v1_sharing=args.v1_sharing,
                                                sandwich=args.sandwich, stop_after_epoch=stop)
-                shutil.copyfile(ckpt, at)
+                _snapshot(ckpt, at)
             curve.append((stop, score(sup)))
             print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items()), flush=True)
         label = (f"{variant}, {args.epochs} epochs in {state['train_seconds']:.0f} s, last train acc "
@@ -217,13 +218,15 @@ GROUPS = ("all", "presets", "sampled")
 
 
 def ensemble(paths: list[str], out: str | None = None) -> dict:
-    """Per-run tau, its mean and spread over the runs, and the tau of the mean inherited score.
+    """Per-run tau, its mean and spread over the runs, and the tau of the mean score.
+
+    Done for the inherited top-1 (``runs``, ``tau_over_runs``, ``ensemble``) and, when every
+    run has it (``--finetune-epochs``), for the top-1 after each fine-tune epoch E
+    (``finetuned[E]``, the same three keys).
 
     Raises:
         ValueError: fewer than 2 files, an unreadable file, or runs scored on other networks or truths.
     """
-    import numpy as np
-
     if len(paths) < 2:
         raise ValueError(f"--ensemble: give at least 2 result files, got {len(paths)}")
     runs = []
@@ -239,32 +242,60 @@ def ensemble(paths: list[str], out: str | None = None) -> dict:
         if {k: (n["arch"], n["retrained"]) for k, n in nets.items()} != \
                 {k: (n["arch"], n["retrained"]) for k, n in first.items()}:
             raise ValueError(f"--ensemble: {p} scored other networks or another truth than {runs[0][0]}")
-    rows = [dict(n) for n in first.values()]
-    sel = {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
-           "sampled": [r for r in rows if r["role"] != "preset"]}
-    per_run = []
-    for p, d, nets in runs:
-        for r in rows:
-            r["inherited"] = nets[r["name"]]["inherited"]
-        per_run.append({"file": p, "label": d.get("label"), **{g: corr(sel[g]) for g in GROUPS}})
-        print(f"{Path(p).name:<52} " + "  ".join(f"{g} tau {per_run[-1][g]['tau']:6.3f}" for g in GROUPS))
-    stats = {g: {"mean": float(np.mean([r[g]["tau"] for r in per_run])),
-                 "min": float(min(r[g]["tau"] for r in per_run)), "max": float(max(r[g]["tau"] for r in per_run))}
-             for g in GROUPS}
-    print(f"{'mean over runs (min-max)':<52} " + "  ".join(
-        f"{g} tau {stats[g]['mean']:6.3f} ({stats[g]['min']:.3f}-{stats[g]['max']:.3f})" for g in GROUPS))
-    for r in rows:
-        r["inherited"] = float(np.mean([nets[r["name"]]["inherited"] for _, _, nets in runs]))
-    ens = {g: corr(sel[g]) for g in GROUPS}
-    print(f"{f'ensemble: mean inherited score of {len(runs)} runs':<52} "
-          + "  ".join(f"{g} tau {ens[g]['tau']:6.3f}" for g in GROUPS))
-    result = {"runs": per_run, "tau_over_runs": stats, "ensemble": ens,
-              "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", "inherited")} for r in rows]}
+    shared = set.intersection(*({k for k in n if k.startswith("finetuned_e")} for _, _, nets in runs
+                                for n in nets.values()))
+    result = _ensemble_key(runs, "inherited", "inherited score")
+    finetuned = {}
+    for key in sorted(shared, key=lambda k: int(k.removeprefix("finetuned_e"))):
+        e = key.removeprefix("finetuned_e")
+        finetuned[e] = _ensemble_key(runs, key, f"score fine-tuned {e} epoch(s)")
+    result["finetuned"] = {e: {k: v for k, v in r.items() if k != "networks"} for e, r in finetuned.items()}
+    for e, r in finetuned.items():
+        for row, n in zip(result["networks"], r["networks"]):
+            row[f"finetuned_e{e}"] = n[f"finetuned_e{e}"]
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1))
         print(f"wrote {out}")
     return result
+
+
+def _ensemble_key(runs: list, key: str, what: str) -> dict:
+    """``ensemble`` for one score ``key`` of the networks (``inherited``, ``finetuned_eE``)."""
+    import numpy as np
+
+    rows = [dict(n) for n in runs[0][2].values()]
+    sel = {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
+           "sampled": [r for r in rows if r["role"] != "preset"]}
+    per_run = []
+    print(what)
+    for p, d, nets in runs:
+        for r in rows:
+            r[key] = nets[r["name"]][key]
+        per_run.append({"file": p, "label": d.get("label"), **{g: corr(sel[g], key) for g in GROUPS}})
+        print(f"  {Path(p).name:<52} " + "  ".join(f"{g} tau {per_run[-1][g]['tau']:6.3f}" for g in GROUPS))
+    stats = {g: {"mean": float(np.mean([r[g]["tau"] for r in per_run])),
+                 "min": float(min(r[g]["tau"] for r in per_run)), "max": float(max(r[g]["tau"] for r in per_run))}
+             for g in GROUPS}
+    print(f"  {'mean over runs (min-max)':<52} " + "  ".join(
+        f"{g} tau {stats[g]['mean']:6.3f} ({stats[g]['min']:.3f}-{stats[g]['max']:.3f})" for g in GROUPS))
+    for r in rows:
+        r[key] = float(np.mean([nets[r["name"]][key] for _, _, nets in runs]))
+    ens = {g: corr(sel[g], key) for g in GROUPS}
+    print(f"  {f'ensemble: mean {what} of {len(runs)} runs':<52} "
+          + "  ".join(f"{g} tau {ens[g]['tau']:6.3f}" for g in GROUPS))
+    return {"runs": per_run, "tau_over_runs": stats, "ensemble": ens,
+            "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", key)} for r in rows]}
+
+
+def _snapshot(ckpt: Path, at: Path) -> None:
+    """Keep the checkpoint as it is now under ``at``: a hard link where the file system allows
+    (no second copy of ~450 MB; resuming writes ``ckpt`` anew by rename, so ``at`` keeps these
+    bytes), else a copy."""
+    try:
+        os.link(ckpt, at)
+    except OSError:
+        shutil.copyfile(ckpt, at)
 
 
 def corr(sel: list[dict], key: str = "inherited") -> dict:

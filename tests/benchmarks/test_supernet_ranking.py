@@ -16,9 +16,12 @@ RETRAINED = [60.0, 58.0, 55.0, 50.0, 64.0, 62.0, 57.0, 52.0]
 ROLES = ["preset"] * 4 + ["sampled"] * 4
 
 
-def _result(path: Path, inherited: list[float], retrained=RETRAINED) -> str:
+def _result(path: Path, inherited: list[float], retrained=RETRAINED, finetuned: dict | None = None) -> str:
     nets = [{"name": f"n{k}", "role": r, "arch": f"arch{k}", "retrained": t, "inherited": i}
             for k, (r, t, i) in enumerate(zip(ROLES, retrained, inherited))]
+    for e, scores in (finetuned or {}).items():
+        for n, x in zip(nets, scores):
+            n[f"finetuned_e{e}"] = x
     path.write_text(json.dumps({"label": path.stem, "networks": nets}))
     return str(path)
 
@@ -40,6 +43,26 @@ def test_ensemble_reports_each_run_their_spread_and_the_tau_of_the_mean_score(tm
     assert r["tau_over_runs"]["all"]["min"] == pytest.approx(min(tau(a, range(8)), tau(b, range(8))))
     assert json.loads(out.read_text()) == json.loads(json.dumps(r))
     assert "ensemble: mean inherited score of 2 runs" in capsys.readouterr().out
+    assert r["finetuned"] == {}
+
+
+def test_ensemble_also_combines_the_fine_tuned_scores_every_run_has(tmp_path, capsys):
+    inh = [30.0, 31.0, 29.0, 20.0, 33.0, 25.0, 26.0, 24.0]
+    f1a = [40.0, 41.0, 39.0, 38.0, 45.0, 44.0, 36.0, 37.0]
+    f1b = [42.0, 39.0, 40.0, 35.0, 43.0, 46.0, 38.0, 33.0]
+    f2a = [1.0] * 8  # epoch 2 only in run a: not combined
+    r = sr.ensemble([_result(tmp_path / "a.json", inh, finetuned={1: f1a, 2: f2a}),
+                     _result(tmp_path / "b.json", inh, finetuned={1: f1b})])
+    assert list(r["finetuned"]) == ["1"]
+    tau = lambda x, idx: kendalltau([RETRAINED[i] for i in idx], [x[i] for i in idx]).statistic  # noqa: E731
+    mean = [(x + y) / 2 for x, y in zip(f1a, f1b)]
+    for g, idx in {"all": range(8), "presets": range(4), "sampled": range(4, 8)}.items():
+        assert r["finetuned"]["1"]["runs"][0][g]["tau"] == pytest.approx(tau(f1a, idx), abs=1e-12)
+        assert r["finetuned"]["1"]["runs"][1][g]["tau"] == pytest.approx(tau(f1b, idx), abs=1e-12)
+        assert r["finetuned"]["1"]["ensemble"][g]["tau"] == pytest.approx(tau(mean, idx), abs=1e-12)
+        assert r["ensemble"][g]["tau"] == pytest.approx(tau(inh, idx), abs=1e-12)  # same inherited scores
+    assert [n["finetuned_e1"] for n in r["networks"]] == pytest.approx(mean, abs=1e-12)
+    assert "ensemble: mean score fine-tuned 1 epoch(s) of 2 runs" in capsys.readouterr().out
 
 
 def test_ensemble_refuses_runs_on_another_truth_or_too_few_files(tmp_path):
@@ -52,3 +75,14 @@ def test_ensemble_refuses_runs_on_another_truth_or_too_few_files(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match=r"--ensemble: .*bad\.json is not a supernet_ranking result \(KeyError"):
         sr.ensemble([a, str(tmp_path / "bad.json")])
+
+
+def test_curve_snapshot_keeps_its_bytes_when_training_rewrites_the_checkpoint(tmp_path):
+    from nas_common import atomic_write
+
+    ckpt, at = tmp_path / "sup.pt", tmp_path / "sup-at20.pt"
+    atomic_write(ckpt, lambda p: p.write_bytes(b"epoch 20"))
+    sr._snapshot(ckpt, at)
+    atomic_write(ckpt, lambda p: p.write_bytes(b"epoch 40"))  # what resuming the training does
+    assert at.read_bytes() == b"epoch 20"
+    assert ckpt.read_bytes() == b"epoch 40"
