@@ -273,16 +273,16 @@ def _ensemble_key(runs: list, key: str, what: str) -> dict:
         for r in rows:
             r[key] = nets[r["name"]][key]
         per_run.append({"file": p, "label": d.get("label"), **{g: corr(sel[g], key) for g in GROUPS}})
-        print(f"  {Path(p).name:<52} " + "  ".join(f"{g} tau {per_run[-1][g]['tau']:6.3f}" for g in GROUPS))
+        print(f"  {Path(p).name:<60} " + "  ".join(f"{g} tau {per_run[-1][g]['tau']:6.3f}" for g in GROUPS))
     stats = {g: {"mean": float(np.mean([r[g]["tau"] for r in per_run])),
                  "min": float(min(r[g]["tau"] for r in per_run)), "max": float(max(r[g]["tau"] for r in per_run))}
              for g in GROUPS}
-    print(f"  {'mean over runs (min-max)':<52} " + "  ".join(
+    print(f"  {'mean over runs (min-max)':<60} " + "  ".join(
         f"{g} tau {stats[g]['mean']:6.3f} ({stats[g]['min']:.3f}-{stats[g]['max']:.3f})" for g in GROUPS))
     for r in rows:
         r[key] = float(np.mean([nets[r["name"]][key] for _, _, nets in runs]))
     ens = {g: corr(sel[g], key) for g in GROUPS}
-    print(f"  {f'ensemble: mean {what} of {len(runs)} runs':<52} "
+    print(f"  {f'ensemble: mean {what} of {len(runs)} runs':<60} "
           + "  ".join(f"{g} tau {ens[g]['tau']:6.3f}" for g in GROUPS))
     return {"runs": per_run, "tau_over_runs": stats, "ensemble": ens,
             "networks": [{k: r[k] for k in ("name", "role", "arch", "retrained", key)} for r in rows]}
