@@ -41,7 +41,7 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{k}: must be a positive integer, got {v!r}")
-    for k in ("seed", "finetune_top"):
+    for k in ("seed", "finetune_top", "sandwich"):
         if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 0:
             raise ValueError(f"{k}: must be an integer >= 0, got {out[k]!r}")
     for k in _STRINGS:
@@ -71,8 +71,10 @@ class SearchConfig:
     """Every setting of a search run (the flags of ``python -m search.run``; defaults in :data:`DEFAULTS`).
 
     ``latency_ms``: the hard budget, ms (batch 1, ``runtime`` on ``device`` with ``threads``).
-    ``epochs``: supernet epochs; ``trials``: search trials; ``finetune_top``/``finetune_epochs``:
-    the multi-fidelity final pick (0 = the one-shot score decides). Build one with
+    ``epochs``: supernet epochs; ``sandwich``: the supernet's BigNAS sandwich rule with that many
+    sampled paths a step (0 = single path, SPOS); ``trials``: search trials;
+    ``finetune_top``/``finetune_epochs``: the multi-fidelity final pick (0 = the one-shot score
+    decides). Build one with
     :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).
     """
 
@@ -97,6 +99,7 @@ class SearchConfig:
     finetune_epochs: int = 4
     val_fraction: float = 0.1
     train_workers: int = 1
+    sandwich: int = 0
 
     def __post_init__(self) -> None:
         validate_config(self.to_dict())

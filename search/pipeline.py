@@ -156,13 +156,15 @@ def run_search(config: SearchConfig, *, resume: str | Path | None = None, progre
         raise SearchInterrupted(run.run_dir) from e
 
 
-def supernet_key(space, data, recipe, device) -> str:
+def supernet_key(space, data, recipe, device, sandwich: int = 0) -> str:
     """Identity of the supernet a run searches with: space, data and split, recipe, device kind,
-    and the stem variants it trains (both: the stem is searched)."""
+    the stem variants it trains (both: the stem is searched) and the sandwich rule (a key without
+    it, as before the setting existed, when off)."""
     return hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
                                     "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
                                     "v1_sharing": "labels", "sampler": "fair",
-                                    "split": [int(data.train_y.numel()), int(data.val_y.numel())]},
+                                    "split": [int(data.train_y.numel()), int(data.val_y.numel())],
+                                    **({"sandwich": sandwich} if sandwich else {})},
                                    sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -197,7 +199,7 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
     if data.image_size != config.input_size:
         raise ValueError(f"input_size: {config.data} images are {data.image_size}px; use --input-size {data.image_size}")
     recipe = Recipe(epochs=config.epochs, seed=config.seed)
-    sn_key = supernet_key(space, data, recipe, device)
+    sn_key = supernet_key(space, data, recipe, device, config.sandwich)
     if resume is not None:  # trials scored by two different supernets must not mix
         before = (yaml.safe_load((Path(resume) / "run.yaml").read_text()) or {}).get("supernet_key")
         if before != sn_key:
@@ -265,7 +267,7 @@ def supernet_stage(run: _Run):
     if net is None:
         net, _ = train_supernet(run.space, run.data, run.recipe, checkpoint=ckpt, resume=True, device=run.device,
                                 progress=run.progress, small_input=None, workers=run.config.train_workers,
-                                address=run.config.address)
+                                address=run.config.address, sandwich=run.config.sandwich)
     net.eval()
     run.timings["supernet" + (" (cached)" if reused else " training")] = time.perf_counter() - t
     return net, ckpt

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-workers", type=_number, default=None, metavar="N",
                     help="train the supernet on N Ray Train workers, data-parallel and equal to 1 worker to float "
                          "rounding (default 1: in this process)")
+    ap.add_argument("--sandwich", type=_number, default=None, metavar="N",
+                    help="train the supernet with the BigNAS sandwich rule: per step the largest, the smallest and "
+                         "N sampled paths, distilled from the largest (default 0: one path a step; about 6x the "
+                         "supernet time; see the README's ranking table)")
     ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")

@@ -140,6 +140,40 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
     assert "was searched with another supernet (0000000000000000; now " + meta["supernet_key"] in err
 
 
+def test_sandwich_flag_trains_the_searched_supernet_with_the_sandwich_rule(env, monkeypatch):
+    """Issue 10: the sandwich rule (BigNAS), measured to rank better after the final pick's
+    fine-tune, is a search flag; its supernet is cached under its own key."""
+    import yaml
+
+    import supernet.train as st
+    from supernet.train import load_supernet
+
+    base, out = env
+    seen = []
+    real = st.train_supernet
+
+    def spy(*a, **kw):
+        seen.append(kw.get("sandwich"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(st, "train_supernet", spy)
+    base = base + ["--epochs", "1", "--finetune-top", "0"]
+    assert main(base + ["--latency-ms", "1000", "--trials", "2", "--sandwich", "1"]) == 0
+    assert seen == [1]
+    run = (out / "latest").resolve()
+    meta = yaml.safe_load((run / "run.yaml").read_text())
+    assert meta["config"]["sandwich"] == 1
+    from nas_common import cache_root
+
+    _, state = load_supernet(cache_root("supernets") / meta["supernet_key"] / "supernet.pt", device="cpu")
+    assert state["config"]["sandwich"] == 1 and state["epoch"] == 1
+    # without the flag: another supernet (trained again, not the sandwich one reused)
+    assert main(base + ["--latency-ms", "1000", "--trials", "2"]) == 0
+    assert seen == [1, 0]
+    other = yaml.safe_load(((out / "latest").resolve() / "run.yaml").read_text())
+    assert other["config"]["sandwich"] == 0 and other["supernet_key"] != meta["supernet_key"]
+
+
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "fast"])
 def test_bad_budgets_are_usage_errors(budget, capsys):
     assert main(["--latency-ms", budget]) == 2
@@ -219,6 +253,8 @@ def test_bad_latency_floor(frac, capsys):
     ("finetune_top", -1, "finetune_top: must be an integer >= 0, got -1"),
     ("finetune_epochs", 0, "finetune_epochs: must be a positive integer, got 0"),
     ("val_fraction", 1, "val_fraction: must be a number in (0, 1), got 1"),
+    ("sandwich", -1, "sandwich: must be an integer >= 0, got -1"),
+    ("sandwich", True, "sandwich: must be an integer >= 0, got True"),
 ])
 def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, value, msg):
     """Issue 12 case 5: `top_k: 0` from YAML failed later inside range(); every setting is
