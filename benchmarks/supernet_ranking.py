@@ -25,7 +25,8 @@ checkpoint) and, with ``--curve-every``, a tau-vs-epochs plot beside it.
 against the same truth (e.g. one variant with ``--seed 0, 1, 2``) and prints
 each run's tau, their mean and spread (the seed noise of one run's tau), and
 the tau of the networks' mean inherited score over the runs (an ensemble of
-independently trained supernets, at the runs' summed cost).
+independently trained supernets, at the runs' summed cost); the same for the
+fine-tuned scores when every run has them (``--finetune-epochs``, one schedule).
 
     python benchmarks/supernet_ranking.py --ensemble results/ranking/fair_full_shared_v1labels_stemno_e20{,_seed1,_seed2}.json
 """
@@ -221,8 +222,8 @@ def ensemble(paths: list[str], out: str | None = None) -> dict:
     """Per-run tau, its mean and spread over the runs, and the tau of the mean score.
 
     Done for the inherited top-1 (``runs``, ``tau_over_runs``, ``ensemble``) and, when every
-    run has it (``--finetune-epochs``), for the top-1 after each fine-tune epoch E
-    (``finetuned[E]``, the same three keys).
+    run has it and all fine-tuned on the same schedule (``--finetune-epochs``), for the top-1
+    after each fine-tune epoch E (``finetuned[E]``, the same three keys).
 
     Raises:
         ValueError: fewer than 2 files, an unreadable file, or runs scored on other networks or truths.
@@ -244,6 +245,11 @@ def ensemble(paths: list[str], out: str | None = None) -> dict:
             raise ValueError(f"--ensemble: {p} scored other networks or another truth than {runs[0][0]}")
     shared = set.intersection(*({k for k in n if k.startswith("finetuned_e")} for _, _, nets in runs
                                 for n in nets.values()))
+    schedules = {(d.get("args") or {}).get("finetune_epochs") for _, d, _ in runs}
+    if shared and len(schedules) > 1:  # epoch E of a shorter cosine schedule is another estimate
+        print(f"note: fine-tuned scores not combined: the runs fine-tuned on schedules of {sorted(schedules, key=str)} "
+              f"epochs (--finetune-epochs differs)")
+        shared = set()
     result = _ensemble_key(runs, "inherited", "inherited score")
     finetuned = {}
     for key in sorted(shared, key=lambda k: int(k.removeprefix("finetuned_e"))):

@@ -72,7 +72,7 @@ class SearchConfig:
 
     ``latency_ms``: the hard budget, ms (batch 1, ``runtime`` on ``device`` with ``threads``).
     ``epochs``: supernet epochs; ``sandwich``: the supernet's BigNAS sandwich rule with that many
-    sampled paths a step (0 = single path, SPOS); ``trials``: search trials;
+    sampled paths a step (0 = one fair-sampled path a step); ``trials``: search trials;
     ``finetune_top``/``finetune_epochs``: the multi-fidelity final pick (0 = the one-shot score
     decides). Build one with
     :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).

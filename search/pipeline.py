@@ -205,7 +205,7 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
         if before != sn_key:
             raise ValueError(
                 f"resume: {resume} was searched with another supernet ({before or 'an older ShuffleNAS'}; "
-                f"now {sn_key}: space, data, split, recipe or stem variants differ); start a new run")
+                f"now {sn_key}: space, data, split, recipe, stem variants or sandwich rule differ); start a new run")
     t = time.perf_counter()
     task = data.task(small_input=None)  # the stem is searched
     conditions = Conditions(task.input_shape(), device=device, runtime=config.runtime, threads=config.threads)
@@ -245,7 +245,7 @@ def _check_budget_floor(config: SearchConfig, space, predictor, conditions) -> f
 
 def supernet_stage(run: _Run):
     """Stage 2: the supernet (eval mode) and its checkpoint path: the cached one trained with the
-    same space, data, recipe and seed, else trained now (both stem variants: the stem is searched;
+    same space, data, recipe, seed and sandwich rule (:func:`supernet_key`), else trained now (both stem variants: the stem is searched;
     N Ray Train workers train what 1 does, so they share the cache key)."""
     from supernet.train import load_supernet, train_supernet
 

@@ -62,6 +62,14 @@ def _code(arch: str) -> str:
     return "`" + arch.replace("|", "\\|") + "`"  # a bare | would split the Markdown table cell
 
 
+def supernet_line(config: dict[str, Any]) -> str:
+    """How the searched supernet was trained, in one phrase (report and console)."""
+    n = config.get("sandwich", 0)
+    return (f"{config['epochs']} epochs, FairNAS fair sampling"
+            + (f", BigNAS sandwich rule ({n} sampled paths a step + the largest and smallest, "
+               f"distilled from the largest)" if n else ", one path a step"))
+
+
 def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
                  timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
     lat = winner["latency"]
@@ -73,6 +81,7 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         f"batch {lat['env']['batch']}, {lat['env']['dtype']}, {lat['env']['memory_format']}, torch {lat['env']['torch']}",
         f"- backend `{config['backend']}`, {n_trials} trials, seed {config['seed']}"
         + (f", search floor {config.get('min_latency_frac', 0):g} x budget" if config.get("min_latency_frac") else ""),
+        f"- supernet: {supernet_line(config)}",
         "",
         "| model | arch | top-1 (inherited) | latency median (IQR) | params | MFLOPs |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -13,6 +13,7 @@ import sys
 
 from search.config import DEFAULTS, SearchConfig
 from search.pipeline import NOISY_REL_IQR, SearchInterrupted, SearchResult, run_search
+from search.report import supernet_line
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "rounding (default 1: in this process)")
     ap.add_argument("--sandwich", type=_number, default=None, metavar="N",
                     help="train the supernet with the BigNAS sandwich rule: per step the largest, the smallest and "
-                         "N sampled paths, distilled from the largest (default 0: one path a step). Costly: with both "
-                         "stems the largest path is 1,146 MFLOPs at 32x32, 23x the mean path")
+                         "N sampled paths, distilled from the largest (default 0: one path a step). Costly: in the "
+                         "default space with both stems a step computes about (23.5 + N)x the FLOPs of a one-path "
+                         "step (the largest path is 1,146 MFLOPs at 32x32); far beyond the 10-minute main job")
     ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
@@ -122,6 +124,7 @@ def print_summary(result: SearchResult) -> None:
     if result.baseline is not None:
         b = result.baseline
         print(f"best preset in budget: {b['source']} {b['acc']:.2f}% at {b['latency']['median_ms']:.3f} ms")
+    print(f"supernet: {supernet_line(cfg.to_dict())}")
     print(f"run folder: {result.run_dir} (report.md, {', '.join(result.files.values())}, pareto.png); "
           f"{result.timings['total']:.0f} s")
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,14 @@ RETRAINED = [60.0, 58.0, 55.0, 50.0, 64.0, 62.0, 57.0, 52.0]
 ROLES = ["preset"] * 4 + ["sampled"] * 4
 
 
-def _result(path: Path, inherited: list[float], retrained=RETRAINED, finetuned: dict | None = None) -> str:
+def _result(path: Path, inherited: list[float], retrained=RETRAINED, finetuned: dict | None = None,
+            schedule: int | None = None) -> str:
     nets = [{"name": f"n{k}", "role": r, "arch": f"arch{k}", "retrained": t, "inherited": i}
             for k, (r, t, i) in enumerate(zip(ROLES, retrained, inherited))]
     for e, scores in (finetuned or {}).items():
         for n, x in zip(nets, scores):
             n[f"finetuned_e{e}"] = x
-    path.write_text(json.dumps({"label": path.stem, "networks": nets}))
+    path.write_text(json.dumps({"label": path.stem, "networks": nets, "args": {"finetune_epochs": schedule}}))
     return str(path)
 
 
@@ -65,6 +67,16 @@ def test_ensemble_also_combines_the_fine_tuned_scores_every_run_has(tmp_path, ca
     assert "ensemble: mean score fine-tuned 1 epoch(s) of 2 runs" in capsys.readouterr().out
 
 
+def test_ensemble_does_not_average_fine_tune_epochs_of_different_schedules(tmp_path, capsys):
+    """Epoch 1 of a 1-epoch cosine schedule and epoch 1 of a 2-epoch one are different estimates."""
+    inh = [30.0, 31.0, 29.0, 20.0, 33.0, 25.0, 26.0, 24.0]
+    r = sr.ensemble([_result(tmp_path / "a.json", inh, finetuned={1: inh}, schedule=1),
+                     _result(tmp_path / "b.json", inh, finetuned={1: inh, 2: inh}, schedule=2)])
+    assert r["finetuned"] == {}
+    assert "note: fine-tuned scores not combined: the runs fine-tuned on schedules of [1, 2] epochs" in \
+        capsys.readouterr().out
+
+
 def test_ensemble_refuses_runs_on_another_truth_or_too_few_files(tmp_path):
     a = _result(tmp_path / "a.json", [1.0] * 8)
     other = _result(tmp_path / "b.json", [1.0] * 8, retrained=[61.0] + RETRAINED[1:])
@@ -83,6 +95,7 @@ def test_curve_snapshot_keeps_its_bytes_when_training_rewrites_the_checkpoint(tm
     ckpt, at = tmp_path / "sup.pt", tmp_path / "sup-at20.pt"
     atomic_write(ckpt, lambda p: p.write_bytes(b"epoch 20"))
     sr._snapshot(ckpt, at)
+    assert os.path.samefile(ckpt, at)  # a hard link, not a second copy (this file system has them)
     atomic_write(ckpt, lambda p: p.write_bytes(b"epoch 40"))  # what resuming the training does
     assert at.read_bytes() == b"epoch 20"
     assert ckpt.read_bytes() == b"epoch 40"

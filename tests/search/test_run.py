@@ -167,11 +167,30 @@ def test_sandwich_flag_trains_the_searched_supernet_with_the_sandwich_rule(env, 
 
     _, state = load_supernet(cache_root("supernets") / meta["supernet_key"] / "supernet.pt", device="cpu")
     assert state["config"]["sandwich"] == 1 and state["epoch"] == 1
+    assert "- supernet: 1 epochs, FairNAS fair sampling, BigNAS sandwich rule (1 sampled paths a step" in \
+        (run / "report.md").read_text()
     # without the flag: another supernet (trained again, not the sandwich one reused)
     assert main(base + ["--latency-ms", "1000", "--trials", "2"]) == 0
     assert seen == [1, 0]
     other = yaml.safe_load(((out / "latest").resolve() / "run.yaml").read_text())
     assert other["config"]["sandwich"] == 0 and other["supernet_key"] != meta["supernet_key"]
+    assert "- supernet: 1 epochs, FairNAS fair sampling, one path a step\n" in \
+        ((out / "latest").resolve() / "report.md").read_text()
+
+
+def test_supernet_key_without_the_sandwich_is_the_key_of_before_the_setting():
+    """Cached supernets and resumable runs of earlier versions stay valid: the value below is
+    what ``supernet_key`` of commit 457a2f2 (before ``sandwich`` existed) returned."""
+    from types import SimpleNamespace
+
+    from nas_training.engine import Recipe
+    from search.pipeline import supernet_key
+    from search_space import SearchSpace
+
+    data = SimpleNamespace(spec="digits", image_size=32, train_y=torch.zeros(1617), val_y=torch.zeros(180))
+    args = (SearchSpace.load("default"), data, Recipe(epochs=25), torch.device("cpu"))
+    assert supernet_key(*args) == supernet_key(*args, 0) == "9a95e7dca64e4d02"
+    assert supernet_key(*args, 2) == "008e3a9a385bf0ec"
 
 
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "fast"])
