@@ -141,8 +141,8 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
 
 
 def test_sandwich_flag_trains_the_searched_supernet_with_the_sandwich_rule(env, monkeypatch):
-    """Issue 10: the sandwich rule (BigNAS), measured to rank better after the final pick's
-    fine-tune, is a search flag; its supernet is cached under its own key."""
+    """Issue 10: the sandwich rule (BigNAS; best mean Kendall tau after the final pick's fine-tune
+    over two seeds, README) is a search flag; its supernet is cached under its own key."""
     import yaml
 
     import supernet.train as st
