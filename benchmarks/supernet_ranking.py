@@ -124,11 +124,7 @@ def main() -> None:
             net = sups[unit_family(a)] if sups else sup
             net.eval()
             r[key], _ = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
-        return {name: corr(sel, key) for name, sel in groups().items()}
-
-    def groups() -> dict[str, list]:
-        return {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
-                "sampled": [r for r in rows if r["role"] != "preset"]}
+        return {name: corr(sel, key) for name, sel in _groups(rows).items()}
 
     if loaded:
         sup, state = loaded
@@ -188,7 +184,7 @@ def main() -> None:
             for e in range(1, args.finetune_epochs + 1):
                 r[f"finetuned_e{e}"] = step(k, e)
         for e in range(1, args.finetune_epochs + 1):
-            finetuned[e] = {name: corr(sel, f"finetuned_e{e}") for name, sel in groups().items()}
+            finetuned[e] = {name: corr(sel, f"finetuned_e{e}") for name, sel in _groups(rows).items()}
     print(f"supernet: {label}\n{'name':<22} {'retrained':>9} {'inherited':>9}"
           + (f" {'fine-tuned':>10}" if finetuned else ""))
     for r in rows:
@@ -216,6 +212,12 @@ def main() -> None:
 
 
 GROUPS = ("all", "presets", "sampled")
+
+
+def _groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """The networks tau is reported over: all, the presets, the sampled ones (``GROUPS``)."""
+    return {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
+            "sampled": [r for r in rows if r["role"] != "preset"]}
 
 
 def ensemble(paths: list[str], out: str | None = None) -> dict:
@@ -271,8 +273,7 @@ def _ensemble_key(runs: list, key: str, what: str) -> dict:
     import numpy as np
 
     rows = [dict(n) for n in runs[0][2].values()]
-    sel = {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
-           "sampled": [r for r in rows if r["role"] != "preset"]}
+    sel = _groups(rows)
     per_run = []
     print(what)
     for p, d, nets in runs:

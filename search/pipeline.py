@@ -245,8 +245,9 @@ def _check_budget_floor(config: SearchConfig, space, predictor, conditions) -> f
 
 def supernet_stage(run: _Run):
     """Stage 2: the supernet (eval mode) and its checkpoint path: the cached one trained with the
-    same space, data, recipe, seed and sandwich rule (:func:`supernet_key`), else trained now (both stem variants: the stem is searched;
-    N Ray Train workers train what 1 does, so they share the cache key)."""
+    same space, data, recipe, seed and sandwich rule (:func:`supernet_key`), else trained now
+    (both stem variants: the stem is searched; N Ray Train workers train what 1 does, so they
+    share the cache key)."""
     from supernet.train import load_supernet, train_supernet
 
     t = time.perf_counter()
