@@ -34,8 +34,8 @@ stages:
 units: {v1: {groups: [1, 2]}, v2: {split: [0.5]}}
 last_conv: [0, 64]
 YAML
-    PRED_ARGS=(--space "$SPACE" --archs 8 --calib-archs 16 --rounds 3 --sessions 2 --out "$OUT/predictor.json")
-    echo "calib_archs: 16" > "$OUT/dry.yaml"
+    PRED_ARGS=(--space "$SPACE" --archs 8 --calib-archs 20 --rounds 3 --sessions 2 --out "$OUT/predictor.json")
+    echo "calib_archs: 20" > "$OUT/dry.yaml"
     RUN_ARGS=(--space "$SPACE" --epochs 1 --trials 4 --config "$OUT/dry.yaml" --finetune-top 2 --finetune-epochs 1)
     STEPS=3
     export SHUFFLENAS_CACHE="$OUT/cache"  # the dry run never touches the user's caches

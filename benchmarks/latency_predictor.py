@@ -76,8 +76,7 @@ def main() -> None:
           f"| torch {p.key['torch']}")
     print(f"predictor: {len(p.lut)} table entries; table {p.fit.get('table_seconds', float('nan')):.0f} s, "
           f"total build {p.fit.get('total_seconds', float('nan')):.0f} s (this call {time.perf_counter() - t0:.0f} s); "
-          f"calibration {p.fit.get('coef')}; on its {p.fit.get('n')} fitting archs MAPE raw "
-          f"{p.fit.get('raw_mape', float('nan')):.2f}% -> calibrated {p.fit.get('calibrated_mape', float('nan')):.2f}%")
+          f"{p.fit_summary()}")
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng, num_classes=args.num_classes, small_input=small) for _ in range(args.archs)]
     names = [f"random{k}" for k in range(args.archs)]

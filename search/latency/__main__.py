@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"predictor: {len(p.lut)} table entries, calibration {p.fit.get('coef')}, "
-          f"fit MAPE raw {p.fit.get('raw_mape', float('nan')):.2f}% -> calibrated "
-          f"{p.fit.get('calibrated_mape', float('nan')):.2f}%")
+    print(f"predictor: {len(p.lut)} table entries, {p.fit_summary()}")
     if args.command == "check":
         rng = np.random.default_rng(args.seed + 10_000)
         archs = [space.sample(rng, num_classes=task.num_classes, small_input=task.small_input) for _ in range(args.archs)]

@@ -86,7 +86,7 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     _imagefolder(tmp_path / "imgs")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "device": "cpu", "finetune_top": 2,
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"calib_archs": 20, "top_k": 3, "device": "cpu", "finetune_top": 2,
                                                         "finetune_epochs": 1}))
     out = tmp_path / "bench"
     argv = ["--root", str(tmp_path / "imgs"), "--per-class", "0", "--latency-ms", "1000", "--supernet-epochs", "1",

@@ -20,7 +20,7 @@ def env(tmp_path, monkeypatch):
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({"calib_archs": 16, "top_k": 3, "finetune_top": 0}))  # fine-tune: its own test
+    cfg.write_text(yaml.safe_dump({"calib_archs": 20, "top_k": 3, "finetune_top": 0}))  # fine-tune: its own test
     out = tmp_path / "results"
     base = ["--space", str(space), "--out", str(out), "--epochs", "2", "--input-size", "32", "--quiet",
             "--device", "cpu", "--config", str(cfg)]

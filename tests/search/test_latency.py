@@ -212,7 +212,7 @@ def test_export_leaves_the_callers_model_as_it_found_it(tmp_path):
 
 def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
     """Issue 10: the stem variant is searched, so one table holds both variants' blocks."""
-    both = LatencyPredictor.build(TINY, CPU, Task(10, 16, None), calib_archs=12, cache_dir=tmp_path, progress=False)
+    both = LatencyPredictor.build(TINY, CPU, Task(10, 16, None), calib_archs=20, cache_dir=tmp_path, progress=False)
     one = {s: {k for a in [TINY.sample(np.random.default_rng(i), num_classes=10, small_input=s) for i in range(40)]
                for k, *_ in entries(a, 16)} for s in (False, True)}
     assert one[False] <= set(both.lut) and one[True] <= set(both.lut)
@@ -346,10 +346,13 @@ def test_calibration_minimises_the_error_relative_to_each_measurement(built):
     rng = np.random.default_rng(7)
     archs = [TINY.sample(rng, num_classes=10, small_input=False) for _ in range(40)]
     X = np.array([q.features(a) for a in archs])
-    truth = np.array([0.9, 1.1, 1.0, 0.02, 0.01, 0.03, 0.001, 0.2, 0.05])
+    assert X.shape == (40, 20) and not X[:, 10:].any()  # ImageNet-stem archs fill the first half only
+    truth = np.r_[0.9, 1.1, 1.0, 0.02, 0.01, 0.03, 0.001, 0.2, 0.3, 0.05, np.zeros(10)]
     exact = X @ truth
     q.fit_calibration(archs, exact)  # noiseless measurements are reproduced
     np.testing.assert_allclose([q.predict(a) for a in archs], exact, rtol=1e-6)
+    assert q.coef[10:] == [0.0] * 10  # no small-stem arch: that variant's coefficients stay zero
+    assert q.fit["model"] == "per_stem" and q.fit["cv_mape"] == {}  # one stem: nothing to choose
     # with noise, the fitted coefficients are the minimum of sum(((pred - y) / y) ** 2): its gradient is zero ...
     y = exact * np.exp(rng.normal(0, 0.1, len(archs))) + np.linspace(0, 3 * exact.max(), len(archs))
     q.fit_calibration(archs, y)
@@ -371,5 +374,80 @@ def test_calibration_minimises_the_error_relative_to_each_measurement(built):
             q.fit_calibration(archs, np.r_[y[:-1], bad])
     with pytest.raises(ValueError, match="measured_ms: 39 measurements for 40 architectures"):
         q.fit_calibration(archs, y[:-1])
-    with pytest.raises(ValueError, match="archs: the calibration needs at least 9 architectures, got 8"):
-        q.fit_calibration(archs[:8], y[:8])
+    with pytest.raises(ValueError, match="archs: the calibration needs at least 10 architectures of each stem "
+                                         "variant it covers, got 9 with the imagenet stem"):
+        q.fit_calibration(archs[:9], y[:9])
+    with pytest.raises(ValueError, match="got 0 with the imagenet stem"):
+        q.fit_calibration([], [])
+
+
+def test_each_stem_variant_has_its_own_calibration(built):
+    """Two stems whose networks scale differently with the same features are both fitted exactly:
+    one shared set of coefficients could not (the small-input stem runs every block on 4x larger maps)."""
+    p, _ = built
+    q = LatencyPredictor(key=dict(p.key, small_input=None), lut=p.lut, coef=list(p.coef))
+    rng = np.random.default_rng(3)
+    archs = [TINY.sample(rng, num_classes=10, small_input=i % 2 == 1) for i in range(30)]
+    small_lut = {}
+    for a in archs:  # the small stem's blocks are absent from an ImageNet-stem table: time them as 1 ms each
+        small_lut.update({k: 1.0 for k, *_ in entries(a, 16) if k not in q.lut})
+    q.lut = {**q.lut, **small_lut}
+    X = np.array([q.features(a) for a in archs])
+    small = np.array([a.small_input for a in archs])
+    assert not X[small, :10].any() and not X[~small, 10:].any()
+    assert np.array_equal(X[small, 10:], np.array([q._stem_features(a) for a in archs])[small])
+    truth = np.r_[0.9, 1.1, 1.0, 0.02, 0.01, 0.03, 0.001, 0.2, 0.3, 0.05, 1.2, 0.7, 0.8, 0.0, 0.04, 0.01, 0.002, 0.1,
+                  0.05, 0.3]
+    y = X @ truth
+    q.fit_calibration(archs, y)
+    np.testing.assert_allclose([q.predict(a) for a in archs], y, rtol=1e-6)
+    assert q.fit["calibrated_mape"] < 1e-6
+    assert q.fit["model"] == "per_stem" and q.fit["cv_mape"]["per_stem"] < 1e-6 < q.fit["cv_mape"]["shared"]
+    shared, *_ = np.linalg.lstsq((X[:, :10] + X[:, 10:]) / y[:, None], np.ones(len(y)), rcond=None)
+    assert np.abs((X[:, :10] + X[:, 10:]) @ shared - y).max() / y.max() > 1e-3  # one set cannot fit both
+    with pytest.raises(ValueError, match="at least 10 architectures of each stem variant it covers, got 5 with the "
+                                         "small stem"):
+        keep = [i for i, a in enumerate(archs) if not a.small_input or i < 10]  # 15 ImageNet-stem, 5 small-stem
+        q.fit_calibration([archs[i] for i in keep], y[keep])
+
+
+def test_a_noisy_calibration_keeps_one_shared_set_of_coefficients(built):
+    """When both stems follow one law and the measurements are noisy, the per-stem model's twice as many
+    coefficients fit noise: cross-validation picks the shared one, copied into both halves."""
+    p, _ = built
+    q = LatencyPredictor(key=dict(p.key, small_input=None), lut=p.lut, coef=list(p.coef))
+    rng = np.random.default_rng(4)
+    archs = [TINY.sample(rng, num_classes=10, small_input=i % 2 == 1) for i in range(30)]
+    q.lut = {**q.lut, **{k: 1.0 for a in archs for k, *_ in entries(a, 16) if k not in q.lut}}
+    X = np.array([q.features(a) for a in archs])
+    law = np.array([0.9, 1.1, 1.0, 0.02, 0.01, 0.03, 0.001, 0.2, 0.3, 0.05])
+    y = (X[:, :10] + X[:, 10:]) @ law * np.exp(rng.normal(0, 0.08, len(archs)))
+    q.fit_calibration(archs, y)
+    cv = q.fit["cv_mape"]
+    assert q.fit["model"] == "shared" and cv["shared"] < cv["per_stem"]
+    assert q.fit_summary() == (f"calibration shared (CV MAPE per stem {cv['per_stem']:.2f}%, shared {cv['shared']:.2f}%) "
+                               f"on 30 archs: MAPE raw {q.fit['raw_mape']:.2f}% -> calibrated "
+                               f"{q.fit['calibrated_mape']:.2f}%")
+    assert q.coef[:10] == q.coef[10:]
+    shared, *_ = np.linalg.lstsq((X[:, :10] + X[:, 10:]) / y[:, None], np.ones(len(y)), rcond=None)
+    np.testing.assert_allclose(q.coef[:10], shared, rtol=1e-9)
+    # the recorded CV figure is the mean relative error of each fold's fit on the held-out folds
+    small = np.array([a.small_input for a in archs])
+    errs = []
+    for rep in range(3):
+        idx = np.random.default_rng(rep).permutation(30)
+        for k in range(5):
+            te, tr = idx[k::5], np.setdiff1d(idx, idx[k::5])
+            c, *_ = np.linalg.lstsq((X[tr, :10] + X[tr, 10:]) / y[tr, None], np.ones(len(tr)), rcond=None)
+            errs.append(np.abs((X[te, :10] + X[te, 10:]) @ c - y[te]) / y[te])
+    assert cv["shared"] == pytest.approx(100 * np.mean(np.concatenate(errs)), rel=1e-9)
+    assert not small.all() and small.any()
+
+
+def test_too_few_calibration_archs_for_the_stem_variants_is_refused_before_measuring(tmp_path, monkeypatch):
+    monkeypatch.setattr("search.latency._predictor.measure_table", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(ValueError, match=r"calib_archs: the calibration fits 10 coefficients per stem variant, so 2 "
+                                         r"variant\(s\) need at least 20 architectures; got 19"):
+        LatencyPredictor.build(TINY, CPU, Task(10, 16, None), calib_archs=19, cache_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="1 variant.* need at least 10 architectures; got 9"):
+        LatencyPredictor.build(TINY, CPU, TASK, calib_archs=9, cache_dir=tmp_path, progress=False)

@@ -15,7 +15,7 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu",
-                       out=str(tmp_path / "results"), calib_archs=16, top_k=3, finetune_top=2, finetune_epochs=1)
+                       out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1)
     res = run_search(cfg)
     run = res.run_dir
     assert (tmp_path / "results" / "latest").resolve() == run.resolve()

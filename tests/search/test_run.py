@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from nas_data import load_data
 from nas_training.engine import accuracy
@@ -129,8 +130,6 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
     assert len(after) == 6 and all(after[k] == v for k, v in before.items())
     # a run is never continued with another supernet (its trials' scores would not compare)
-    import yaml
-
     meta = yaml.safe_load((run / "run.yaml").read_text())
     assert len(meta["supernet_key"]) == 16
     (run / "run.yaml").write_text(yaml.safe_dump(dict(meta, supernet_key="0" * 16), sort_keys=False))
@@ -206,6 +205,16 @@ def test_budget_below_the_fastest_arch(env, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "below the fastest architecture" in err[0] and "ms measured" in err[0]
     assert not (out / "latest").exists() and not out.exists()
+
+
+def test_too_few_calibration_archs_for_both_stems_is_one_line_before_any_work(env, tmp_path, capsys):
+    base, out = env
+    (tmp_path / "few.yaml").write_text(yaml.safe_dump({"calib_archs": 15}))
+    assert main(base + ["--config", str(tmp_path / "few.yaml"), "--latency-ms", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: calib_archs: the calibration fits 10 coefficients per stem variant, so 2 variant(s) need "
+                   "at least 20 architectures; got 15"]
+    assert not out.exists()
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
