@@ -5,9 +5,10 @@ calibration fitted on end-to-end measurements of random architectures
 (features: table sums per unit type, block counts, FLOPs, memory access cost
 and activation size: blocks timed alone run with hot caches, in a network they
 do not; on this CPU the calibration with MAC cut the error of the table-sum fit
-by half). The calibration has one set of coefficients per stem variant: the
+by half). The calibration may give each stem variant its own coefficients (the
 small-input stem keeps every block's maps 4x larger in side, another cache
-regime, and one shared set mispredicted it (see :meth:`LatencyPredictor.features`).
+regime) or one shared set; cross-validation on the calibration measurements
+decides (:meth:`LatencyPredictor.fit_calibration`).
 Persisted as JSON keyed by the :class:`Conditions`, the task, the space and the
 torch version; a cache whose key differs, or that cannot be read, is rebuilt
 with a warning. Anchor: once-for-all's ``LatencyTable`` (one key builder, the
@@ -50,28 +51,32 @@ _MODELS = ("per_stem", "shared")
 def _fit_relative(X: np.ndarray, y: np.ndarray, small: np.ndarray, model: str) -> np.ndarray:
     """Coefficients minimising ``sum(((X @ c - y) / y) ** 2)``; ``X`` holds :meth:`LatencyPredictor.features`
     rows (two halves by stem variant). ``per_stem`` fits each half on its own rows; ``shared`` fits
-    one set on the halves added together and copies it into both."""
+    one set on the halves added together and copies it into both. Rows of one stem variant only:
+    both are that fit, copied into both halves (the other variant is predicted by the same law,
+    never by zeros)."""
     half = X.shape[1] // 2
-    coef = np.zeros(X.shape[1])
-    if model == "shared":
+    if model == "shared" or small.all() or not small.any():
         c, *_ = np.linalg.lstsq((X[:, :half] + X[:, half:]) / y[:, None], np.ones(len(y)), rcond=None)
         return np.r_[c, c]
+    coef = np.zeros(X.shape[1])
     for h, rows in enumerate((~small, small)):
-        if rows.any():
-            cols = slice(h * half, (h + 1) * half)
-            coef[cols], *_ = np.linalg.lstsq(X[rows, cols] / y[rows, None], np.ones(int(rows.sum())), rcond=None)
+        cols = slice(h * half, (h + 1) * half)
+        coef[cols], *_ = np.linalg.lstsq(X[rows, cols] / y[rows, None], np.ones(int(rows.sum())), rcond=None)
     return coef
 
 
 def _cv_mape(X: np.ndarray, y: np.ndarray, small: np.ndarray, model: str, folds: int = 5, repeats: int = 3) -> float:
     """Cross-validated MAPE (%) of :func:`_fit_relative`'s ``model``: ``repeats`` seeded shuffles of
-    ``folds`` folds, each architecture predicted by the fit on the other folds."""
+    ``folds`` folds, each architecture predicted by the fit on the other folds. The folds are
+    stratified by stem variant (each variant's architectures dealt over the folds apart), so every
+    training fold holds (folds - 1) / folds of each variant's architectures."""
     errs = []
     for rep in range(repeats):
-        idx = np.random.default_rng(rep).permutation(len(y))
+        rng = np.random.default_rng(rep)
+        dealt = [rng.permutation(np.flatnonzero(rows)) for rows in (~small, small)]
         for k in range(folds):
-            test = idx[k::folds]
-            train = np.setdiff1d(idx, test)
+            test = np.concatenate([d[k::folds] for d in dealt])
+            train = np.setdiff1d(np.arange(len(y)), test)
             c = _fit_relative(X[train], y[train], small[train], model)
             errs.append(np.abs(X[test] @ c - y[test]) / y[test])
     return float(np.mean(np.concatenate(errs)) * 100)
@@ -204,7 +209,7 @@ class LatencyPredictor:
         An exact DP over the table at minimum depths finds, per stem variant, stem width and
         last conv, the blocks with the smallest table sum; of those candidates the one with the
         smallest calibrated prediction is returned. The calibration also weighs block counts,
-        FLOPs and memory access (and may give a table sum a small negative weight), so this is
+        FLOPs, memory access and activation size (and may give a table sum a negative weight), so this is
         the fastest by the table, not always the argmin of :meth:`predict` over the space;
         near the budget floor the pipeline measures it instead of trusting the prediction."""
         task = self.task
@@ -260,7 +265,8 @@ class LatencyPredictor:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"latency cache {path}: unreadable ({type(e).__name__}: {e})") from None
         if len(p.coef) != len(cls.FEATURES) or not all(math.isfinite(c) for c in p.coef):
-            raise ValueError(f"latency cache {path}: bad calibration coefficients {p.coef}")
+            raise ValueError(f"latency cache {path}: coef: expected {len(cls.FEATURES)} finite numbers (FEATURES), "
+                             f"got {len(p.coef)}: {p.coef}; rebuild it")
         if expect_key is not None and p.key != expect_key:
             diff = sorted(k for k in set(p.key) | set(expect_key) if p.key.get(k) != expect_key.get(k))
             raise ValueError(f"latency cache {path}: stale, built for another {', '.join(diff)}")
@@ -289,7 +295,7 @@ class LatencyPredictor:
                 space declares; the table holds the blocks at each variant's feature-map sizes and
                 the calibration draws from all of them).
             calib_archs: random architectures measured end to end for the calibration, split evenly
-                between the task's stem variants (each variant has its own coefficients).
+                between the task's stem variants (each variant may get its own coefficients).
             rebuild: ignore an existing cache.
 
         Raises:
@@ -355,16 +361,20 @@ class LatencyPredictor:
         model that did better on the fresh ones in all four): at 1 thread, where a repeated
         measurement agreed within +-10% for 98% of the networks, per stem 92.8 / 95.2% within
         +-10% in CV against 90.4 / 92.8% shared; at 2 threads (68-80% agreement) shared 83.0 /
-        76.4% against 79.2 / 71.8%. A stem variant without architectures keeps zeros.
+        76.4% against 79.2 / 71.8%. With few architectures per stem the per-stem fit has few
+        more rows than coefficients in each fold and CV rightly prefers the shared one. With
+        architectures of one stem variant only, that fit serves both variants (``shared``).
 
         Raises:
-            ValueError: fewer architectures of a stem variant than :attr:`STEM_FEATURES`; a count of
+            ValueError: no architectures, or fewer of a stem variant than :attr:`STEM_FEATURES`; a count of
                 measurements that differs from the architectures'; a measurement that is not a
                 positive number.
         """
         y = np.asarray(measured_ms, dtype=float).reshape(-1)
         if len(y) != len(archs):
             raise ValueError(f"measured_ms: {len(y)} measurements for {len(archs)} architectures; give one per arch")
+        if not len(archs):
+            raise ValueError("archs: no architectures to calibrate on")
         bad = np.flatnonzero(~(np.isfinite(y) & (y > 0)))
         if len(bad):
             i = int(bad[0])
@@ -373,15 +383,16 @@ class LatencyPredictor:
         need = len(self.STEM_FEATURES)
         small = np.array([bool(a.small_input) for a in archs], dtype=bool)
         for stem, rows in zip(self.STEMS, (~small, small)):
-            if 0 < rows.sum() < need or not len(archs):  # (no archs at all: the first stem's count, 0)
+            if 0 < rows.sum() < need:
                 raise ValueError(f"archs: the calibration needs at least {need} architectures of each stem variant "
                                  f"it covers, got {int(rows.sum())} with the {stem} stem")
         X = np.array([self.features(a) for a in archs])
         cv = {model: _cv_mape(X, y, small, model) for model in _MODELS} if small.any() and (~small).any() else {}
-        model = min(cv, key=cv.get) if cv else "per_stem"  # one stem variant: both models are the same fit
+        model = min(cv, key=cv.get) if cv else "shared"  # one stem variant: both models are the same fit
         coef = _fit_relative(X, y, small, model)
         self.coef = [float(c) for c in coef]
-        pred, raw = X @ coef, np.array([self.raw(a) for a in archs])
+        half = len(self.STEM_FEATURES)
+        pred, raw = X @ coef, (X[:, :3] + X[:, half:half + 3]).sum(1)
         self.fit = {
             "n": len(archs),
             "model": model,

@@ -207,7 +207,7 @@ def test_budget_below_the_fastest_arch(env, capsys):
     assert not (out / "latest").exists() and not out.exists()
 
 
-def test_too_few_calibration_archs_for_both_stems_is_one_line_before_any_work(env, tmp_path, capsys):
+def test_too_few_calibration_archs_for_both_stems_is_one_line_before_measuring(env, tmp_path, capsys):
     base, out = env
     (tmp_path / "few.yaml").write_text(yaml.safe_dump({"calib_archs": 15}))
     assert main(base + ["--config", str(tmp_path / "few.yaml"), "--latency-ms", "5"]) == 2
