@@ -138,7 +138,8 @@ class LatencyPredictor:
     # ---------------------------------------------------------------- prediction
     def features(self, arch: Arch) -> list[float]:
         """The calibration's inputs: :attr:`STEM_FEATURES` in the half of :attr:`FEATURES` of the
-        arch's stem variant, zeros in the other half (one linear model per stem variant).
+        arch's stem variant, zeros in the other half (so a linear model can give each stem variant
+        its own coefficients, or one shared set copied into both halves).
 
         Per stem variant: table sums per unit type (ms), block counts, MFLOPs, memory access
         cost (ShuffleNet V2's MAC, millions of elements) and ``mact``, the elements of every
