@@ -69,17 +69,34 @@ def main() -> None:
                     help="also fine-tune every network E epochs from its inherited weights (search.finetune, the "
                          "final pick's step) and rank by that")
     ap.add_argument("--few-shot-epochs", type=int, default=0, metavar="E",
-                    help="few-shot NAS by unit family: two sub-supernets (mostly-V1 / mostly-V2 paths) start from "
-                         "the trained supernet and train E more epochs each; every network is scored by its family's")
+                    help="few-shot NAS: two sub-supernets start from the supernet (trained here or --supernet) and "
+                         "train E more epochs each on their part of the space (--few-shot-by); every network is "
+                         "scored by its part's")
+    ap.add_argument("--few-shot-by", choices=["family", "stem"], default="family",
+                    help="the split of --few-shot-epochs: unit family (mostly-V1 / mostly-V2 paths) or stem variant "
+                         "(ImageNet / small-input stem; needs a supernet of both stems)")
+    ap.add_argument("--baselines", action="store_true",
+                    help="train nothing: print the tau of the truth networks' params, MFLOPs and measured latency "
+                         "against their retrained top-1 (the size baselines any one-shot score should beat)")
+    ap.add_argument("--pairs", nargs="+", default=None, metavar="RESULT",
+                    help="train nothing: for these result JSONs, the share of latency-matched pairs (measured "
+                         "latencies within --pair-tolerance) that each score orders as the retrained top-1 does")
+    ap.add_argument("--pair-tolerance", type=float, default=0.3, metavar="F",
+                    help="two networks are latency-matched when the slower measures at most (1 + F) x the faster")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt); "
                                                   "with --ensemble, the JSON to write")
     ap.add_argument("--ensemble", nargs="+", default=None, metavar="RESULT",
                     help="train nothing: combine the result JSONs of runs against the same truth (see above)")
     args = ap.parse_args()
-    if args.ensemble:
+    if args.pair_tolerance <= 0:
+        raise SystemExit(f"error: --pair-tolerance must be > 0, got {args.pair_tolerance}")
+    if args.ensemble or args.pairs:
         try:
-            ensemble(args.ensemble, args.out)
+            if args.pairs:
+                pairs_report(args.pairs, args.truth, args.pair_tolerance)
+            else:
+                ensemble(args.ensemble, args.out)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -95,6 +112,13 @@ def main() -> None:
     from search_space import Arch, SearchSpace
     from supernet.sampling import FAMILIES, unit_family
 
+    if args.few_shot_by == "stem":  # sub-supernet name -> (which networks it scores, its training knobs)
+        parts = {"imagenet": (lambda a: not a.small_input, {"small_input": False, "sampler": args.sampler}),
+                 "small": (lambda a: a.small_input, {"small_input": True, "sampler": args.sampler})}
+    else:  # a family's sub-supernet samples by rejection, which the fair sampler's fixed plan cannot
+        parts = {fam: (lambda a, fam=fam: unit_family(a) == fam, {"family": fam, "sampler": "uniform"})
+                 for fam in FAMILIES}
+
     try:
         truth = load_truth(args.truth)
     except ValueError as e:
@@ -106,12 +130,19 @@ def main() -> None:
         args.small_input = ({False: "no", True: "yes", None: "both"}[loaded[1]["config"]["small_input"]]
                             if loaded else "no")
     small = {"no": False, "yes": True, "both": None}[args.small_input]
+    if args.few_shot_epochs and args.few_shot_by == "stem" and small is not None:
+        raise SystemExit(f"error: --few-shot-by stem needs a supernet of both stems (--small-input both), "
+                         f"not --small-input {args.small_input}")
     if small is not None:
         skipped = [r["name"] for r in rows if Arch.parse(r["arch"]).small_input is not small]
         rows = [r for r in rows if Arch.parse(r["arch"]).small_input is small]
         if skipped:
             print(f"note: {len(skipped)} networks with the other stem left out (the supernet trains "
                   f"--small-input {args.small_input} paths; 'both' scores all): {', '.join(skipped)}")
+    sizes = baselines(rows)
+    if args.baselines:
+        _print_baselines(sizes)
+        return
     data = load_data(truth["data"]["spec"], val_fraction=truth["data"]["val_fraction"])
     space = SearchSpace.load("default")
     cfg = EvalConfig()
@@ -121,7 +152,7 @@ def main() -> None:
         sups = sup if isinstance(sup, dict) else None
         for r in rows:
             a = Arch.parse(r["arch"])
-            net = sups[unit_family(a)] if sups else sup
+            net = next(sups[name] for name, (owns, _) in parts.items() if owns(a)) if sups else sup
             net.eval()
             r[key], _ = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
         return {name: corr(sel, key) for name, sel in _groups(rows).items()}
@@ -130,6 +161,8 @@ def main() -> None:
         sup, state = loaded
         ident = hashlib.sha1(str(Path(args.supernet).resolve()).encode()).hexdigest()[:8]
         label, variant = f"checkpoint {args.supernet}", f"{Path(args.supernet).stem}-{ident}-e{state['epoch']}"
+        if args.few_shot_epochs:  # its own result file: the checkpoint's other scorings stay
+            variant += f"-fewshot_{args.few_shot_by}{args.few_shot_epochs}"
         supernet_id = f"{Path(args.supernet).resolve()}@{state['epoch']}"
         curve = [(state["epoch"], score(sup))]
     else:
@@ -162,15 +195,21 @@ def main() -> None:
         supernet_id = f"{ckpt.resolve()}@{state['epoch']}"
     few_shot = {}
     if args.few_shot_epochs:
-        if args.supernet:
-            raise SystemExit("error: --few-shot-epochs needs a supernet trained here (not --supernet)")
+        # Zhao et al., "Few-shot Neural Architecture Search" (ICML 2021), section 3: the one-shot supernet's
+        # weights start every sub-supernet, each trains on its part only. A checkpoint given by --supernet
+        # keeps its own sharing knobs (the sub-supernets must load its weights).
+        init = Path(args.supernet) if loaded else ckpt
+        base = (dict(conv0_head=sup.conv0_head, v1_sharing=sup.v1_sharing,
+                     update=state["config"].get("update", "full"), sandwich=state["config"].get("sandwich", 0))
+                if loaded else dict(conv0_head=args.conv0_head, v1_sharing=args.v1_sharing, update=args.update,
+                                    sandwich=args.sandwich))
         subs = {}
-        for fam in FAMILIES:
-            subs[fam], _ = st.train_supernet(
+        for name, (_, knobs) in parts.items():
+            subs[name], _ = st.train_supernet(
                 space, data, Recipe(epochs=args.few_shot_epochs, seed=args.seed, lr=0.02, warmup_epochs=0),
-                checkpoint=ckpt.with_name(f"{ckpt.stem}-fewshot-{fam}.pt"), resume=True, device="cpu", progress=False,
-                conv0_head=args.conv0_head, sampler="uniform", update=args.update, small_input=small,
-                v1_sharing=args.v1_sharing, sandwich=args.sandwich, family=fam, init=ckpt)
+                checkpoint=Path("results/ranking") / f"{variant}-{name}.pt" if loaded
+                else ckpt.with_name(f"{ckpt.stem}-fewshot-{name}.pt"),
+                resume=True, device="cpu", progress=False, **{"small_input": small, **base, **knobs}, init=init)
         few_shot = score(subs, "few_shot")
     finetuned = {}
     if args.finetune_epochs:
@@ -193,7 +232,8 @@ def main() -> None:
     for name, c in curve[-1][1].items():
         print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}")
     if few_shot:
-        print(f"few-shot by unit family (+{args.few_shot_epochs} epochs per sub-supernet): "
+        print(f"few-shot by {'unit family' if args.few_shot_by == 'family' else 'stem variant'} "
+              f"(+{args.few_shot_epochs} epochs per sub-supernet): "
               + "  ".join(f"{name} tau {c['tau']:.3f} (rho {c['rho']:.3f})" for name, c in few_shot.items()))
     for e, cs in finetuned.items():
         print(f"fine-tuned {e} epoch(s) from inherited weights: "
@@ -203,9 +243,14 @@ def main() -> None:
     out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
                                "curve": [{"epoch": e, **c} for e, c in curve],
                                "finetuned": {str(e): c for e, c in finetuned.items()}, "few_shot": few_shot,
+                               "baselines": sizes,
+                               "matched_pairs": {"tolerance": args.pair_tolerance, **matched},
                                "networks": [{k: v for k, v in r.items()
                                              if k in ("name", "role", "arch", "retrained", "inherited", "few_shot")
                                              or k.startswith("finetuned_e")} for r in rows]}, indent=1))
+    _print_baselines(sizes)
+    matched = {k: matched_pairs(rows, k, args.pair_tolerance) for k in _score_keys(rows)}
+    _print_pairs(matched, args.pair_tolerance)
     print(f"wrote {out}")
     if len(curve) > 1:
         _plot(curve, out.with_suffix(".png"), variant)
@@ -218,6 +263,95 @@ def _groups(rows: list[dict]) -> dict[str, list[dict]]:
     """The networks tau is reported over: all, the presets, the sampled ones (``GROUPS``)."""
     return {"all": rows, "presets": [r for r in rows if r["role"] == "preset"],
             "sampled": [r for r in rows if r["role"] != "preset"]}
+
+
+BASELINES = {"params": "params", "mflops": "MFLOPs", "latency_ms": "latency (ms)"}
+
+
+def baselines(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Tau / rho of each network's size or measured latency (``BASELINES``: the truth's
+    ``params``, ``mflops``, ``latency_ms``) against its retrained top-1, per group (``GROUPS``).
+
+    The size baselines of NAS ranking studies (Abdelfattah et al., "Zero-Cost Proxies for
+    Lightweight NAS", ICLR 2021, section 4: #params and FLOPs): a one-shot score ranks only if
+    it beats them. A positive tau means bigger (slower) retrains better, a negative one the
+    opposite; ``abs(tau)`` is what a score that knows the sign would reach.
+    """
+    out = {}
+    for key in BASELINES:
+        scored = [dict(r, size=float(r[key])) for r in rows]
+        out[key] = {name: corr(sel, "size") for name, sel in _groups(scored).items()}
+    return out
+
+
+def _print_baselines(sizes: dict) -> None:
+    for key, label in BASELINES.items():
+        print(f"baseline {label:<13} " + "  ".join(f"{g} tau {c['tau']:6.3f} (n={c['n']})"
+                                                  for g, c in sizes[key].items()))
+
+
+def matched_pairs(rows: list[dict], key: str, tolerance: float = 0.3) -> dict:
+    """How often ``key`` orders two networks of about the same latency as their retrained top-1 does.
+
+    The search compares networks under one latency budget, where tau over the whole truth
+    mixes in how accuracy moves with size. Only pairs whose measured latencies (``latency_ms``)
+    are within ``1 + tolerance`` of each other count (the pairwise ranking accuracy of
+    Dudziak et al., "BRP-NAS", NeurIPS 2020, section 3, restricted to matched pairs).
+
+    Returns:
+        ``pairs`` (matched pairs with no tie in either score), ``concordant``, ``accuracy``
+        (% ordered right) and ``tau`` ((concordant - discordant) / pairs).
+    """
+    import itertools
+
+    c = d = 0
+    for a, b in itertools.combinations(rows, 2):
+        fast, slow = sorted((a["latency_ms"], b["latency_ms"]))
+        if slow > (1 + tolerance) * fast:
+            continue
+        s = (a[key] - b[key]) * (a["retrained"] - b["retrained"])
+        c, d = c + (s > 0), d + (s < 0)
+    n = c + d
+    return {"pairs": n, "concordant": c, "accuracy": 100.0 * c / n if n else float("nan"),
+            "tau": (c - d) / n if n else float("nan")}
+
+
+def _score_keys(rows: list[dict]) -> list[str]:
+    """The scores a result holds, then the latency baseline (``-latency_ms``, added to ``rows``)."""
+    for r in rows:
+        r["minus_latency"] = -r["latency_ms"]
+    keys = [k for k in ("inherited", "few_shot") if all(k in r for r in rows)]
+    keys += sorted((k for k in rows[0] if k.startswith("finetuned_e")), key=lambda k: int(k.removeprefix("finetuned_e")))
+    return keys + ["minus_latency"]
+
+
+def _print_pairs(matched: dict, tolerance: float) -> None:
+    print(f"latency-matched pairs (within {tolerance:.0%}) ordered as retrained: " + "  ".join(
+        f"{k} {m['concordant']}/{m['pairs']} ({m['accuracy']:.0f}%)" for k, m in matched.items()))
+
+
+def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[str, dict]:
+    """:func:`matched_pairs` of every score in each result file, latencies from ``truth``.
+
+    Raises:
+        ValueError: an unreadable result, or a network that ``truth`` does not hold.
+    """
+    from ground_truth import load_truth
+
+    latency = {n["name"]: n["latency_ms"] for n in load_truth(truth)["networks"]}
+    out = {}
+    for p in paths:
+        try:
+            nets = json.loads(Path(p).read_text())["networks"]
+            rows = [dict(n, latency_ms=latency[n["name"]]) for n in nets]
+        except KeyError as e:
+            raise ValueError(f"--pairs: {p}: network {e} is not in the truth {truth} (or not a result file)") from None
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"--pairs: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
+        out[p] = {k: matched_pairs(rows, k, tolerance) for k in _score_keys(rows)}
+        print(p)
+        _print_pairs(out[p], tolerance)
+    return out
 
 
 def ensemble(paths: list[str], out: str | None = None) -> dict:

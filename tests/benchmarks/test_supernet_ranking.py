@@ -99,3 +99,52 @@ def test_curve_snapshot_keeps_its_bytes_when_training_rewrites_the_checkpoint(tm
     atomic_write(ckpt, lambda p: p.write_bytes(b"epoch 40"))  # what resuming the training does
     assert at.read_bytes() == b"epoch 20"
     assert ckpt.read_bytes() == b"epoch 40"
+
+
+def test_size_baselines_rank_by_params_mflops_and_latency_per_group(capsys):
+    params = [9.0, 5.0, 7.0, 1.0, 2.0, 8.0, 3.0, 6.0]
+    mflops = [0.5, 0.4, 0.3, 0.2, 4.0, 3.0, 2.0, 1.0]  # the sampled four in retrained order: tau 1 there
+    lat = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    rows = [{"role": r, "retrained": t, "params": p, "mflops": f, "latency_ms": m}
+            for r, t, p, f, m in zip(ROLES, RETRAINED, params, mflops, lat)]
+    b = sr.baselines(rows)
+    assert list(b) == ["params", "mflops", "latency_ms"]
+    groups = {"all": range(8), "presets": range(4), "sampled": range(4, 8)}
+    for key, xs in (("params", params), ("mflops", mflops), ("latency_ms", lat)):
+        for g, idx in groups.items():
+            want = kendalltau([xs[i] for i in idx], [RETRAINED[i] for i in idx]).statistic
+            assert b[key][g]["tau"] == pytest.approx(want, abs=1e-12)
+            assert b[key][g]["n"] == len(idx)
+    assert b["mflops"]["sampled"]["tau"] == pytest.approx(1.0, abs=1e-12)
+    assert b["mflops"]["presets"]["tau"] == pytest.approx(1.0, abs=1e-12)  # 0.5 > 0.4 > 0.3 > 0.2 as 60 > 58 > 55 > 50
+    assert b["latency_ms"]["presets"]["tau"] == pytest.approx(-1.0, abs=1e-12)
+    sr._print_baselines(b)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("baseline params ") and "presets tau" in out[0] and "(n=4)" in out[0]
+    assert len(out) == 3
+
+
+def test_matched_pairs_count_only_pairs_within_the_latency_tolerance(tmp_path, capsys):
+    # latencies 1.0, 1.2, 1.5, 3.0: within 30% are (0,1) 1.2x and (1,2) 1.25x; (0,2) is 1.5x, 3.0 matches none
+    rows = [{"name": f"n{k}", "latency_ms": lat, "retrained": t, "inherited": i}
+            for k, (lat, t, i) in enumerate(zip([1.0, 1.2, 1.5, 3.0], [60.0, 50.0, 55.0, 70.0], [30.0, 20.0, 10.0, 0.0]))]
+    m = sr.matched_pairs(rows, "inherited", 0.3)
+    # (0,1): 30 > 20 and 60 > 50, concordant; (1,2): 20 > 10 but 50 < 55, discordant
+    assert m == {"pairs": 2, "concordant": 1, "accuracy": 50.0, "tau": 0.0}
+    wide = sr.matched_pairs(rows, "inherited", 0.5)  # adds (0,2): 30 > 10 and 60 > 55, concordant
+    assert (wide["pairs"], wide["concordant"]) == (3, 2)
+    assert wide["tau"] == pytest.approx(1 / 3, abs=1e-12)
+    truth = json.loads((ROOT / "benchmarks" / "ground_truth.json").read_text())
+    names = [n["name"] for n in truth["networks"]][:4]
+    lat = [n["latency_ms"] for n in truth["networks"]][:4]
+    res = tmp_path / "r.json"
+    res.write_text(json.dumps({"networks": [dict(r, name=nm) for r, nm in zip(rows, names)]}))
+    out = sr.pairs_report([str(res)], str(ROOT / "benchmarks" / "ground_truth.json"), 0.3)
+    want = sr.matched_pairs([dict(r, latency_ms=x) for r, x in zip(rows, lat)], "inherited", 0.3)
+    assert out[str(res)]["inherited"] == want
+    assert list(out[str(res)]) == ["inherited", "minus_latency"]
+    assert f"inherited {want['concordant']}/{want['pairs']} " in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"networks": [dict(rows[0], name="nobody")]}))
+    with pytest.raises(ValueError, match=r"--pairs: .*bad\.json: network 'nobody' is not in the truth"):
+        sr.pairs_report([str(bad)], str(ROOT / "benchmarks" / "ground_truth.json"))
