@@ -238,6 +238,7 @@ def main() -> None:
     for e, cs in finetuned.items():
         print(f"fine-tuned {e} epoch(s) from inherited weights: "
               + "  ".join(f"{name} tau {c['tau']:.3f} (rho {c['rho']:.3f})" for name, c in cs.items()))
+    matched = {k: matched_pairs(rows, k, args.pair_tolerance) for k in _score_keys(rows)}
     out = Path(args.out).with_suffix(".json") if args.out and not args.supernet else Path("results/ranking") / f"{variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
@@ -249,7 +250,6 @@ def main() -> None:
                                              if k in ("name", "role", "arch", "retrained", "inherited", "few_shot")
                                              or k.startswith("finetuned_e")} for r in rows]}, indent=1))
     _print_baselines(sizes)
-    matched = {k: matched_pairs(rows, k, args.pair_tolerance) for k in _score_keys(rows)}
     _print_pairs(matched, args.pair_tolerance)
     print(f"wrote {out}")
     if len(curve) > 1:
