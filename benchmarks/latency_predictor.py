@@ -15,6 +15,12 @@ figure. ``--out`` writes every figure as JSON and, beside it, a plot of
 predicted (and re-measured) against measured latency.
 
     python benchmarks/latency_predictor.py --archs 50 --threads 2 --out benchmarks/results/latency_predictor_t2.json
+
+``--drift A.json B.json ...`` measures nothing: for each written result and
+session, it prints the random archs within +-10% as predicted and after
+rescaling every prediction by the one factor (0.80-1.25) that puts the most of
+them within +-10% of that session: how much of the miss a drift of the whole
+machine explains, the upper bound of re-anchoring the predictor at run time.
 """
 
 from __future__ import annotations
@@ -42,8 +48,35 @@ def report(name: str, pred: np.ndarray, meas: np.ndarray) -> dict:
     return r
 
 
+def drift_check(result: dict) -> list[dict]:
+    """Per session of a ``--out`` result: the random archs within +-10% (%) as predicted, and
+    the factor in [0.80, 1.25] (steps of 0.001, the smallest change from 1 among equals) that
+    puts the most predictions within +-10% once every prediction is scaled by it, with that
+    share. The factor is fitted on the measurements it is scored against: the second figure is
+    an upper bound for any single run-time rescale of the predictor.
+
+    Raises:
+        ValueError: a result without random archs or without per-session measurements.
+    """
+    archs = [a for a in result.get("archs", []) if a["name"].startswith("random")]
+    if not archs or not isinstance(archs[0].get("measured_ms"), list):
+        raise ValueError("--drift: the result holds no random archs measured per session (benchmarks/latency_predictor.py --out)")
+    pred = np.array([a["predicted_ms"] for a in archs])
+    meas = np.array([a["measured_ms"] for a in archs])
+    out = []
+    grid = sorted(np.round(np.arange(0.80, 1.2505, 0.001), 3), key=lambda f: (abs(f - 1.0), f))
+    for s in range(meas.shape[1]):
+        within = lambda p, m=meas[:, s]: float(100 * np.mean(np.abs(p - m) / m * 100 <= 10))  # as report()  # noqa: E731
+        scale = max(grid, key=lambda f: within(pred * f))  # max keeps the first best: the one nearest 1
+        out.append({"session": s + 1, "n": len(archs), "within_10": within(pred), "scale": float(scale),
+                    "within_10_rescaled": within(pred * scale)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--drift", nargs="+", default=None, metavar="RESULT",
+                    help="measure nothing: how much a single rescale per session would fix in these results (above)")
     ap.add_argument("--space", default="default")
     ap.add_argument("--archs", type=int, default=50)
     ap.add_argument("--input-size", type=int, default=32)
@@ -61,6 +94,16 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the settings, per-arch figures and scores here (JSON)")
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out archs (fitting uses seed 0)")
     args = ap.parse_args()
+    if args.drift:
+        for path in args.drift:
+            try:
+                rows = drift_check(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"error: {path}: {e}") from None
+            for r in rows:
+                print(f"{path} session {r['session']}: {r['n']} random archs within 10% {r['within_10']:5.1f}%; "
+                      f"best single factor x {r['scale']:.3f}: {r['within_10_rescaled']:5.1f}%")
+        return
     if args.sessions < 1:
         ap.error("--sessions: must be at least 1")
     if args.out and not args.out.endswith(".json"):
