@@ -98,8 +98,8 @@ def main() -> None:
         for path in args.drift:
             try:
                 rows = drift_check(json.loads(Path(path).read_text()))
-            except (OSError, ValueError) as e:
-                raise SystemExit(f"error: {path}: {e}") from None
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+                raise SystemExit(f"error: {path}: not a latency_predictor result ({type(e).__name__}: {e})") from None
             for r in rows:
                 print(f"{path} session {r['session']}: {r['n']} random archs within 10% {r['within_10']:5.1f}%; "
                       f"best single factor x {r['scale']:.3f}: {r['within_10_rescaled']:5.1f}%")

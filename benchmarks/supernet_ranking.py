@@ -144,7 +144,7 @@ def main() -> None:
         _print_baselines(sizes)
         return
     data = load_data(truth["data"]["spec"], val_fraction=truth["data"]["val_fraction"])
-    space = SearchSpace.load("default")
+    space = SearchSpace.from_dict(loaded[1]["config"]["space"]) if loaded else SearchSpace.load("default")
     cfg = EvalConfig()
     calib = calibration_batches(data, cfg, torch.device("cpu"), True)
 
@@ -161,8 +161,10 @@ def main() -> None:
         sup, state = loaded
         ident = hashlib.sha1(str(Path(args.supernet).resolve()).encode()).hexdigest()[:8]
         label, variant = f"checkpoint {args.supernet}", f"{Path(args.supernet).stem}-{ident}-e{state['epoch']}"
-        if args.few_shot_epochs:  # its own result file: the checkpoint's other scorings stay
-            variant += f"-fewshot_{args.few_shot_by}{args.few_shot_epochs}"
+        if args.few_shot_epochs:  # its own result file (the checkpoint's other scorings stay), named by what varies
+            variant += (f"-fewshot_{args.few_shot_by}{args.few_shot_epochs}"
+                        f"{f'_{args.sampler}' if args.few_shot_by == 'stem' else ''}"
+                        f"{f'_seed{args.seed}' if args.seed else ''}")
         supernet_id = f"{Path(args.supernet).resolve()}@{state['epoch']}"
         curve = [(state["epoch"], score(sup))]
     else:
@@ -197,10 +199,12 @@ def main() -> None:
     if args.few_shot_epochs:
         # Zhao et al., "Few-shot Neural Architecture Search" (ICML 2021), section 3: the one-shot supernet's
         # weights start every sub-supernet, each trains on its part only. A checkpoint given by --supernet
-        # keeps its own sharing knobs (the sub-supernets must load its weights).
-        init = Path(args.supernet) if loaded else ckpt
-        base = (dict(conv0_head=sup.conv0_head, v1_sharing=sup.v1_sharing,
-                     update=state["config"].get("update", "full"), sandwich=state["config"].get("sandwich", 0))
+        # keeps its own space and weight-sharing knobs (the sub-supernets must load its weights); the
+        # sampler of a split by stem is --sampler's.
+        init = Path(args.supernet).resolve() if loaded else ckpt.resolve()
+        cfg0 = state["config"] if loaded else {}
+        base = (dict(width_sharing=cfg0.get("width_sharing", "prefix"), conv0_head=sup.conv0_head,
+                     v1_sharing=sup.v1_sharing, update=cfg0.get("update", "full"), sandwich=cfg0.get("sandwich", 0))
                 if loaded else dict(conv0_head=args.conv0_head, v1_sharing=args.v1_sharing, update=args.update,
                                     sandwich=args.sandwich))
         subs = {}
@@ -272,10 +276,11 @@ def baselines(rows: list[dict]) -> dict[str, dict[str, dict]]:
     """Tau / rho of each network's size or measured latency (``BASELINES``: the truth's
     ``params``, ``mflops``, ``latency_ms``) against its retrained top-1, per group (``GROUPS``).
 
-    The size baselines of NAS ranking studies (Abdelfattah et al., "Zero-Cost Proxies for
-    Lightweight NAS", ICLR 2021, section 4: #params and FLOPs): a one-shot score ranks only if
-    it beats them. A positive tau means bigger (slower) retrains better, a negative one the
-    opposite; ``abs(tau)`` is what a score that knows the sign would reach.
+    The size baselines that studies of performance estimators compare against (White et al.,
+    "How Powerful are Performance Predictors in Neural Architecture Search?", NeurIPS 2021:
+    FLOPs and #params among the zero-cost predictors): a one-shot score ranks only if it beats
+    them. The sign is kept: a positive tau means bigger (slower) retrains better, a negative
+    one the opposite, and ``abs(tau)`` is what ranking by the size with the right sign reaches.
     """
     out = {}
     for key in BASELINES:
@@ -295,12 +300,14 @@ def matched_pairs(rows: list[dict], key: str, tolerance: float = 0.3) -> dict:
 
     The search compares networks under one latency budget, where tau over the whole truth
     mixes in how accuracy moves with size. Only pairs whose measured latencies (``latency_ms``)
-    are within ``1 + tolerance`` of each other count (the pairwise ranking accuracy of
-    Dudziak et al., "BRP-NAS", NeurIPS 2020, section 3, restricted to matched pairs).
+    match count: the slower at most ``(1 + tolerance)`` x the faster (the pairwise accuracy
+    that Luo et al., "Neural Architecture Optimization", NeurIPS 2018, report for their
+    performance predictor, restricted to matched pairs).
 
     Returns:
         ``pairs`` (matched pairs with no tie in either score), ``concordant``, ``accuracy``
-        (% ordered right) and ``tau`` ((concordant - discordant) / pairs).
+        (% ordered right; 50 is chance) and ``tau`` ((concordant - discordant) / pairs; NaN
+        without pairs).
     """
     import itertools
 
@@ -321,7 +328,8 @@ def _score_keys(rows: list[dict]) -> list[str]:
     for r in rows:
         r["minus_latency"] = -r["latency_ms"]
     keys = [k for k in ("inherited", "few_shot") if all(k in r for r in rows)]
-    keys += sorted((k for k in rows[0] if k.startswith("finetuned_e")), key=lambda k: int(k.removeprefix("finetuned_e")))
+    every = set.intersection(*({k for k in r if k.startswith("finetuned_e")} for r in rows))
+    keys += sorted(every, key=lambda k: int(k.removeprefix("finetuned_e")))
     return keys + ["minus_latency"]
 
 
@@ -343,11 +351,14 @@ def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[s
     for p in paths:
         try:
             nets = json.loads(Path(p).read_text())["networks"]
-            rows = [dict(n, latency_ms=latency[n["name"]]) for n in nets]
-        except KeyError as e:
-            raise ValueError(f"--pairs: {p}: network {e} is not in the truth {truth} (or not a result file)") from None
-        except (OSError, ValueError, TypeError) as e:
+            if not nets or not all("name" in n and "retrained" in n and "inherited" in n for n in nets):
+                raise ValueError("no networks, or one without name / retrained / inherited")
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"--pairs: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
+        unknown = [n["name"] for n in nets if n["name"] not in latency]
+        if unknown:
+            raise ValueError(f"--pairs: {p}: network {unknown[0]!r} is not in the truth {truth} (give its --truth)")
+        rows = [dict(n, latency_ms=latency[n["name"]]) for n in nets]
         out[p] = {k: matched_pairs(rows, k, tolerance) for k in _score_keys(rows)}
         print(p)
         _print_pairs(out[p], tolerance)

@@ -134,6 +134,12 @@ def test_matched_pairs_count_only_pairs_within_the_latency_tolerance(tmp_path, c
     wide = sr.matched_pairs(rows, "inherited", 0.5)  # adds (0,2): 30 > 10 and 60 > 55, concordant
     assert (wide["pairs"], wide["concordant"]) == (3, 2)
     assert wide["tau"] == pytest.approx(1 / 3, abs=1e-12)
+    tied = [dict(r, inherited=20.0 if k < 2 else r["inherited"]) for k, r in enumerate(rows)]
+    assert sr.matched_pairs(tied, "inherited", 0.3) == {"pairs": 1, "concordant": 0, "accuracy": 0.0, "tau": -1.0}
+    assert sr._score_keys(rows) == ["inherited", "minus_latency"]  # the faster scores higher
+    fast_first = sr.matched_pairs(rows, "minus_latency", 0.3)  # (0,1): faster and better; (1,2): faster, worse
+    assert (fast_first["pairs"], fast_first["concordant"]) == (2, 1)
+    assert sr.matched_pairs(rows[:1], "inherited")["pairs"] == 0
     truth = json.loads((ROOT / "benchmarks" / "ground_truth.json").read_text())
     names = [n["name"] for n in truth["networks"]][:4]
     lat = [n["latency_ms"] for n in truth["networks"]][:4]
@@ -148,3 +154,90 @@ def test_matched_pairs_count_only_pairs_within_the_latency_tolerance(tmp_path, c
     bad.write_text(json.dumps({"networks": [dict(rows[0], name="nobody")]}))
     with pytest.raises(ValueError, match=r"--pairs: .*bad\.json: network 'nobody' is not in the truth"):
         sr.pairs_report([str(bad)], str(ROOT / "benchmarks" / "ground_truth.json"))
+
+
+class _FakeSupernet:
+    """Stands in for a trained supernet: every network scores ``offset`` + a value of its string."""
+
+    conv0_head, v1_sharing = "shared", "labels"
+
+    def __init__(self, offset: float):
+        self.offset = offset
+
+    def eval(self):
+        return self
+
+
+def test_main_few_shot_by_stem_from_a_checkpoint_scores_each_network_with_its_stems_sub_supernet(
+        tmp_path, monkeypatch, capsys):
+    """The whole ``main()`` path of ``--supernet X --few-shot-epochs 2 --few-shot-by stem``, with
+    training and scoring stubbed: the right sub-supernets are trained (knobs from the checkpoint,
+    init resolved), each network is scored by its stem's, and the JSON holds the baselines and
+    the latency-matched pairs."""
+    import sys
+
+    import search.evaluate
+    import supernet.train as st
+    from search_space import Arch, SearchSpace
+
+    truth = json.loads((ROOT / "benchmarks" / "ground_truth.json").read_text())
+    keep = ["shufflenet_v1_g1", "shufflenet_v2_x1_0", "sampled02_mixed", "sampled03_mixed", "sampled11_mixed_small",
+            "sampled12_v2_small"]
+    truth["networks"] = [n for n in truth["networks"] if n["name"] in keep]
+    truth["data"]["spec"] = "digits"  # the embedded data: nothing of CIFAR-10 is read
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    ckpt = tmp_path / "both.pt"
+    ckpt.write_bytes(b"")
+    config = {"small_input": None, "space": SearchSpace.load("default").to_dict(), "width_sharing": "prefix",
+              "update": "full"}
+    monkeypatch.setattr(st, "load_supernet", lambda p, device="cpu": (_FakeSupernet(0.0), {"epoch": 20, "config": config}))
+    trained = []
+
+    def train_supernet(space, data, recipe, **kw):
+        trained.append(dict(kw, epochs=recipe.epochs))
+        return _FakeSupernet(100.0 if kw["small_input"] else 50.0), {}
+
+    monkeypatch.setattr(st, "train_supernet", train_supernet)
+    monkeypatch.setattr(search.evaluate, "calibration_batches", lambda *a, **k: None)
+    monkeypatch.setattr(search.evaluate, "evaluate_arch",
+                        lambda net, a, *args, **k: (net.offset + len(str(a)) % 13, None))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--supernet", str(ckpt),
+                                      "--few-shot-epochs", "2", "--few-shot-by", "stem", "--seed", "3"])
+    sr.main()
+    assert [(t["small_input"], t["sampler"], t["width_sharing"], t["init"], t["epochs"]) for t in trained] == [
+        (False, "fair", "prefix", ckpt.resolve(), 2), (True, "fair", "prefix", ckpt.resolve(), 2)]
+    assert trained[0]["checkpoint"].name.endswith("-fewshot_stem2_fair_seed3-imagenet.pt")
+    out = next((tmp_path / "results" / "ranking").glob("both-*-e20-fewshot_stem2_fair_seed3.json"))
+    res = json.loads(out.read_text())
+    assert [n["name"] for n in res["networks"]] == [n["name"] for n in truth["networks"]]
+    for n in res["networks"]:
+        a = Arch.parse(n["arch"])
+        assert n["inherited"] == len(str(a)) % 13
+        assert n["few_shot"] == (100.0 if a.small_input else 50.0) + len(str(a)) % 13
+    rows = [dict(n, latency_ms=t["latency_ms"]) for n, t in zip(res["networks"], truth["networks"])]
+    for k in ("inherited", "few_shot"):
+        assert res["matched_pairs"][k] == sr.matched_pairs(rows, k, 0.3)
+    assert res["matched_pairs"]["tolerance"] == 0.3
+    assert res["baselines"] == sr.baselines([dict(n, **{k: t[k] for k in sr.BASELINES})
+                                             for n, t in zip(res["networks"], truth["networks"])])
+    printed = capsys.readouterr().out
+    assert "few-shot by stem variant (+2 epochs per sub-supernet)" in printed
+    assert "latency-matched pairs (within 30%)" in printed and "baseline latency (ms)" in printed
+
+
+def test_main_refuses_a_stem_split_of_a_one_stem_supernet_and_a_bad_tolerance(tmp_path, monkeypatch):
+    import sys
+
+    import supernet.train as st
+    from search_space import SearchSpace
+
+    config = {"small_input": False, "space": SearchSpace.load("default").to_dict()}
+    monkeypatch.setattr(st, "load_supernet", lambda p, device="cpu": (_FakeSupernet(0.0), {"epoch": 20, "config": config}))
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--supernet", "x.pt", "--few-shot-epochs", "2",
+                                      "--few-shot-by", "stem"])
+    with pytest.raises(SystemExit, match=r"--few-shot-by stem needs a supernet of both stems .*not --small-input no"):
+        sr.main()
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--baselines", "--pair-tolerance", "0"])
+    with pytest.raises(SystemExit, match=r"--pair-tolerance must be > 0, got 0.0"):
+        sr.main()
