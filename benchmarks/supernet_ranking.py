@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -78,6 +79,10 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true",
                     help="train nothing: print the tau of the truth networks' params, MFLOPs and measured latency "
                          "against their retrained top-1 (the size baselines any one-shot score should beat)")
+    ap.add_argument("--scratch-epochs", type=int, default=0, metavar="K",
+                    help="no supernet: train every truth network from scratch with its own recipe (the seed: "
+                         "--seed), stop after K epochs, and rank by the top-1 after each epoch (a truncated-"
+                         "training estimate; --seed 0 repeats the truth's own first epochs)")
     ap.add_argument("--pairs", nargs="+", default=None, metavar="RESULT",
                     help="train nothing: for these result JSONs, the share of latency-matched pairs (measured "
                          "latencies within --pair-tolerance) that each score orders as the retrained top-1 does")
@@ -144,6 +149,13 @@ def main() -> None:
         _print_baselines(sizes)
         return
     data = load_data(truth["data"]["spec"], val_fraction=truth["data"]["val_fraction"])
+    if args.scratch_epochs:
+        try:
+            scratch(rows, data, args, sizes)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
     space = SearchSpace.from_dict(loaded[1]["config"]["space"]) if loaded else SearchSpace.load("default")
     cfg = EvalConfig()
     calib = calibration_batches(data, cfg, torch.device("cpu"), True)
@@ -328,9 +340,69 @@ def _score_keys(rows: list[dict]) -> list[str]:
     for r in rows:
         r["minus_latency"] = -r["latency_ms"]
     keys = [k for k in ("inherited", "few_shot") if all(k in r for r in rows)]
-    every = set.intersection(*({k for k in r if k.startswith("finetuned_e")} for r in rows))
-    keys += sorted(every, key=lambda k: int(k.removeprefix("finetuned_e")))
+    for prefix in ("finetuned_e", "scratch_e"):
+        every = set.intersection(*({k for k in r if k.startswith(prefix)} for r in rows))
+        keys += sorted(every, key=lambda k: int(k.removeprefix(prefix)))
     return keys + ["minus_latency"]
+
+
+def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> dict:
+    """The truncated-training estimate: every network of ``rows`` trained from scratch with the
+    recipe of its first truth run (seed replaced by ``args.seed``), stopped after
+    ``args.scratch_epochs`` epochs of that schedule; ``scratch_e{k}`` is its top-1 (%) after
+    epoch k. Reduced training as a ranking proxy: Zhou et al., "EcoNAS", CVPR 2020; Abdelfattah
+    et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021, section 3 (reduced-training
+    proxies). Prints and writes tau per epoch, beside the tau of the truth's own run at the same
+    epoch (``truth_e{k}``: the same trajectory as the final top-1, so it shares its noise), and
+    the latency-matched pairs. Each network's training is checkpointed and resumes.
+
+    Raises:
+        ValueError: ``args.scratch_epochs`` longer than a truth run."""
+    from nas_training.engine import Recipe
+    from search_space import Arch
+    from supernet import ShuffleNet
+    from supernet.train import train_model
+
+    k_max = args.scratch_epochs
+    work = Path("results/ranking") / f"scratch_seed{args.seed}"
+    if args.seed in {r["seed"] for n in rows for r in n["runs"][:1]}:
+        print(f"note: --seed {args.seed} is the truth's own seed: the first epochs repeat its runs (use another "
+              f"seed for an independent estimate)")
+    for r in rows:  # before anything trains
+        if k_max > r["runs"][0]["recipe"]["epochs"]:
+            raise ValueError(f"--scratch-epochs: {k_max} is longer than {r['name']}'s "
+                             f"{r['runs'][0]['recipe']['epochs']}-epoch run")
+    for i, r in enumerate(rows):
+        run = r["runs"][0]
+        recipe = Recipe(**dict(run["recipe"], seed=args.seed))
+        t = time.perf_counter()
+        hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=False,
+                           desc=r["name"], checkpoint=work / r["name"] / "checkpoint.pt", resume=True,
+                           config={"arch": r["arch"], "init": "scratch"}, stop_after_epoch=k_max)
+        for k in range(1, k_max + 1):
+            r[f"scratch_e{k}"] = hist[k - 1]["val_acc"]
+            r[f"truth_e{k}"] = run["history"][k - 1]["val_acc"]
+        print(f"[{i + 1}/{len(rows)}] {r['name']:<22} retrained {r['retrained']:6.2f}%  after {k_max} epoch(s) "
+              f"{r[f'scratch_e{k_max}']:6.2f}%  ({time.perf_counter() - t:.0f} s)", flush=True)
+    per_epoch = {}
+    for k in range(1, k_max + 1):
+        per_epoch[str(k)] = {key: {name: corr(sel, f"{key}_e{k}") for name, sel in _groups(rows).items()}
+                             for key in ("scratch", "truth")}
+        print(f"epoch {k}: seed {args.seed} from scratch " + "  ".join(
+            f"{g} tau {c['tau']:.3f}" for g, c in per_epoch[str(k)]["scratch"].items())
+              + f"   (the truth's own run at epoch {k}: all tau {per_epoch[str(k)]['truth']['all']['tau']:.3f})")
+    matched = {k: matched_pairs(rows, k, args.pair_tolerance) for k in _score_keys(rows)}
+    _print_baselines(sizes)
+    _print_pairs(matched, args.pair_tolerance)
+    out = Path("results/ranking") / f"scratch_e{k_max}_seed{args.seed}_stem{args.small_input}.json"
+    result = {"variant": out.stem, "args": vars(args), "truth": args.truth, "per_epoch": per_epoch,
+              "baselines": sizes, "matched_pairs": {"tolerance": args.pair_tolerance, **matched},
+              "networks": [{k: v for k, v in r.items() if k in ("name", "role", "arch", "retrained")
+                            or k.startswith(("scratch_e", "truth_e"))} for r in rows]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return result
 
 
 def _print_pairs(matched: dict, tolerance: float) -> None:
@@ -351,8 +423,8 @@ def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[s
     for p in paths:
         try:
             nets = json.loads(Path(p).read_text())["networks"]
-            if not nets or not all("name" in n and "retrained" in n and "inherited" in n for n in nets):
-                raise ValueError("no networks, or one without name / retrained / inherited")
+            if not nets or not all("name" in n and "retrained" in n for n in nets):
+                raise ValueError("no networks, or one without name / retrained")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"--pairs: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
         unknown = [n["name"] for n in nets if n["name"] not in latency]

@@ -241,3 +241,50 @@ def test_main_refuses_a_stem_split_of_a_one_stem_supernet_and_a_bad_tolerance(tm
     monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--baselines", "--pair-tolerance", "0"])
     with pytest.raises(SystemExit, match=r"--pair-tolerance must be > 0, got 0.0"):
         sr.main()
+
+
+def test_scratch_estimate_trains_each_network_with_its_truth_recipe_and_another_seed(tmp_path, monkeypatch, capsys):
+    """``--scratch-epochs 2 --seed 1``: every network trains from scratch with its first truth run's
+    recipe under seed 1, stopped after 2 epochs; tau per epoch and the matched pairs are written."""
+    import sys
+
+    import supernet.train as st
+
+    truth = json.loads((ROOT / "benchmarks" / "ground_truth.json").read_text())
+    keep = ["shufflenet_v1_g1", "shufflenet_v1_g2", "shufflenet_v2_x1_0", "sampled02_mixed", "sampled04_v2",
+            "sampled11_mixed_small"]
+    truth["networks"] = [n for n in truth["networks"] if n["name"] in keep]
+    truth["data"]["spec"] = "digits"
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    calls = []
+
+    def train_model(model, data, recipe, **kw):
+        calls.append((kw["config"]["arch"], recipe, kw["stop_after_epoch"], kw["checkpoint"]))
+        base = 10.0 * len(calls)
+        return [{"epoch": e, "val_acc": base + e} for e in range(1, kw["stop_after_epoch"] + 1)]
+
+    monkeypatch.setattr(st, "train_model", train_model)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--small-input", "both",
+                                      "--scratch-epochs", "2", "--seed", "1"])
+    sr.main()
+    assert [c[0] for c in calls] == [n["arch"] for n in truth["networks"]]
+    for (_, recipe, stop, ckpt), n in zip(calls, truth["networks"]):
+        want = dict(n["runs"][0]["recipe"], seed=1)
+        assert {k: getattr(recipe, k) for k in want} == want and stop == 2
+        assert ckpt == Path("results/ranking/scratch_seed1") / n["name"] / "checkpoint.pt"
+    res = json.loads((tmp_path / "results" / "ranking" / "scratch_e2_seed1_stemboth.json").read_text())
+    nets = res["networks"]
+    assert [n["scratch_e2"] for n in nets] == [12.0, 22.0, 32.0, 42.0, 52.0, 62.0]
+    assert [n["truth_e1"] for n in nets] == [n["runs"][0]["history"][0]["val_acc"] for n in truth["networks"]]
+    want = kendalltau([n["scratch_e2"] for n in nets], [n["retrained"] for n in nets]).statistic
+    assert res["per_epoch"]["2"]["scratch"]["all"]["tau"] == pytest.approx(want, abs=1e-12)
+    assert list(res["matched_pairs"])[:3] == ["tolerance", "scratch_e1", "scratch_e2"]
+    out = capsys.readouterr().out
+    assert "epoch 2: seed 1 from scratch all tau" in out and "note: --seed" not in out
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--scratch-epochs", "16"])
+    with pytest.raises(SystemExit) as e:
+        sr.main()
+    assert e.value.code == 2 and calls == []  # refused before anything trains
+    assert "error: --scratch-epochs: 16 is longer than shufflenet_v1_g1's 15-epoch run" in capsys.readouterr().err
