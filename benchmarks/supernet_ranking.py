@@ -86,6 +86,13 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="+", default=None, metavar="RESULT",
                     help="train nothing: for these result JSONs, the share of latency-matched pairs (measured "
                          "latencies within --pair-tolerance) that each score orders as the retrained top-1 does")
+    ap.add_argument("--pick", nargs="+", default=None, metavar="RESULT",
+                    help="train nothing: replay final-pick rules (each score of these result JSONs alone, and within "
+                         "each stem with the one-shot score across) on random shortlists of the truth under each "
+                         "latency, and print each rule's regret in retrained top-1; writes --out (JSON)")
+    ap.add_argument("--pick-k", type=int, default=4, metavar="K", help="shortlist size of --pick (the search's "
+                                                                         "finetune_top)")
+    ap.add_argument("--pick-draws", type=int, default=200, metavar="N", help="shortlists per budget of --pick")
     ap.add_argument("--pair-tolerance", type=float, default=0.3, metavar="F",
                     help="two networks are latency-matched when the slower measures at most (1 + F) x the faster")
     ap.add_argument("--seed", type=int, default=0)
@@ -96,9 +103,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.pair_tolerance <= 0:
         raise SystemExit(f"error: --pair-tolerance must be > 0, got {args.pair_tolerance}")
-    if args.ensemble or args.pairs:
+    if args.ensemble or args.pairs or args.pick:
         try:
-            if args.pairs:
+            if args.pick:
+                res = pick_report(args.pick, args.truth, args.pick_k, args.pick_draws, args.seed)
+                out = Path(args.out or f"results/ranking/pick_k{args.pick_k}.json")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(res, indent=1))
+                print(f"wrote {out}")
+            elif args.pairs:
                 pairs_report(args.pairs, args.truth, args.pair_tolerance)
             else:
                 ensemble(args.ensemble, args.out)
@@ -520,6 +533,115 @@ def _snapshot(ckpt: Path, at: Path) -> None:
         os.link(ckpt, at)
     except OSError:
         shutil.copyfile(ckpt, at)
+
+
+def pick_rules(keys: list[str], across: str | None) -> dict[str, tuple[str, str | None]]:
+    """The final-pick rules :func:`pick_replay` compares: each score on its own (``(key, None)``),
+    and, when ``across`` is given, each score within each stem variant with ``across`` choosing
+    between the stems' best (``(key, across)``: the search's rule, ``search.pipeline._finetune``)."""
+    rules = {k: (k, None) for k in keys}
+    if across is not None:
+        rules.update({f"{k} within stem, {across} across": (k, across) for k in keys if k != across})
+    return rules
+
+
+def pick_replay(rows: list[dict], rules: dict[str, tuple[str, str | None]], k: int = 4, draws: int = 200,
+                seed: int = 0) -> dict[str, dict]:
+    """Replay final-pick rules on shortlists drawn from the truth: how much retrained top-1 each
+    rule leaves on the table when it picks one network of a shortlist.
+
+    For every budget equal to a truth network's measured ``latency_ms`` with at least ``k``
+    networks at or under it, ``draws`` shortlists of ``k`` of those networks are drawn uniformly
+    (one seeded generator, the same shortlists for every rule). A rule ``(key, across)`` picks the
+    shortlist's highest ``key``, or, with ``across``, the highest ``key`` per stem variant
+    (``small``: bool per row) and then the highest ``across`` of those finalists. Ties go to
+    the first in the truth's order.
+
+    Returns, per rule: ``regret`` (mean of best retrained in the shortlist minus the pick's, points),
+    ``p_best`` (share of shortlists where the pick is the best retrained; a tie for the best counts),
+    ``n`` (shortlists), plus ``random`` (the expected regret of a uniform pick).
+
+    Raises:
+        ValueError: ``k`` < 2, ``draws`` < 1, or fewer than ``k`` networks in the truth."""
+    import numpy as np
+
+    if k < 2 or draws < 1:
+        raise ValueError(f"--pick-k must be >= 2 and draws >= 1, got k={k}, draws={draws}")
+    if len(rows) < k:
+        raise ValueError(f"--pick-k: {k} is more than the {len(rows)} networks scored")
+
+    def pick(short: list[dict], key: str, across: str | None) -> dict:
+        if across is None:
+            return max(short, key=lambda r: r[key])
+        finalists = [max((r for r in short if r["small"] == s), key=lambda r: r[key])
+                     for s in dict.fromkeys(r["small"] for r in short)]
+        return max(finalists, key=lambda r: r[across])
+
+    rng = np.random.default_rng(seed)
+    regret: dict[str, list[float]] = {name: [] for name in [*rules, "random"]}
+    best_hit: dict[str, list[bool]] = {name: [] for name in rules}
+    for budget in sorted({r["latency_ms"] for r in rows}):
+        under = [r for r in rows if r["latency_ms"] <= budget]
+        if len(under) < k:
+            continue
+        for _ in range(draws):
+            short = [under[i] for i in sorted(rng.choice(len(under), k, replace=False))]
+            best = max(r["retrained"] for r in short)
+            regret["random"].append(best - sum(r["retrained"] for r in short) / k)
+            for name, (key, across) in rules.items():
+                got = pick(short, key, across)["retrained"]
+                regret[name].append(best - got)
+                best_hit[name].append(got == best)
+    out = {name: {"regret": float(np.mean(v)), "n": len(v)} for name, v in regret.items()}
+    for name, hits in best_hit.items():
+        out[name]["p_best"] = float(np.mean(hits))
+    return out
+
+
+def pick_report(paths: list[str], truth: str, k: int = 4, draws: int = 200, seed: int = 0) -> dict:
+    """:func:`pick_replay` over the scores of result files: each file's scores (``_score_keys``)
+    are named ``<file stem>:<score>``; ``across`` is the one-shot score (``inherited``) of the first
+    file that holds one for every network. Only networks every file scored count.
+
+    Raises:
+        ValueError: an unreadable result, or a network that ``truth`` does not hold."""
+    from ground_truth import load_truth, truth_accuracy
+
+    from search_space import Arch
+
+    nets = {n["name"]: n for n in load_truth(truth)["networks"]}
+    scores: dict[str, dict[str, float]] = {}
+    keys: list[str] = []
+    across = None
+    for p in paths:
+        try:
+            found = json.loads(Path(p).read_text())["networks"]
+            if not found or not all("name" in n and "retrained" in n for n in found):
+                raise ValueError("no networks, or one without name / retrained")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"--pick: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
+        unknown = [n["name"] for n in found if n["name"] not in nets]
+        if unknown:
+            raise ValueError(f"--pick: {p}: network {unknown[0]!r} is not in the truth {truth} (give its --truth)")
+        rows = [dict(n, latency_ms=nets[n["name"]]["latency_ms"]) for n in found]
+        file_keys = [key for key in _score_keys(rows) if key != "minus_latency"]
+        for n in rows:
+            scores.setdefault(n["name"], {}).update({f"{Path(p).stem}:{key}": n[key] for key in file_keys})
+        keys += [f"{Path(p).stem}:{key}" for key in file_keys]
+        if across is None and "inherited" in file_keys:
+            across = f"{Path(p).stem}:inherited"
+    common = [name for name in nets if name in scores and all(key in scores[name] for key in keys)]
+    rows = [dict(scores[name], name=name, retrained=truth_accuracy(nets[name]),
+                 latency_ms=nets[name]["latency_ms"], minus_latency=-nets[name]["latency_ms"],
+                 small=Arch.parse(nets[name]["arch"]).small_input) for name in common]
+    result = pick_replay(rows, pick_rules(keys + ["minus_latency"], across), k=k, draws=draws, seed=seed)
+    print(f"final-pick replay: {len(rows)} networks, shortlists of {k} drawn uniformly under each truth "
+          f"latency ({result['random']['n']} shortlists); regret = best retrained in the shortlist minus the pick's")
+    for name, v in sorted(result.items(), key=lambda kv: kv[1]["regret"]):
+        hit = f"   picks the best {v['p_best']:5.1%}" if "p_best" in v else "   (a uniform pick, expected)"
+        print(f"  {name:<70} regret {v['regret']:5.2f} pts{hit}")
+    return {"networks": len(rows), "k": k, "draws": draws, "seed": seed, "files": paths, "across": across,
+            "rules": result}
 
 
 def corr(sel: list[dict], key: str = "inherited") -> dict:

@@ -18,7 +18,8 @@ __all__ = ["SearchConfig", "DEFAULTS", "validate_config"]
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
                   "train_workers")
 _STRINGS = ("data", "space", "out")
-_CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray")}
+_CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
+            "finetune_init": ("inherited", "scratch")}  # finetune_init: search.finetune.INITS
 
 
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,6 +58,12 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         from search.latency import check_runtime  # the package must be importable before any work starts
 
         check_runtime("onnxruntime")
+    if out["finetune_init"] == "scratch":
+        from search.finetune import SCRATCH_SCHEDULE_EPOCHS
+
+        if out["finetune_epochs"] > SCRATCH_SCHEDULE_EPOCHS:
+            raise ValueError(f"finetune_epochs: from scratch a candidate trains at most the {SCRATCH_SCHEDULE_EPOCHS}-"
+                             f"epoch schedule it is cut from, got {out['finetune_epochs']}")
     v = out["val_fraction"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         raise ValueError(f"val_fraction: must be a number in (0, 1), got {v!r}")
@@ -73,8 +80,9 @@ class SearchConfig:
     ``latency_ms``: the hard budget, ms (batch 1, ``runtime`` on ``device`` with ``threads``).
     ``epochs``: supernet epochs; ``sandwich``: the supernet's BigNAS sandwich rule with that many
     sampled paths a step (0 = one fair-sampled path a step); ``trials``: search trials;
-    ``finetune_top``/``finetune_epochs``: the multi-fidelity final pick (0 = the one-shot score
-    decides). Build one with
+    ``finetune_top``/``finetune_epochs``/``finetune_init``: the multi-fidelity final pick (0 = the
+    one-shot score decides; ``finetune_init``: candidates start from their inherited weights or
+    from scratch, :mod:`search.finetune`). Build one with
     :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).
     """
 
@@ -97,6 +105,7 @@ class SearchConfig:
     min_latency_frac: float = 0.0
     finetune_top: int = 4
     finetune_epochs: int = 4
+    finetune_init: str = "scratch"
     val_fraction: float = 0.1
     train_workers: int = 1
     sandwich: int = 0

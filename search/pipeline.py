@@ -56,8 +56,10 @@ class SearchInterrupted(KeyboardInterrupt):
 class SearchResult:
     """What a run found and wrote (the contents of its folder, typed).
 
-    ``winner``: the exported network (``arch``, ``acc`` inherited top-1 %, ``acc_finetuned`` %
-    when the final pick fine-tuned, ``latency`` = the final interleaved measurement in ms with its
+    ``winner``: the exported network (``arch``, ``acc`` inherited top-1 %; when the final pick
+    trained: ``acc_finetuned`` %, after its training from inherited weights or from scratch, and
+    ``weights``, what ships: ``fine-tuned``, or from scratch the more accurate of ``inherited``
+    and ``scratch``; ``latency`` = the final interleaved measurement in ms with its
     conditions, ``shipped`` = each artefact's latency as shipped, params, mflops, mac).
     ``baseline``: the best preset measured under the budget, or None. ``trials``: every trial,
     failed ones with ``state="failed"``. ``finetune``: the successive-halving records.
@@ -376,8 +378,8 @@ def _measure_candidates(run: _Run, cands: list[TrialRecord], presets: list[Trial
 def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     """Stage 4: the final pick. The best candidates by one-shot score are measured end to end
     (interleaved, with every evaluated preset); the best preset under the budget is the baseline;
-    with ``finetune_top`` > 0 the best ones under the budget fine-tune from their inherited weights
-    by successive halving (ASHA on Ray) within each stem variant, and of the stems' most accurate
+    with ``finetune_top`` > 0 the best ones under the budget train (``finetune_init``: from their
+    inherited weights or from scratch, :mod:`search.finetune`) by successive halving (ASHA on Ray) within each stem variant, and of the stems' most accurate
     the one with the best one-shot score wins (:func:`_finetune` says why).
 
     Raises ``ValueError`` when no candidate measures under the budget."""
@@ -385,7 +387,7 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
 
     cfg = run.config
     t = time.perf_counter()
-    ft = FinetuneConfig(top=cfg.finetune_top, epochs=cfg.finetune_epochs)
+    ft = FinetuneConfig(top=cfg.finetune_top, epochs=cfg.finetune_epochs, init=cfg.finetune_init)
     presets = [r for r in records if r.state == "complete" and r.source != "sampled" and r.evaluated]
     measured, under = _measure_candidates(run, _candidates(run, records), presets, max(1, ft.top))
     if not under:
@@ -400,7 +402,7 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     picks = under[:ft.top]
     sh, best, model = _finetune(run, supernet, picks, ft, {r.arch: measured[r.arch].median_ms for r in picks})
     for r, rec in zip(picks, sh):
-        rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms)
+        rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms, init=ft.init)
     run.timings["fine-tune"] = time.perf_counter() - t
     return _Picked(winner=picks[best], measured=measured, baseline=baseline, finetune=sh, model=model, ft_config=ft)
 
@@ -408,15 +410,16 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
 def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dict[str, float] | None = None):
     """The multi-fidelity final pick, within each stem variant, then across them.
 
-    Successive halving over short fine-tunes runs separately for the candidates of each stem
-    (Optuna's pruner in process; ASHA on Ray), and each stem's most accurate fine-tuned candidate
-    is a finalist; the finalist with the best one-shot score ships (ties: the faster by
-    ``latency_ms``, the final pick's end-to-end measurement; default the trials' latency). Why
-    (``benchmarks/supernet_ranking.py`` against the committed truth, README "Which supernet
-    ranks"): a 1-epoch fine-tune ranks networks well within a stem (Kendall tau 0.48 over the
-    ImageNet-stem truth, 0.54 within the presets) but inverts the stems (tau -0.015 over both:
-    the small-stem networks, the best retrained, come last, as they learn slower in the first
-    epochs), while the one-shot score places them mid-pack (tau 0.26).
+    Successive halving over short trainings (fine-tunes or from scratch, ``ft.init``) runs
+    separately for the candidates of each stem (Optuna's pruner in process; ASHA on Ray), and
+    each stem's most accurate candidate is a finalist; the finalist with the best one-shot score
+    ships (ties: the faster by ``latency_ms``, the final pick's end-to-end measurement; default
+    the trials' latency). Why (``benchmarks/supernet_ranking.py`` against the committed truth,
+    README "Which supernet ranks"): a short fine-tune (tau 0.38-0.48 over the ImageNet-stem
+    truth) or 2 epochs from scratch (0.70-0.72) rank networks well within a stem, but both put
+    the small-stem networks, three of the four best retrained, below the best ImageNet-stem ones
+    (they learn slower in the first epochs), while the one-shot score places them mid-pack.
+    ``--pick`` there replays this rule on random shortlists of the truth.
 
     Returns (records in ``picks`` order, each with its ``stem``; the winner's index in ``picks``;
     its fine-tuned model)."""
@@ -445,20 +448,21 @@ def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
 
     cfg = run.config
     archs = [Arch.parse(r.arch) for r in picks]
+    ckpt_dir = run.run_dir / ("finetune" if ft.init == "inherited" else f"finetune-{ft.init}")
     step, models = finetune_step(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
-                                 ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key)
+                                 ckpt_dir=ckpt_dir, supernet_id=run.sn_key)
     if cfg.backend == "ray":  # ASHA in Ray Tune: the candidates fine-tune in parallel trials
         from search.backends.ray import finetune_asha
 
         sh = finetune_asha(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
-                           ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key, run_dir=run.run_dir,
+                           ckpt_dir=ckpt_dir, supernet_id=run.sn_key, run_dir=run.run_dir,
                            address=cfg.address, concurrency=cfg.concurrency, verbose=1 if run.progress else 0)
     else:
         bar = None
         if run.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(picks) * ft.epochs, desc="fine-tune (successive halving)", unit="epoch",
+            bar = tqdm(total=len(picks) * ft.epochs, desc=f"final pick, {ft.init} (successive halving)", unit="epoch",
                        dynamic_ncols=True)
 
         def on_epoch(k: int, epoch: int, acc: float) -> None:
@@ -511,15 +515,20 @@ def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
     lat = picked.measured[picked.winner.arch]
     winner = dict(picked.winner.replace(acc=acc, measured_ms=lat.median_ms).to_dict(),
                   latency=lat.to_dict(samples=False), mac=count_mac(arch, size))
-    ft = {}
+    ft, model = {}, inherited
     if picked.finetune:
         final = next(r["final"] for r in picked.finetune if r["arch"] == picked.winner.arch)
         winner["acc_finetuned"] = final
-        ft = {"val_acc_finetuned": final, "finetune": asdict(picked.ft_config)}
+        # a fine-tune ships its weights; a few epochs from scratch judge the pick but may trail the
+        # inherited weights (small data): the more accurate on the validation split ships
+        weights = {"inherited": "fine-tuned", "scratch": "inherited" if acc >= final else "scratch"}[picked.ft_config.init]
+        model = inherited if weights == "inherited" else picked.model
+        winner["weights"] = weights
+        ft = {"val_acc_finetuned": final, "finetune": asdict(picked.ft_config), "weights": weights}
     meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch), **ft,
             "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
             "data": run.data.describe(), "supernet": str(ckpt), **run.meta}
-    files = export_model(picked.model if picked.model is not None else inherited, run.run_dir, input_size=size,
+    files = export_model(model, run.run_dir, input_size=size,
                          meta=meta, data=run.data)
     return winner, files
 

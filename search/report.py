@@ -121,12 +121,17 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
 def _finetune_lines(finetune: list[dict]) -> list[str]:
     lines: list[str] = []
     if finetune:
-        lines += ["", "Final pick: the best candidates under the budget by one-shot score, fine-tuned from their "
-                  "inherited weights with successive halving within each stem variant (the weaker stop early); "
-                  "each stem's most accurate is a finalist, and the finalist with the best one-shot score ships "
-                  "(a short fine-tune ranks within a stem but favours the ImageNet stem across them); the exported "
-                  "model is the winner's fine-tuned weights.", "",
-                  "| candidate | stem | top-1 inherited | top-1 per fine-tune epoch | stopped | finalist | latency |",
+        init = finetune[0].get("init", "inherited")  # runs before finetune_init fine-tuned
+        how = ("fine-tuned from their inherited weights" if init == "inherited" else
+               "trained from scratch (the retrain recipe, cut short)")
+        ships = ("the exported model is the winner's fine-tuned weights" if init == "inherited" else
+                 "the exported model carries the winner's inherited or from-scratch weights, whichever scores "
+                 "higher on the validation split")
+        lines += ["", f"Final pick: the best candidates under the budget by one-shot score, {how}, with successive "
+                  "halving within each stem variant (the weaker stop early); each stem's most accurate is a "
+                  "finalist, and the finalist with the best one-shot score ships (a few epochs rank within a stem "
+                  f"but favour the ImageNet stem across them); {ships}.", "",
+                  "| candidate | stem | top-1 inherited | top-1 per training epoch | stopped | finalist | latency |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {_code(r['arch'])} | {r.get('stem', '')} | {r['acc_inherited']:.2f}% | "
                   + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "

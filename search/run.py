@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"successive halving (default {DEFAULTS['finetune_top']}; 0 = the one-shot score decides)")
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
                     help=f"most fine-tune epochs a candidate gets (default {DEFAULTS['finetune_epochs']})")
+    ap.add_argument("--finetune-init", choices=["inherited", "scratch"], default=None,
+                    help="final-pick candidates train from their inherited weights or from scratch (the retrain "
+                         f"recipe cut short; default {DEFAULTS['finetune_init']})")
     ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
                     help="imagefolder data: share of each class held out for validation (default 0.1; "
                          "digits and cifar10 have fixed splits)")
@@ -100,10 +103,12 @@ def print_summary(result: SearchResult) -> None:
     """The console summary of a finished run: winner, shipped latencies, warnings, baseline."""
     w, cfg = result.winner, result.config
     sh = result.finetune
+    how = {"inherited": "fine-tuned", "scratch": "trained from scratch"}[cfg.finetune_init]
     if sh:
-        print(f"fine-tuned {len(sh)} candidates ({cfg.finetune_epochs} epochs at most, successive halving): "
+        print(f"final pick: {len(sh)} candidates {how} ({cfg.finetune_epochs} epochs at most, successive halving): "
               + ", ".join(f"{r['final']:.1f}%{' (stopped)' if r['pruned'] else ''}" for r in sh))
-    ft_txt = f", {w['acc_finetuned']:.2f}% fine-tuned {cfg.finetune_epochs} epochs" if sh else ""
+    ft_txt = (f", {w['acc_finetuned']:.2f}% {how} {cfg.finetune_epochs} epochs; ships the "
+              f"{w.get('weights', 'fine-tuned')} weights" if sh else "")
     lat = w["latency"]
     print(f"searched: {w['arch']}\n  top-1 {w['acc']:.2f}% (inherited{ft_txt}) | {lat['median_ms']:.3f} ms median "
           f"(IQR {lat['iqr_ms']:.3f}) <= {cfg.latency_ms:g} ms | {w['params']:,} params | {w['mflops']:.2f} MFLOPs")

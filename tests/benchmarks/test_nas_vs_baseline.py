@@ -68,6 +68,12 @@ def test_compare_rows_gap_baseline_and_ranking():
     s3 = nvb.compare_rows(rand, 2.4)
     assert s3["random_n"] == 2 and s3["random_best"] == 67.0 and s3["random_mean"] == pytest.approx(63.5)
     assert s3["vs_random_best_pts"] == pytest.approx(66.5 - 67.0)
+    assert "pick_n" not in s3
+    # the final pick against its own shortlist: the winner plus its other candidates, retrained
+    picks = rows + [row("cand0", "candidate", "c0", 69.0, 68.25, 2.3), row("cand1", "candidate", "c1", 71.0, 60.0, 1.2)]
+    s4 = nvb.compare_rows(picks, 2.4)
+    assert (s4["pick_n"], s4["pick_best"], s4["pick_regret_pts"]) == (3, 68.25, 68.25 - 66.5)
+    assert s4["n_ranked"] == 7 and s4["searched_rank"] == 3
 
 
 def _imagefolder(root: Path, n: int = 24) -> None:
@@ -97,10 +103,14 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     res = json.loads((out / "nas_vs_baseline.json").read_text())
     rows = res["rows"]
     assert (out / "nas_vs_baseline.png").stat().st_size > 10_000
-    assert [r["role"] for r in rows] == ["searched"] + ["ranked"] * 3 + ["random"] * 2
-    assert len({r["arch"] for r in rows}) == 6  # the samples never repeat the winner or each other
+    assert [r["role"] for r in rows] == ["searched", "candidate"] + ["ranked"] * 3 + ["random"] * 2
+    assert len({r["arch"] for r in rows}) == 7  # the samples never repeat the winner or each other
+    # the final pick's other candidate is retrained beside the winner
+    search = json.loads((Path(res["run_dir"]) / "result.json").read_text())
+    assert {r["arch"] for r in rows[:2]} == {c["arch"] for c in search["finetune"]}
     assert all(r["latency_ms"] <= 1000 for r in rows if r["role"] == "random")
-    assert res["summary"]["random_n"] == 2
+    assert res["summary"]["random_n"] == 2 and res["summary"]["pick_n"] == 2
+    assert res["summary"]["pick_regret_pts"] == max(r["retrained"] for r in rows[:2]) - rows[0]["retrained"]
     from nas_data import load_data
 
     held = load_data(f"imagefolder:{tmp_path / 'imgs'}", val_fraction=0.25)

@@ -64,6 +64,8 @@ def test_a_candidate_that_ran_every_epoch_is_never_marked_stopped():
 
 
 @pytest.mark.parametrize("kw, msg", [(dict(top=-1), "finetune_top"), (dict(epochs=0), "finetune_epochs"),
+                                     (dict(init="random"), "finetune_init: unknown init 'random'"),
+                                     (dict(init="scratch", epochs=16), "finetune_epochs: from scratch"),
                                      (dict(lr=0), "lr"), (dict(reduction_factor=1), "reduction_factor")])
 def test_bad_finetune_settings(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -96,3 +98,45 @@ def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_p
         other(0, 1)  # fine-tunes from another supernet are refused, not reused
     for (n, p), (_, q) in zip(models[0].state_dict().items(), models2[0].state_dict().items()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_path):
+    """``init="scratch"``: candidate k is ``ShuffleNet(arch)`` drawn under the seed, trained with the
+    15-epoch retrain recipe and stopped after each epoch; it needs no supernet, and a new process
+    resumes it from its checkpoint without training again."""
+    import torch
+
+    from nas_data import load_data
+    from search.finetune import SCRATCH_SCHEDULE_EPOCHS, finetune_step
+    from search.retrain import retrain_recipe
+    from supernet import ShuffleNet
+    from supernet.train import train_model
+
+    data = load_data("digits")
+    archs = [Arch.parse("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10")]
+    cfg = FinetuneConfig(top=1, epochs=2, init="scratch")
+    step, models = finetune_step(None, archs, data, cfg, device="cpu", seed=3, ckpt_dir=tmp_path / "a",
+                                 supernet_id="ignored")
+    a1, a2 = step(0, 1), step(0, 2)
+    torch.manual_seed(3)
+    ref = ShuffleNet(archs[0])
+    hist = train_model(ref, data, retrain_recipe(SCRATCH_SCHEDULE_EPOCHS, 3, 0.05, 128), device="cpu",
+                       progress=False, stop_after_epoch=2)
+    assert [a1, a2] == [h["val_acc"] for h in hist] and len(hist) == 2
+    for (n, p), (_, q) in zip(models[0].state_dict().items(), ref.state_dict().items()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    # the checkpoint is the supernet's business only from inherited weights: any supernet id resumes it
+    again, models2 = finetune_step(None, archs, data, cfg, device="cpu", seed=3, ckpt_dir=tmp_path / "a",
+                                   supernet_id="other")
+    assert again(0, 2) == a2
+    torch.testing.assert_close(models2[0].state_dict(), models[0].state_dict(), rtol=0, atol=0)
+    # a from-scratch checkpoint of the same arch is refused by a fine-tune, not resumed
+    from search_space import SearchSpace
+    from supernet import SuperNet
+    from tests.search.conftest import TINY
+
+    sup = SuperNet(SearchSpace.from_dict(TINY), num_classes=10)
+    inh, _ = finetune_step(sup, archs, data, FinetuneConfig(top=1, epochs=2), device="cpu", seed=3,
+                           ckpt_dir=tmp_path / "a", supernet_id="s")
+    with pytest.raises(ValueError, match="trained with a different"):
+        inh(0, 1)

@@ -15,7 +15,8 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu",
-                       out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1)
+                       out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1,
+                       finetune_init="inherited")
     res = run_search(cfg)
     run = res.run_dir
     assert (tmp_path / "results" / "latest").resolve() == run.resolve()
@@ -31,7 +32,8 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     w = next(r for r in res.trials if r.arch == res.winner["arch"])
     assert w.measured_ms == res.winner["latency"]["median_ms"] == res.winner["latency_ms"]
     assert w.pred_ms == res.winner["pred_ms"] and w.feasible
-    assert len(res.finetune) == 2
+    assert len(res.finetune) == 2 and {r["init"] for r in res.finetune} == {"inherited"}
+    assert res.winner["weights"] == "fine-tuned"  # a fine-tune always ships its weights
     from tests.search.test_run import _check_final_pick
 
     _check_final_pick(res.winner, res.finetune)
@@ -45,6 +47,11 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
 def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     with pytest.raises(ValueError, match="top_k: must be a positive integer, got 0"):
         SearchConfig(latency_ms=5.0, top_k=0)
+    with pytest.raises(ValueError, match=r"finetune_init: unknown finetune_init 'warm'; available: \['inherited', "):
+        SearchConfig(latency_ms=5.0, finetune_init="warm")
+    with pytest.raises(ValueError, match="finetune_epochs: from scratch a candidate trains at most the 15-epoch"):
+        SearchConfig(latency_ms=5.0, finetune_epochs=16)
+    assert SearchConfig(latency_ms=5.0, finetune_epochs=16, finetune_init="inherited").finetune_epochs == 16
     with pytest.raises(ValueError, match=r"config: unknown setting\(s\) \['epoch'\]"):
         SearchConfig.from_dict({"latency_ms": 5, "epoch": 3})
     c = SearchConfig.from_dict({"latency_ms": 5})
