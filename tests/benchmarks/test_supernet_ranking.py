@@ -288,3 +288,49 @@ def test_scratch_estimate_trains_each_network_with_its_truth_recipe_and_another_
         sr.main()
     assert e.value.code == 2 and calls == []  # refused before anything trains
     assert "error: --scratch-epochs: 16 is longer than shufflenet_v1_g1's 15-epoch run" in capsys.readouterr().err
+
+
+def test_pick_replay_scores_each_rule_by_the_retrained_top1_it_leaves_on_the_table():
+    """Three networks under the only budget with 3 of them: every shortlist is all three."""
+    rows = [{"name": "a", "latency_ms": 1.0, "retrained": 60.0, "small": False, "s": 10.0, "inh": 1.0},
+            {"name": "b", "latency_ms": 2.0, "retrained": 50.0, "small": False, "s": 20.0, "inh": 3.0},
+            {"name": "c", "latency_ms": 3.0, "retrained": 70.0, "small": True, "s": 5.0, "inh": 4.0}]
+    rules = sr.pick_rules(["s", "inh"], "inh")
+    assert rules == {"s": ("s", None), "inh": ("inh", None), "s within stem, inh across": ("s", "inh")}
+    r = sr.pick_replay(rows, rules, k=3, draws=5)
+    assert r["s"] == {"regret": 20.0, "n": 5, "p_best": 0.0}  # picks b (50%) of a best of 70%
+    assert r["inh"] == {"regret": 0.0, "n": 5, "p_best": 1.0}
+    assert r["s within stem, inh across"] == {"regret": 0.0, "n": 5, "p_best": 1.0}  # b vs c: c by inh
+    assert r["random"] == {"regret": pytest.approx(10.0, abs=1e-12), "n": 5}  # 70 - mean(60, 50, 70)
+    # at k=2 the budgets 2.0 (a, b) and 3.0 (any 2 of 3) count, 4 draws each
+    r2 = sr.pick_replay(rows, {"s": ("s", None)}, k=2, draws=4, seed=1)
+    assert r2["s"]["n"] == 8 and 0.0 <= r2["s"]["p_best"] <= 1.0
+    with pytest.raises(ValueError, match="more than the 3 networks"):
+        sr.pick_replay(rows, rules, k=4)
+    with pytest.raises(ValueError, match="--pick-k must be >= 2"):
+        sr.pick_replay(rows, rules, k=1)
+
+
+def test_pick_report_names_each_files_scores_and_uses_the_one_shot_score_across_stems(tmp_path, capsys):
+    truth = ROOT / "benchmarks" / "ground_truth.json"
+    nets = json.loads(truth.read_text())["networks"]
+    small = [n for n in nets if ":small" in n["arch"].split("|")[0]]
+    assert len(nets) == 24 and len(small) == 4
+    one_shot = {"networks": [{"name": n["name"], "retrained": 0.0, "inherited": float(k)} for k, n in enumerate(nets)]}
+    # a from-scratch score equal to the truth (the mean of its runs): picks the best of every shortlist
+    scratch = {"networks": [{"name": n["name"], "retrained": 0.0,
+                             "scratch_e2": sum(r["val_acc"] for r in n["runs"]) / len(n["runs"])} for n in nets]}
+    (tmp_path / "os.json").write_text(json.dumps(one_shot))
+    (tmp_path / "sc.json").write_text(json.dumps(scratch))
+    r = sr.pick_report([str(tmp_path / "os.json"), str(tmp_path / "sc.json")], str(truth), k=4, draws=3)
+    assert r["networks"] == 24 and r["across"] == "os:inherited"
+    assert set(r["rules"]) == {"os:inherited", "sc:scratch_e2", "minus_latency", "random",
+                               "sc:scratch_e2 within stem, os:inherited across",
+                               "minus_latency within stem, os:inherited across"}
+    assert r["rules"]["sc:scratch_e2"]["regret"] == 0.0 and r["rules"]["sc:scratch_e2"]["p_best"] == 1.0
+    n_budgets = sum(sum(m["latency_ms"] <= n["latency_ms"] for m in nets) >= 4 for n in nets)
+    assert r["rules"]["random"]["n"] == 3 * n_budgets
+    assert "final-pick replay: 24 networks" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps({"networks": [{"name": "nope", "retrained": 1.0}]}))
+    with pytest.raises(ValueError, match="network 'nope' is not in the truth"):
+        sr.pick_report([str(tmp_path / "bad.json")], str(truth))
