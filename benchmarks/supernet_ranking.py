@@ -29,6 +29,17 @@ independently trained supernets, at the runs' summed cost); the same for the
 fine-tuned scores when every run has them (``--finetune-epochs``, one schedule).
 
     python benchmarks/supernet_ranking.py --ensemble results/ranking/fair_full_shared_v1labels_stemno_e20{,_seed1,_seed2}.json
+
+``--scratch-epochs K`` trains every truth network from scratch for K epochs of its own recipe
+(another ``--seed``) and ranks by that; ``--pairs A.json ...`` counts latency-matched pairs;
+``--pick A.json ...`` trains nothing and replays final-pick rules (each score alone; each score
+within each stem with the one-shot score choosing between the stems, the search's rule) on
+random shortlists of ``--pick-k`` truth networks under each measured latency, printing the
+retrained top-1 each rule leaves on the table (written to ``--out``, default
+``results/ranking/pick_k<K>.json``):
+
+    cd benchmarks/results && python ../supernet_ranking.py --pick supernet_ranking_fair_both_e20_finetune3.json \
+        supernet_ranking_scratch_e2_seed{1,2}.json supernet_ranking_scratch_e5_seed1.json --out supernet_ranking_pick_k4.json
 """
 
 from __future__ import annotations
@@ -97,7 +108,7 @@ def main() -> None:
                     help="two networks are latency-matched when the slower measures at most (1 + F) x the faster")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="checkpoint path (default results/ranking/<variant>.pt); "
-                                                  "with --ensemble, the JSON to write")
+                                                  "with --ensemble or --pick, the JSON to write")
     ap.add_argument("--ensemble", nargs="+", default=None, metavar="RESULT",
                     help="train nothing: combine the result JSONs of runs against the same truth (see above)")
     args = ap.parse_args()
@@ -552,10 +563,13 @@ def pick_replay(rows: list[dict], rules: dict[str, tuple[str, str | None]], k: i
 
     For every budget equal to a truth network's measured ``latency_ms`` with at least ``k``
     networks at or under it, ``draws`` shortlists of ``k`` of those networks are drawn uniformly
-    (one seeded generator, the same shortlists for every rule). A rule ``(key, across)`` picks the
-    shortlist's highest ``key``, or, with ``across``, the highest ``key`` per stem variant
-    (``small``: bool per row) and then the highest ``across`` of those finalists. Ties go to
-    the first in the truth's order.
+    (one seeded generator, the same shortlists for every rule; each budget weighs the same, so
+    the smallest budgets, with few distinct shortlists, repeat theirs). A rule ``(key, across)``
+    picks the shortlist's highest ``key``, or, with ``across``, the highest ``key`` per stem
+    variant (``small``: bool per row) and then the highest ``across`` of those finalists. Ties go
+    to the first in the truth's order (the search breaks them by one-shot order, then latency).
+    Every candidate gets the same epochs: the search's successive halving, when its rungs stop
+    any (more epochs than its first rung), is not replayed.
 
     Returns, per rule: ``regret`` (mean of best retrained in the shortlist minus the pick's, points),
     ``p_best`` (share of shortlists where the pick is the best retrained; a tie for the best counts),

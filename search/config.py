@@ -12,14 +12,18 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["SearchConfig", "DEFAULTS", "validate_config"]
+__all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "run_settings"]
 
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
                   "train_workers")
 _STRINGS = ("data", "space", "out")
+# what a final-pick candidate starts from (as ``search.retrain --init``); search.finetune trains it
+FINETUNE_INITS = ("inherited", "scratch")
+# the final pick of runs written before ``finetune_init`` existed: they fine-tuned inherited weights
+LEGACY_FINETUNE_INIT = "inherited"
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
-            "finetune_init": ("inherited", "scratch")}  # finetune_init: search.finetune.INITS
+            "finetune_init": FINETUNE_INITS}
 
 
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         from search.latency import check_runtime  # the package must be importable before any work starts
 
         check_runtime("onnxruntime")
-    if out["finetune_init"] == "scratch":
+    if out["finetune_init"] == "scratch" and out["finetune_top"] > 0:
         from search.finetune import SCRATCH_SCHEDULE_EPOCHS
 
         if out["finetune_epochs"] > SCRATCH_SCHEDULE_EPOCHS:
@@ -104,7 +108,7 @@ class SearchConfig:
     concurrency: int = 2
     min_latency_frac: float = 0.0
     finetune_top: int = 4
-    finetune_epochs: int = 4
+    finetune_epochs: int = 2
     finetune_init: str = "scratch"
     val_fraction: float = 0.1
     train_workers: int = 1
@@ -141,7 +145,7 @@ class SearchConfig:
             f = Path(resume) / "run.yaml"
             if not Path(resume).is_dir() or not f.is_file():
                 raise ValueError(f"resume: {str(resume)!r} is not a ShuffleNAS run folder (no run.yaml)")
-            before = (yaml.safe_load(f.read_text()) or {}).get("config", {})
+            before = run_settings(yaml.safe_load(f.read_text()))
             cfg.update(before)
         if config_file is not None:
             cfg.update(_read_yaml(Path(config_file)))
@@ -184,3 +188,14 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"config: unknown key(s) {unknown} in {p}; known: {sorted(DEFAULTS)}")
     return d
+
+
+def run_settings(run_yaml: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings a run folder's ``run.yaml`` (parsed) records, with what older runs left
+    implicit made explicit: a run written before ``finetune_init`` existed fine-tuned its
+    final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), and keeps doing so when
+    it is loaded or resumed."""
+    cfg = dict((run_yaml or {}).get("config", {}))
+    if cfg and "finetune_init" not in cfg:
+        cfg["finetune_init"] = LEGACY_FINETUNE_INIT
+    return cfg

@@ -8,7 +8,8 @@ Five stages, each a function over the run's shared state (anchors: NNI's
 2. :func:`supernet_stage`: train the supernet, or reuse the cached one of the same identity;
 3. :func:`search_stage`: the backend searches with the objective -> ``list[TrialRecord]``;
 4. :func:`select`: the best candidates measured end to end, interleaved; the best preset in
-   budget (the baseline); the multi-fidelity final pick (successive halving over fine-tunes);
+   budget (the baseline); the multi-fidelity final pick (successive halving over a few epochs
+   from scratch, or fine-tunes, within each stem) and the winner's fine-tune;
 5. :func:`publish`: export, every shipped artefact re-measured, ``trials.csv``, ``pareto.png``,
    ``result.json``, ``report.md``, the ``latest`` link.
 
@@ -30,7 +31,7 @@ from typing import Any
 import yaml
 
 from nas_common import cache_root
-from search.config import SearchConfig
+from search.config import SearchConfig, run_settings
 from search.records import TrialRecord, read_trials_csv, write_trials_csv
 
 __all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
@@ -57,9 +58,10 @@ class SearchResult:
     """What a run found and wrote (the contents of its folder, typed).
 
     ``winner``: the exported network (``arch``, ``acc`` inherited top-1 %; when the final pick
-    trained: ``acc_finetuned`` %, after its training from inherited weights or from scratch, and
-    ``weights``, what ships: ``fine-tuned``, or from scratch the more accurate of ``inherited``
-    and ``scratch``; ``latency`` = the final interleaved measurement in ms with its
+    trained: ``acc_finetuned`` % after its fine-tune from inherited weights, ``acc_scratch`` %
+    after its from-scratch training (``finetune_init="scratch"``), and ``weights``, the ones that
+    ship: the most accurate of ``fine-tuned``, ``scratch`` and (from scratch) ``inherited``;
+    ``latency`` = the final interleaved measurement in ms with its
     conditions, ``shipped`` = each artefact's latency as shipped, params, mflops, mac).
     ``baseline``: the best preset measured under the budget, or None. ``trials``: every trial,
     failed ones with ``state="failed"``. ``finetune``: the successive-halving records.
@@ -95,7 +97,7 @@ class SearchResult:
             if not (run_dir / f).is_file():
                 raise ValueError(f"{run_dir}: no finished ShuffleNAS run here (missing {f})")
         res = json.loads((run_dir / "result.json").read_text())
-        cfg = SearchConfig.from_dict(yaml.safe_load((run_dir / "run.yaml").read_text())["config"])
+        cfg = SearchConfig.from_dict(run_settings(yaml.safe_load((run_dir / "run.yaml").read_text())))
         supernet = res.get("supernet")
         if supernet is None:  # runs before result.json recorded it: model.pt's metadata has it
             import torch
@@ -329,13 +331,16 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
 
 @dataclass
 class _Picked:
-    """What :func:`select` decided: the winner, its fine-tune, and every end-to-end measurement."""
+    """What :func:`select` decided: the winner, the final pick's records, and every end-to-end
+    measurement."""
 
     winner: TrialRecord
     measured: dict[str, Any]  # arch -> Measurement
     baseline: TrialRecord | None
     finetune: list[dict]
-    model: Any  # the winner's fine-tuned ShuffleNet, or None (inherited weights ship)
+    # the winner's trained weights that may ship: kind ("fine-tuned", "scratch") -> (val top-1 %,
+    # ShuffleNet); empty when the one-shot score decided (its inherited weights ship)
+    trained: dict[str, tuple[float, Any]]
     ft_config: Any
 
 
@@ -378,9 +383,12 @@ def _measure_candidates(run: _Run, cands: list[TrialRecord], presets: list[Trial
 def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     """Stage 4: the final pick. The best candidates by one-shot score are measured end to end
     (interleaved, with every evaluated preset); the best preset under the budget is the baseline;
-    with ``finetune_top`` > 0 the best ones under the budget train (``finetune_init``: from their
-    inherited weights or from scratch, :mod:`search.finetune`) by successive halving (ASHA on Ray) within each stem variant, and of the stems' most accurate
-    the one with the best one-shot score wins (:func:`_finetune` says why).
+    with ``finetune_top`` > 0 the best ones under the budget train (``finetune_init``: from scratch
+    or from their inherited weights, :mod:`search.finetune`) by successive halving (ASHA on Ray)
+    within each stem variant, and of the stems' most accurate the one with the best one-shot
+    score wins (:func:`_finetune` says why). From scratch, the winner is then also fine-tuned
+    from its inherited weights for ``finetune_epochs`` (checkpointed in ``finetune/``), so the
+    weights that ship are the best trained ones (:func:`_export_winner`).
 
     Raises ``ValueError`` when no candidate measures under the budget."""
     from search.finetune import FinetuneConfig
@@ -397,14 +405,36 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     baseline = max(in_budget, key=lambda r: r.acc) if in_budget else None
     run.timings["final measurement"] = time.perf_counter() - t
     if not ft.top:
-        return _Picked(winner=under[0], measured=measured, baseline=baseline, finetune=[], model=None, ft_config=ft)
+        return _Picked(winner=under[0], measured=measured, baseline=baseline, finetune=[], trained={}, ft_config=ft)
     t = time.perf_counter()
     picks = under[:ft.top]
     sh, best, model = _finetune(run, supernet, picks, ft, {r.arch: measured[r.arch].median_ms for r in picks})
     for r, rec in zip(picks, sh):
         rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms, init=ft.init)
-    run.timings["fine-tune"] = time.perf_counter() - t
-    return _Picked(winner=picks[best], measured=measured, baseline=baseline, finetune=sh, model=model, ft_config=ft)
+    run.timings["final pick"] = time.perf_counter() - t
+    trained = {"fine-tuned" if ft.init == "inherited" else ft.init: (sh[best]["final"], model)}
+    if ft.init != "inherited":
+        t = time.perf_counter()
+        trained["fine-tuned"] = _finetune_winner(run, supernet, picks[best], ft)
+        run.timings["winner fine-tune"] = time.perf_counter() - t
+    return _Picked(winner=picks[best], measured=measured, baseline=baseline, finetune=sh, trained=trained,
+                   ft_config=ft)
+
+
+def _finetune_winner(run: _Run, supernet, winner: TrialRecord, ft) -> tuple[float, Any]:
+    """The winner of a from-scratch pick fine-tuned from its inherited weights for ``ft.epochs``
+    (the fine-tune of :func:`search.finetune.finetune_step`, in ``finetune/``, so it resumes):
+    (val top-1 %, model)."""
+    from search.finetune import FinetuneConfig, finetune_step
+    from search_space import Arch
+
+    cfg = FinetuneConfig(top=1, epochs=ft.epochs, init="inherited")
+    step, models = finetune_step(supernet, [Arch.parse(winner.arch)], run.data, cfg, device=run.device,
+                                 seed=run.config.seed, ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key)
+    acc = float("nan")
+    for epoch in range(1, cfg.epochs + 1):
+        acc = step(0, epoch)
+    return acc, models[0]
 
 
 def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dict[str, float] | None = None):
@@ -422,7 +452,7 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
     ``--pick`` there replays this rule on random shortlists of the truth.
 
     Returns (records in ``picks`` order, each with its ``stem``; the winner's index in ``picks``;
-    its fine-tuned model)."""
+    its trained model)."""
     from search_space import Arch
 
     groups: dict[bool, list[int]] = {}
@@ -441,8 +471,8 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
 
 
 def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
-    """Successive halving over short fine-tunes of ``picks`` (Optuna's pruner in process; ASHA on
-    Ray). Returns (records in ``picks`` order, the winner's index, its fine-tuned model)."""
+    """Successive halving over short trainings of ``picks`` (Optuna's pruner in process; ASHA on
+    Ray). Returns (records in ``picks`` order, the winner's index, its trained model)."""
     from search.finetune import finetune_step, successive_halving, winner_index
     from search_space import Arch
 
@@ -474,7 +504,7 @@ def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
         if bar is not None:
             bar.close()
     best = winner_index(sh)
-    step(best, ft.epochs)  # the winner's fine-tuned weights (a resumed pick loads its checkpoint)
+    step(best, ft.epochs)  # the winner's trained weights (a resumed pick loads its checkpoint)
     return sh, best, models[best]
 
 
@@ -503,6 +533,18 @@ def _measure_shipped(run: _Run, files: dict[str, str]) -> dict[str, Any]:
                 "noisy": m.rel_iqr > NOISY_REL_IQR, "primary": k == primary} for k, m in shipped.items()}
 
 
+SHIP_ORDER = ("fine-tuned", "scratch", "inherited")  # the weights that ship on a tie of top-1
+
+
+def _ship_choice(accs: dict[str, float]) -> str:
+    """The weights to ship: the kind (of :data:`SHIP_ORDER`) with the highest validation top-1 (%),
+    ties going to the earlier kind. Raises ``ValueError`` on an empty or unknown kind."""
+    unknown = sorted(set(accs) - set(SHIP_ORDER))
+    if not accs or unknown:
+        raise ValueError(f"weights: nothing to ship or unknown kind(s) {unknown}; known: {list(SHIP_ORDER)}")
+    return max((k for k in SHIP_ORDER if k in accs), key=lambda k: (accs[k], -SHIP_ORDER.index(k)))
+
+
 def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
     """The winner's record for ``result.json`` and the exported files (name -> file)."""
     from search.evaluate import EvalConfig, evaluate_arch
@@ -516,15 +558,21 @@ def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
     winner = dict(picked.winner.replace(acc=acc, measured_ms=lat.median_ms).to_dict(),
                   latency=lat.to_dict(samples=False), mac=count_mac(arch, size))
     ft, model = {}, inherited
-    if picked.finetune:
-        final = next(r["final"] for r in picked.finetune if r["arch"] == picked.winner.arch)
-        winner["acc_finetuned"] = final
-        # a fine-tune ships its weights; a few epochs from scratch judge the pick but may trail the
-        # inherited weights (small data): the more accurate on the validation split ships
-        weights = {"inherited": "fine-tuned", "scratch": "inherited" if acc >= final else "scratch"}[picked.ft_config.init]
-        model = inherited if weights == "inherited" else picked.model
-        winner["weights"] = weights
-        ft = {"val_acc_finetuned": final, "finetune": asdict(picked.ft_config), "weights": weights}
+    if picked.trained:
+        # the most accurate on the validation split ships: the fine-tuned weights, else the
+        # from-scratch ones, else (from scratch only) the inherited ones; ties in that order
+        options = dict(picked.trained)
+        if picked.ft_config.init != "inherited":
+            options["inherited"] = (acc, inherited)
+        weights = _ship_choice({k: v[0] for k, v in options.items()})
+        model = options[weights][1]
+        winner.update({f"acc_{k.replace('-', '')}": v[0] for k, v in picked.trained.items()}, weights=weights)
+        ft = {"val_acc_finetuned": winner["acc_finetuned"], "finetune": asdict(picked.ft_config), "weights": weights}
+        if "scratch" in picked.trained:
+            from search.finetune import scratch_recipe
+
+            recipe = dict(asdict(scratch_recipe(run.config.seed)), cut_after_epoch=picked.ft_config.epochs)
+            ft.update(val_acc_scratch=winner["acc_scratch"], scratch_recipe=recipe)
     meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch), **ft,
             "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,
             "data": run.data.describe(), "supernet": str(ckpt), **run.meta}

@@ -94,7 +94,8 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
                      f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
     else:
         lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
-    lines += _finetune_lines(finetune or []) + _shipped_lines(winner.get("shipped") or {}, config["latency_ms"])
+    lines += _finetune_lines(finetune or []) + _weights_lines(winner) + _shipped_lines(winner.get("shipped") or {},
+                                                                                     config["latency_ms"])
     from search.export import torchvision_equivalent
     from search_space import Arch
 
@@ -125,8 +126,9 @@ def _finetune_lines(finetune: list[dict]) -> list[str]:
         how = ("fine-tuned from their inherited weights" if init == "inherited" else
                "trained from scratch (the retrain recipe, cut short)")
         ships = ("the exported model is the winner's fine-tuned weights" if init == "inherited" else
-                 "the exported model carries the winner's inherited or from-scratch weights, whichever scores "
-                 "higher on the validation split")
+                 "the winner is then fine-tuned from its inherited weights for as many epochs, and the exported "
+                 "model carries its most accurate weights on the validation split (fine-tuned, from scratch or "
+                 "inherited)")
         lines += ["", f"Final pick: the best candidates under the budget by one-shot score, {how}, with successive "
                   "halving within each stem variant (the weaker stop early); each stem's most accurate is a "
                   "finalist, and the finalist with the best one-shot score ships (a few epochs rank within a stem "
@@ -137,6 +139,17 @@ def _finetune_lines(finetune: list[dict]) -> list[str]:
                   + " / ".join(f"{a:.2f}" for a in r["finetune_acc"]) + f"% | {'yes' if r['pruned'] else 'no'} | "
                   f"{'yes' if r.get('finalist') else 'no'} | {r['latency_ms']:.3f} ms |" for r in finetune]
     return lines
+
+
+def _weights_lines(winner: dict) -> list[str]:
+    """Which of the winner's weights ship, beside the validation top-1 of each it had."""
+    if "weights" not in winner:  # the one-shot score decided, or a run before this line existed
+        return []
+    accs = {"fine-tuned": winner.get("acc_finetuned"), "from scratch": winner.get("acc_scratch"),
+            "inherited": winner["acc"]}
+    names = {"fine-tuned": "fine-tuned", "scratch": "from scratch", "inherited": "inherited"}
+    return ["", f"Shipped weights: **{names[winner['weights']]}** (validation top-1: "
+            + ", ".join(f"{k} {v:.2f}%" for k, v in accs.items() if v is not None) + ")."]
 
 
 def _shipped_lines(shipped: dict, budget_ms: float) -> list[str]:

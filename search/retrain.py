@@ -2,8 +2,9 @@
 
 Targets: a run folder (its exported ``arch.yaml``; ``--init inherited`` starts
 from its ``model.pt``: the weights inherited from the supernet, fine-tuned for a
-few epochs when the run's final pick fine-tuned, as ``search.run`` does by
-default), an arch string, an arch
+few epochs when the run's final pick trained, as ``search.run`` does by default;
+refused when the run shipped its from-scratch weights, ``meta["weights"] ==
+"scratch"``), an arch string, an arch
 YAML file, or ``--preset NAME``. Every target trains with the same recipe
 (SGD with momentum and nesterov, linear warm-up then cosine, label smoothing,
 no weight decay on BN/bias, random-crop/flip augmentation; channels_last on
@@ -148,6 +149,9 @@ def _retrain(args: argparse.Namespace) -> int:
         if run_dir is None:
             raise ValueError("init: 'inherited' needs a run folder (its model.pt holds the inherited, fine-tuned weights)")
         model = load_model(run_dir)
+        if model.meta.get("weights") == "scratch":
+            raise ValueError(f"init: {run_dir}/model.pt ships the winner's from-scratch weights (its final pick's "
+                             f"training scored above its fine-tune), not inherited ones; retrain with --init scratch")
     else:
         model = ShuffleNet(arch)
     out = Path(args.out) if args.out else (run_dir / f"retrain-{args.init}" if run_dir else

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from search.config import DEFAULTS, SearchConfig
+from search.config import DEFAULTS, FINETUNE_INITS, SearchConfig
 from search.pipeline import NOISY_REL_IQR, SearchInterrupted, SearchResult, run_search
 from search.report import supernet_line
 
@@ -60,11 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",
-                    help=f"final pick: fine-tune the N best candidates under the budget from their inherited weights, "
-                         f"successive halving (default {DEFAULTS['finetune_top']}; 0 = the one-shot score decides)")
+                    help=f"final pick: train the N best candidates under the budget (see --finetune-init) with "
+                         f"successive halving within each stem (default {DEFAULTS['finetune_top']}; 0 = the one-shot "
+                         f"score decides)")
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
-                    help=f"most fine-tune epochs a candidate gets (default {DEFAULTS['finetune_epochs']})")
-    ap.add_argument("--finetune-init", choices=["inherited", "scratch"], default=None,
+                    help=f"most epochs a final-pick candidate trains, and the shipped winner's fine-tune from its "
+                         f"inherited weights (default {DEFAULTS['finetune_epochs']}; from scratch at most 15, the "
+                         f"retrain schedule it is cut from)")
+    ap.add_argument("--finetune-init", choices=FINETUNE_INITS, default=None,
                     help="final-pick candidates train from their inherited weights or from scratch (the retrain "
                          f"recipe cut short; default {DEFAULTS['finetune_init']})")
     ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
@@ -104,11 +107,13 @@ def print_summary(result: SearchResult) -> None:
     w, cfg = result.winner, result.config
     sh = result.finetune
     how = {"inherited": "fine-tuned", "scratch": "trained from scratch"}[cfg.finetune_init]
+    ft_txt = ""
     if sh:
         print(f"final pick: {len(sh)} candidates {how} ({cfg.finetune_epochs} epochs at most, successive halving): "
               + ", ".join(f"{r['final']:.1f}%{' (stopped)' if r['pruned'] else ''}" for r in sh))
-    ft_txt = (f", {w['acc_finetuned']:.2f}% {how} {cfg.finetune_epochs} epochs; ships the "
-              f"{w.get('weights', 'fine-tuned')} weights" if sh else "")
+        ft_txt = (f", {w['acc_scratch']:.2f}% from scratch" if "acc_scratch" in w else "") + (
+            f", {w['acc_finetuned']:.2f}% fine-tuned, {cfg.finetune_epochs} epochs each; ships the "
+            f"{w.get('weights', 'fine-tuned')} weights")
     lat = w["latency"]
     print(f"searched: {w['arch']}\n  top-1 {w['acc']:.2f}% (inherited{ft_txt}) | {lat['median_ms']:.3f} ms median "
           f"(IQR {lat['iqr_ms']:.3f}) <= {cfg.latency_ms:g} ms | {w['params']:,} params | {w['mflops']:.2f} MFLOPs")

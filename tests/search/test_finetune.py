@@ -125,11 +125,19 @@ def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_p
     assert [a1, a2] == [h["val_acc"] for h in hist] and len(hist) == 2
     for (n, p), (_, q) in zip(models[0].state_dict().items(), ref.state_dict().items()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
-    # the checkpoint is the supernet's business only from inherited weights: any supernet id resumes it
+    # the checkpoint is the supernet's business only from inherited weights: any supernet id resumes it,
+    # without training again
+    ckpt = next((tmp_path / "a").glob("*.pt"))
+    stamp = ckpt.stat().st_mtime_ns
     again, models2 = finetune_step(None, archs, data, cfg, device="cpu", seed=3, ckpt_dir=tmp_path / "a",
                                    supernet_id="other")
-    assert again(0, 2) == a2
+    assert again(0, 2) == a2 and ckpt.stat().st_mtime_ns == stamp
     torch.testing.assert_close(models2[0].state_dict(), models[0].state_dict(), rtol=0, atol=0)
+    # a checkpoint cut after another epoch is refused (it could hold weights past the one asked for)
+    shorter, _ = finetune_step(None, archs, data, FinetuneConfig(top=1, epochs=1, init="scratch"), device="cpu",
+                               seed=3, ckpt_dir=tmp_path / "a", supernet_id="x")
+    with pytest.raises(ValueError, match="trained with a different cut_after_epoch"):
+        shorter(0, 1)
     # a from-scratch checkpoint of the same arch is refused by a fine-tune, not resumed
     from search_space import SearchSpace
     from supernet import SuperNet
@@ -140,3 +148,19 @@ def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_p
                            ckpt_dir=tmp_path / "a", supernet_id="s")
     with pytest.raises(ValueError, match="trained with a different"):
         inh(0, 1)
+
+
+def test_from_scratch_the_first_rung_waits_for_the_warm_up():
+    """Top-1 inside the retrain recipe's 2-epoch warm-up is near chance: from scratch, successive
+    halving first compares at epoch 2 (then 4), a fine-tune at epoch 1 (then 2, 4)."""
+    assert [FinetuneConfig(init="scratch", epochs=e).first_rung for e in (1, 2, 4)] == [1, 2, 2]
+    assert FinetuneConfig(init="inherited", epochs=4).first_rung == 1
+    # candidate 1 trails at epoch 1 (inside the warm-up) but leads at epoch 2
+    curves = {0: [50, 60, 70, 80], 1: [10, 65, 75, 85], 2: [55, 40, 45, 50], 3: [30, 20, 25, 30]}
+    scratch = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=4, init="scratch"))
+    assert [r["epochs"] for r in scratch] == [4, 4, 2, 2] and winner_index(scratch) == 1
+    fine = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=4))
+    assert [r["epochs"] for r in fine] == [4, 1, 2, 1] and winner_index(fine) == 0  # 1 stopped in the warm-up
+    # at the default 2 epochs from scratch nothing stops early: every candidate gets both
+    two = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=2, init="scratch"))
+    assert [r["epochs"] for r in two] == [2] * 4 and winner_index(two) == 1

@@ -34,6 +34,8 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     assert w.pred_ms == res.winner["pred_ms"] and w.feasible
     assert len(res.finetune) == 2 and {r["init"] for r in res.finetune} == {"inherited"}
     assert res.winner["weights"] == "fine-tuned"  # a fine-tune always ships its weights
+    assert res.winner["acc_finetuned"] == res.finetune[[r["arch"] for r in res.finetune].index(res.winner["arch"])][
+        "final"] and "acc_scratch" not in res.winner
     from tests.search.test_run import _check_final_pick
 
     _check_final_pick(res.winner, res.finetune)
@@ -125,3 +127,33 @@ def test_the_final_pick_halves_within_each_stem_and_the_one_shot_score_decides_b
     assert k == 0
     _, k, _ = pl._finetune(None, None, picks, None)  # by the trials' latency: picks[1] (1.0 ms) is faster
     assert k == 1
+
+
+def test_the_most_accurate_weights_ship_and_ties_go_to_the_trained_ones():
+    from search.pipeline import _ship_choice
+
+    assert _ship_choice({"fine-tuned": 90.0, "scratch": 95.0, "inherited": 10.0}) == "scratch"
+    assert _ship_choice({"fine-tuned": 90.0, "scratch": 90.0, "inherited": 90.0}) == "fine-tuned"
+    assert _ship_choice({"scratch": 50.0, "inherited": 50.0}) == "scratch"
+    assert _ship_choice({"fine-tuned": 5.0, "scratch": 4.0, "inherited": 7.0}) == "inherited"
+    with pytest.raises(ValueError, match=r"unknown kind\(s\) \['warm'\]"):
+        _ship_choice({"warm": 1.0})
+    with pytest.raises(ValueError, match="nothing to ship"):
+        _ship_choice({})
+
+
+def test_a_run_folder_from_before_finetune_init_loads_and_resumes_as_the_fine_tune_it_was(tmp_path):
+    """Runs written before ``finetune_init`` fine-tuned their final pick: loading or resuming one
+    keeps that, and its 8 fine-tune epochs (over the 15-epoch cap from scratch) stay valid."""
+    from search.config import run_settings
+
+    old = {k: v for k, v in {**DEFAULTS, "latency_ms": 5.0, "finetune_epochs": 8}.items() if k != "finetune_init"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": old}))
+    assert run_settings(yaml.safe_load((run / "run.yaml").read_text()))["finetune_init"] == "inherited"
+    cfg = SearchConfig.resolve({}, resume=run)
+    assert (cfg.finetune_init, cfg.finetune_epochs) == ("inherited", 8)
+    assert SearchConfig.resolve({"finetune_init": "scratch", "finetune_epochs": 4}, resume=run).finetune_init == "scratch"
+    # the cap from scratch binds only when the final pick trains
+    assert SearchConfig(latency_ms=5.0, finetune_top=0, finetune_epochs=16).finetune_epochs == 16

@@ -49,7 +49,7 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_inherited_from_a_run_folder(env):
+def test_inherited_from_a_run_folder(env, capsys):
     from search.run import main as run_main
 
     base, out = env
@@ -62,6 +62,14 @@ def test_inherited_from_a_run_folder(env):
     assert "Retrained (inherited" in (run / "report.md").read_text()
     # an arch outside that run's space is refused when given as a string against the default space
     assert main([str(arch), "--epochs", "1", "--quiet"]) == 2
+    # a run that shipped its winner's from-scratch weights has no inherited ones to start from
+    import torch
+
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
+    state["meta"]["weights"] = "scratch"
+    torch.save(state, run / "model.pt")
+    assert main([str(run), "--init", "inherited", "--epochs", "1", "--quiet", "--out", str(run / "again")]) == 2
+    assert "ships the winner's from-scratch weights" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
