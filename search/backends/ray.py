@@ -233,7 +233,8 @@ def _new_tuner(trainable, searcher, run_dir: Path, study_name: str, n_trials: in
 
 def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=None, device=None, seed=0,
                         ckpt_dir=None, supernet_id=None) -> None:
-    """One candidate's fine-tune as a Tune function trainable: one report per epoch (ASHA's rungs)."""
+    """One candidate's training (fine-tune or from scratch, ``cfg.init``) as a Tune function trainable:
+    one report per epoch (ASHA's rungs)."""
     import torch
     from ray import tune
 
@@ -250,10 +251,12 @@ def _finetune_trainable(config: dict, supernet=None, data=None, archs=None, cfg=
 def finetune_asha(supernet, archs: Sequence[Arch], data, cfg, *, device, seed: int, ckpt_dir: Path,
                   supernet_id: str, run_dir: Path, address: str | None = None, concurrency: int = 2,
                   verbose: int = 0) -> list[dict]:
-    """The multi-fidelity final pick on Ray Tune: every candidate fine-tunes in a trial of its own
-    (``search.finetune.finetune_step``, checkpointed per epoch under ``ckpt_dir``) and Tune's
-    :class:`~ray.tune.schedulers.ASHAScheduler` (Li et al., MLSys 2020) stops the weaker ones at
-    the rungs 1, eta, eta^2, ... epochs. Candidates start best one-shot score first.
+    """The multi-fidelity final pick on Ray Tune: every candidate trains in a trial of its own
+    (``search.finetune.finetune_step``: from scratch or a fine-tune, ``cfg.init``; checkpointed per
+    epoch under ``ckpt_dir``) and Tune's :class:`~ray.tune.schedulers.ASHAScheduler` (Li et al.,
+    MLSys 2020) stops the weaker ones at the rungs r, r*eta, r*eta^2, ... epochs (r =
+    ``cfg.first_rung``: after the recipe's warm-up from scratch). Candidates start best one-shot
+    score first. ``supernet`` is only shipped to the trials for a fine-tune.
 
     ``ckpt_dir`` and ``run_dir`` must be storage every node sees (a local cluster, or a shared
     file system on several nodes): the driver reloads the winner from its trial's checkpoint.
@@ -268,10 +271,11 @@ def finetune_asha(supernet, archs: Sequence[Arch], data, cfg, *, device, seed: i
     from ray.tune.schedulers import ASHAScheduler
 
     init_ray(address)
-    trainable = tune.with_parameters(_finetune_trainable, supernet=supernet, data=data, archs=list(archs), cfg=cfg,
+    trainable = tune.with_parameters(_finetune_trainable, supernet=supernet if cfg.init == "inherited" else None,
+                                     data=data, archs=list(archs), cfg=cfg,
                                      device=str(device), seed=seed, ckpt_dir=str(Path(ckpt_dir).resolve()),
                                      supernet_id=supernet_id)
-    sched = ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1,
+    sched = ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=cfg.first_rung,
                           reduction_factor=cfg.reduction_factor)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),

@@ -68,7 +68,8 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
 
 
 @pytest.mark.slow
-def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_path):
+@pytest.mark.parametrize("init", ["inherited", "scratch"])
+def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_path, init):
     """Issue 10: the multi-fidelity final pick runs as ASHA in Ray Tune. Every figure a Ray trial
     reports is the one the same candidate reaches in this process (seeded, 1 thread), the pruned
     ones stopped at a rung, and the shipped winner reloads from its checkpoint."""
@@ -87,13 +88,16 @@ def test_asha_final_pick_on_ray_matches_the_in_process_fine_tunes(cluster, tmp_p
     archs = [Arch.parse(s) for s in ("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10",
                                      "stem8|24:v1g1|32:v2s0.5|64:v1g2|conv0|cls10",
                                      "stem8|16:v1g2x2|32:v1g1|64:v2s0.5|conv64|cls10")]
-    cfg = FinetuneConfig(top=3, epochs=2, lr=0.05)
+    cfg = FinetuneConfig(top=3, epochs=2, lr=0.05, init=init)
     recs = finetune_asha(sup, archs, data, cfg, device="cpu", seed=0, ckpt_dir=tmp_path / "ft", supernet_id="s",
                          run_dir=tmp_path, concurrency=2)
     assert [r["arch"] for r in recs] == [str(a) for a in archs]
-    # ASHA with grace period 1 and eta 2 over 2 epochs: a stopped trial stopped at the rung (epoch 1)
+    # ASHA with eta 2 over 2 epochs: a fine-tune's trial stops at the rung (epoch 1) or runs both; from
+    # scratch the first rung waits for the recipe's 2-epoch warm-up, so every candidate runs both
     assert all(r["epochs"] == 1 for r in recs if r["pruned"]) and all(r["epochs"] == 2 for r in recs if not r["pruned"])
     assert sum(not r["pruned"] for r in recs) >= 1
+    if init == "scratch":
+        assert not any(r["pruned"] for r in recs)
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
