@@ -557,7 +557,7 @@ def pick_rules(keys: list[str], across: str | None) -> dict[str, tuple[str, str 
 
 
 def pick_replay(rows: list[dict], rules: dict[str, tuple[str, str | None]], k: int = 4, draws: int = 200,
-                seed: int = 0) -> dict[str, dict]:
+                seed: int = 0, shortlist: str | None = None) -> dict[str, dict]:
     """Replay final-pick rules on shortlists drawn from the truth: how much retrained top-1 each
     rule leaves on the table when it picks one network of a shortlist.
 
@@ -569,11 +569,15 @@ def pick_replay(rows: list[dict], rules: dict[str, tuple[str, str | None]], k: i
     variant (``small``: bool per row) and then the highest ``across`` of those finalists. Ties go
     to the first in the truth's order (the search breaks them by one-shot order, then latency).
     Every candidate gets the same epochs: the search's successive halving, when its rungs stop
-    any (more epochs than its first rung), is not replayed.
+    any (more epochs than its first rung), is not replayed. With ``shortlist`` (a score key), each
+    budget has one shortlist instead: its ``k`` networks of highest ``shortlist`` (the search's:
+    the best by one-shot score), ties in the truth's order.
 
     Returns, per rule: ``regret`` (mean of best retrained in the shortlist minus the pick's, points),
-    ``p_best`` (share of shortlists where the pick is the best retrained; a tie for the best counts),
-    ``n`` (shortlists), plus ``random`` (the expected regret of a uniform pick).
+    ``regret_budget`` (best retrained of all networks under the budget minus the pick's: what the
+    shortlist and the pick leave together), ``p_best`` (share of shortlists where the pick is the
+    best retrained; a tie for the best counts), ``n`` (shortlists), plus ``random`` (a uniform
+    pick from the shortlist, expected).
 
     Raises:
         ValueError: ``k`` < 2, ``draws`` < 1, or fewer than ``k`` networks in the truth."""
@@ -593,20 +597,29 @@ def pick_replay(rows: list[dict], rules: dict[str, tuple[str, str | None]], k: i
 
     rng = np.random.default_rng(seed)
     regret: dict[str, list[float]] = {name: [] for name in [*rules, "random"]}
+    regret_budget: dict[str, list[float]] = {name: [] for name in [*rules, "random"]}
     best_hit: dict[str, list[bool]] = {name: [] for name in rules}
     for budget in sorted({r["latency_ms"] for r in rows}):
         under = [r for r in rows if r["latency_ms"] <= budget]
         if len(under) < k:
             continue
-        for _ in range(draws):
-            short = [under[i] for i in sorted(rng.choice(len(under), k, replace=False))]
+        top = max(r["retrained"] for r in under)
+        if shortlist is None:
+            shorts = [[under[i] for i in sorted(rng.choice(len(under), k, replace=False))] for _ in range(draws)]
+        else:
+            shorts = [sorted(under, key=lambda r: -r[shortlist])[:k]]
+        for short in shorts:
             best = max(r["retrained"] for r in short)
-            regret["random"].append(best - sum(r["retrained"] for r in short) / k)
+            mean = sum(r["retrained"] for r in short) / k
+            regret["random"].append(best - mean)
+            regret_budget["random"].append(top - mean)
             for name, (key, across) in rules.items():
                 got = pick(short, key, across)["retrained"]
                 regret[name].append(best - got)
+                regret_budget[name].append(top - got)
                 best_hit[name].append(got == best)
-    out = {name: {"regret": float(np.mean(v)), "n": len(v)} for name, v in regret.items()}
+    out = {name: {"regret": float(np.mean(v)), "regret_budget": float(np.mean(regret_budget[name])), "n": len(v)}
+           for name, v in regret.items()}
     for name, hits in best_hit.items():
         out[name]["p_best"] = float(np.mean(hits))
     return out
@@ -648,14 +661,26 @@ def pick_report(paths: list[str], truth: str, k: int = 4, draws: int = 200, seed
     rows = [dict(scores[name], name=name, retrained=truth_accuracy(nets[name]),
                  latency_ms=nets[name]["latency_ms"], minus_latency=-nets[name]["latency_ms"],
                  small=Arch.parse(nets[name]["arch"]).small_input) for name in common]
-    result = pick_replay(rows, pick_rules(keys + ["minus_latency"], across), k=k, draws=draws, seed=seed)
+    rules = pick_rules(keys + ["minus_latency"], across)
+    result = pick_replay(rows, rules, k=k, draws=draws, seed=seed)
     print(f"final-pick replay: {len(rows)} networks, shortlists of {k} drawn uniformly under each truth "
-          f"latency ({result['random']['n']} shortlists); regret = best retrained in the shortlist minus the pick's")
+          f"latency ({result['random']['n']} shortlists); regret = best retrained in the shortlist minus the pick's, "
+          f"vs budget = best retrained under the budget minus the pick's")
+    _print_replay(result)
+    out = {"networks": len(rows), "k": k, "draws": draws, "seed": seed, "files": paths, "across": across,
+           "rules": result}
+    if across is not None:  # the search's shortlist: the k best by one-shot score under the budget
+        out["one_shot_shortlist"] = pick_replay(rows, rules, k=k, seed=seed, shortlist=across)
+        print(f"the search's shortlist instead: the {k} best by {across} under each budget "
+              f"({out['one_shot_shortlist']['random']['n']} budgets)")
+        _print_replay(out["one_shot_shortlist"])
+    return out
+
+
+def _print_replay(result: dict[str, dict]) -> None:
     for name, v in sorted(result.items(), key=lambda kv: kv[1]["regret"]):
         hit = f"   picks the best {v['p_best']:5.1%}" if "p_best" in v else "   (a uniform pick, expected)"
-        print(f"  {name:<70} regret {v['regret']:5.2f} pts{hit}")
-    return {"networks": len(rows), "k": k, "draws": draws, "seed": seed, "files": paths, "across": across,
-            "rules": result}
+        print(f"  {name:<70} regret {v['regret']:5.2f} pts, vs budget {v['regret_budget']:5.2f}{hit}")
 
 
 def corr(sel: list[dict], key: str = "inherited") -> dict:

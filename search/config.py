@@ -107,7 +107,7 @@ class SearchConfig:
     address: str | None = None
     concurrency: int = 2
     min_latency_frac: float = 0.0
-    finetune_top: int = 4
+    finetune_top: int = 8
     finetune_epochs: int = 2
     finetune_init: str = "scratch"
     val_fraction: float = 0.1

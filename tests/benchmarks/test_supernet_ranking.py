@@ -298,10 +298,22 @@ def test_pick_replay_scores_each_rule_by_the_retrained_top1_it_leaves_on_the_tab
     rules = sr.pick_rules(["s", "inh"], "inh")
     assert rules == {"s": ("s", None), "inh": ("inh", None), "s within stem, inh across": ("s", "inh")}
     r = sr.pick_replay(rows, rules, k=3, draws=5)
-    assert r["s"] == {"regret": 20.0, "n": 5, "p_best": 0.0}  # picks b (50%) of a best of 70%
-    assert r["inh"] == {"regret": 0.0, "n": 5, "p_best": 1.0}
-    assert r["s within stem, inh across"] == {"regret": 0.0, "n": 5, "p_best": 1.0}  # b vs c: c by inh
-    assert r["random"] == {"regret": pytest.approx(10.0, abs=1e-12), "n": 5}  # 70 - mean(60, 50, 70)
+    # the shortlist is everything under the budget: both regrets agree
+    assert r["s"] == {"regret": 20.0, "regret_budget": 20.0, "n": 5, "p_best": 0.0}  # picks b (50%), best 70%
+    assert r["inh"] == {"regret": 0.0, "regret_budget": 0.0, "n": 5, "p_best": 1.0}
+    assert r["s within stem, inh across"] == {"regret": 0.0, "regret_budget": 0.0, "n": 5, "p_best": 1.0}  # c by inh
+    assert r["random"] == {"regret": pytest.approx(10.0, abs=1e-12), "regret_budget": pytest.approx(10.0, abs=1e-12),
+                           "n": 5}  # 70 - mean(60, 50, 70)
+    # the search's shortlist: the k best by one score under each budget, one per budget
+    top = sr.pick_replay(rows, {"s": ("s", None), "inh": ("inh", None)}, k=2, shortlist="inh")
+    # budget 2.0: {b, a} (inh 3, 1), best 60; budget 3.0: {c, b} (inh 4, 3), best 70 of all three
+    assert top["s"] == {"regret": 15.0, "regret_budget": 15.0, "n": 2, "p_best": 0.0}  # b both times
+    assert top["inh"] == {"regret": 5.0, "regret_budget": 5.0, "n": 2, "p_best": 0.5}  # b (10 short), then c
+    assert top["random"] == {"regret": 7.5, "regret_budget": 7.5, "n": 2}  # (60 - 55 + 70 - 60) / 2
+    # a shortlist that leaves the best out: regret_budget counts it, regret does not
+    left_out = sr.pick_replay(rows, {"inh": ("inh", None)}, k=2, shortlist="s")  # 3.0: {b, a} without c
+    assert left_out["inh"]["regret"] == pytest.approx((10.0 + 10.0) / 2)
+    assert left_out["inh"]["regret_budget"] == pytest.approx((10.0 + 20.0) / 2)
     # at k=2 the budgets 2.0 (a, b) and 3.0 (any 2 of 3) count, 4 draws each
     r2 = sr.pick_replay(rows, {"s": ("s", None)}, k=2, draws=4, seed=1)
     assert r2["s"]["n"] == 8 and 0.0 <= r2["s"]["p_best"] <= 1.0
@@ -324,6 +336,7 @@ def test_pick_report_names_each_files_scores_and_uses_the_one_shot_score_across_
     (tmp_path / "sc.json").write_text(json.dumps(scratch))
     r = sr.pick_report([str(tmp_path / "os.json"), str(tmp_path / "sc.json")], str(truth), k=4, draws=3)
     assert r["networks"] == 24 and r["across"] == "os:inherited"
+    assert set(r["one_shot_shortlist"]) == set(r["rules"])  # the search's shortlist, replayed too
     assert set(r["rules"]) == {"os:inherited", "sc:scratch_e2", "minus_latency", "random",
                                "sc:scratch_e2 within stem, os:inherited across",
                                "minus_latency within stem, os:inherited across"}
