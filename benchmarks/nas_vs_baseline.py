@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['searched_rank']}/{summary['n_ranked']} by retrained top-1")
     if "pick_n" in summary:
         print(f"final pick vs its shortlist of {summary['pick_n']} (retrained): best {summary['pick_best']:.2f}%, "
-              f"the winner {summary['pick_regret_pts']:+.2f} pts below it")
+              f"the winner {summary['pick_regret_pts']:.2f} pts below it")
     if "random_n" in summary:
         print(f"random-search control (n={summary['random_n']}, uniform over the space within the measured budget): "
               f"retrained mean {summary['random_mean']:.2f}%, best {summary['random_best']:.2f}%; searched "
