@@ -434,6 +434,22 @@ def _print_pairs(matched: dict, tolerance: float) -> None:
         f"{k} {m['concordant']}/{m['pairs']} ({m['accuracy']:.0f}%)" for k, m in matched.items()))
 
 
+def _read_result(path: str, nets: dict[str, dict], truth: str, flag: str) -> list[dict]:
+    """The networks of a result JSON, each with its measured ``latency_ms`` from the truth's
+    ``nets`` (name -> network). Raises ``ValueError`` naming ``flag``: an unreadable result, or a
+    network that ``truth`` does not hold."""
+    try:
+        found = json.loads(Path(path).read_text())["networks"]
+        if not found or not all("name" in n and "retrained" in n for n in found):
+            raise ValueError("no networks, or one without name / retrained")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{flag}: {path} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
+    unknown = [n["name"] for n in found if n["name"] not in nets]
+    if unknown:
+        raise ValueError(f"{flag}: {path}: network {unknown[0]!r} is not in the truth {truth} (give its --truth)")
+    return [dict(n, latency_ms=nets[n["name"]]["latency_ms"]) for n in found]
+
+
 def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[str, dict]:
     """:func:`matched_pairs` of every score in each result file, latencies from ``truth``.
 
@@ -442,19 +458,10 @@ def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[s
     """
     from ground_truth import load_truth
 
-    latency = {n["name"]: n["latency_ms"] for n in load_truth(truth)["networks"]}
+    nets = {n["name"]: n for n in load_truth(truth)["networks"]}
     out = {}
     for p in paths:
-        try:
-            nets = json.loads(Path(p).read_text())["networks"]
-            if not nets or not all("name" in n and "retrained" in n for n in nets):
-                raise ValueError("no networks, or one without name / retrained")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--pairs: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
-        unknown = [n["name"] for n in nets if n["name"] not in latency]
-        if unknown:
-            raise ValueError(f"--pairs: {p}: network {unknown[0]!r} is not in the truth {truth} (give its --truth)")
-        rows = [dict(n, latency_ms=latency[n["name"]]) for n in nets]
+        rows = _read_result(p, nets, truth, "--pairs")
         out[p] = {k: matched_pairs(rows, k, tolerance) for k in _score_keys(rows)}
         print(p)
         _print_pairs(out[p], tolerance)
@@ -641,16 +648,7 @@ def pick_report(paths: list[str], truth: str, k: int = 4, draws: int = 200, seed
     keys: list[str] = []
     across = None
     for p in paths:
-        try:
-            found = json.loads(Path(p).read_text())["networks"]
-            if not found or not all("name" in n and "retrained" in n for n in found):
-                raise ValueError("no networks, or one without name / retrained")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--pick: {p} is not a supernet_ranking result ({type(e).__name__}: {e})") from None
-        unknown = [n["name"] for n in found if n["name"] not in nets]
-        if unknown:
-            raise ValueError(f"--pick: {p}: network {unknown[0]!r} is not in the truth {truth} (give its --truth)")
-        rows = [dict(n, latency_ms=nets[n["name"]]["latency_ms"]) for n in found]
+        rows = _read_result(p, nets, truth, "--pick")
         file_keys = [key for key in _score_keys(rows) if key != "minus_latency"]
         for n in rows:
             scores.setdefault(n["name"], {}).update({f"{Path(p).stem}:{key}": n[key] for key in file_keys})
