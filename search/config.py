@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "run_settings"]
+__all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "OBJECTIVES",
+           "LEGACY_OBJECTIVE", "run_settings"]
 
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
@@ -22,8 +23,13 @@ _STRINGS = ("data", "space", "out")
 FINETUNE_INITS = ("inherited", "scratch")
 # the final pick of runs written before ``finetune_init`` existed: they fine-tuned inherited weights
 LEGACY_FINETUNE_INIT = "inherited"
+# what the search optimises: top-1 alone under the hard budget (MnasNet's hard constraint, Tan et al.,
+# CVPR 2019, sec. 3: no reward for latency below the target), or top-1 and latency as two objectives
+OBJECTIVES = ("accuracy", "pareto")
+# the search of runs written before ``objective`` existed: a two-objective study
+LEGACY_OBJECTIVE = "pareto"
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
-            "finetune_init": FINETUNE_INITS}
+            "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES}
 
 
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,6 +90,9 @@ class SearchConfig:
     ``latency_ms``: the hard budget, ms (batch 1, ``runtime`` on ``device`` with ``threads``).
     ``epochs``: supernet epochs; ``sandwich``: the supernet's BigNAS sandwich rule with that many
     sampled paths a step (0 = one fair-sampled path a step); ``trials``: search trials;
+    ``objective``: ``"accuracy"`` maximises the one-shot top-1 under the hard budget (one
+    objective, the budget an Optuna constraint), ``"pareto"`` also minimises latency (two
+    objectives: trials spread over the accuracy/latency front, most of them far below the budget);
     ``finetune_top``/``finetune_epochs``/``finetune_init``: the multi-fidelity final pick (0 = the
     one-shot score decides; ``finetune_init``: candidates start from their inherited weights or
     from scratch, :mod:`search.finetune`). Build one with
@@ -113,6 +122,7 @@ class SearchConfig:
     val_fraction: float = 0.1
     train_workers: int = 1
     sandwich: int = 0
+    objective: str = "accuracy"
 
     def __post_init__(self) -> None:
         validate_config(self.to_dict())
@@ -156,15 +166,19 @@ class SearchConfig:
         return config
 
     def check_resume(self, resume: str | Path) -> None:
-        """A run folder continues only with its own backend, and a Ray run with its own trial count
-        (``Tuner.restore`` keeps it). Raises ``ValueError`` naming the setting and the fix."""
+        """A run folder continues only with its own backend and objective (its study has them), and
+        a Ray run with its own trial count (``Tuner.restore`` keeps it). Raises ``ValueError``
+        naming the setting and the fix."""
         f = Path(resume) / "run.yaml"
         if not f.is_file():
             raise ValueError(f"resume: {str(resume)!r} is not a ShuffleNAS run folder (no run.yaml)")
-        before = (yaml.safe_load(f.read_text()) or {}).get("config", {})
+        before = run_settings(yaml.safe_load(f.read_text()) or {})
         if before.get("backend", "optuna") != self.backend:
             raise ValueError(f"backend: {resume} was searched with {before.get('backend', 'optuna')!r}; "
                              f"resume it with the same backend (drop --backend {self.backend})")
+        if before.get("objective", LEGACY_OBJECTIVE) != self.objective:
+            raise ValueError(f"objective: {resume} was searched with objective {before.get('objective', LEGACY_OBJECTIVE)!r}; "
+                             f"resume it with the same objective (drop --objective {self.objective})")
         if self.backend == "ray" and before.get("trials") != self.trials:
             raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
                              f"drop --trials {self.trials}")
@@ -193,9 +207,11 @@ def _read_yaml(p: Path) -> dict[str, Any]:
 def run_settings(run_yaml: Mapping[str, Any] | None) -> dict[str, Any]:
     """The settings a run folder's ``run.yaml`` (parsed) records, with what older runs left
     implicit made explicit: a run written before ``finetune_init`` existed fine-tuned its
-    final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), and keeps doing so when
-    it is loaded or resumed."""
+    final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), and one written before
+    ``objective`` existed searched two objectives (:data:`LEGACY_OBJECTIVE`); each keeps doing
+    so when it is loaded or resumed."""
     cfg = dict((run_yaml or {}).get("config", {}))
-    if cfg and "finetune_init" not in cfg:
-        cfg["finetune_init"] = LEGACY_FINETUNE_INIT
+    if cfg:
+        cfg.setdefault("finetune_init", LEGACY_FINETUNE_INIT)
+        cfg.setdefault("objective", LEGACY_OBJECTIVE)
     return cfg

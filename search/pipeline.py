@@ -316,7 +316,8 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
     t = time.perf_counter()
     records = get_backend(cfg.backend)(objective, run.space, run_dir=run.run_dir, n_trials=cfg.trials, seed=cfg.seed,
                                        task=run.task, seeds=_seeds(run, objective.margin),
-                                       on_trial=on_trial, resume=run.resume, **options)
+                                       on_trial=on_trial, resume=run.resume, pareto=cfg.objective == "pareto",
+                                       **options)
     if bar is not None:
         bar.close()
     run.timings["search"] = time.perf_counter() - t

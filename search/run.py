@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from search.config import DEFAULTS, FINETUNE_INITS, SearchConfig
+from search.config import DEFAULTS, FINETUNE_INITS, OBJECTIVES, SearchConfig
 from search.pipeline import NOISY_REL_IQR, SearchInterrupted, SearchResult, run_search
 from search.report import supernet_line
 
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "default space with both stems a step computes about (23.5 + N)x the FLOPs of a one-path "
                          "step (the largest path is 1,146 MFLOPs at 32x32); far beyond the 10-minute main job")
     ap.add_argument("--concurrency", type=_number, default=None, help="ray: concurrent trials")
+    ap.add_argument("--objective", choices=OBJECTIVES, default=None,
+                    help="accuracy: the most accurate one-shot score under the budget (one objective; MnasNet's "
+                         "hard constraint); pareto: accuracy and latency as two objectives, trials spread over the "
+                         f"front (default {DEFAULTS['objective']}; a resumed run keeps its own)")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",

@@ -24,10 +24,11 @@ class Backend(Protocol):
     def __call__(self, objective: Callable[[Arch], TrialRecord], space: SearchSpace, *, run_dir: Path,
                  n_trials: int, seed: int, task: Task, seeds: Sequence[tuple[str, Arch]] = (),
                  on_trial: Callable[[TrialRecord], None] | None = None, resume: bool = False,
-                 **options) -> list[TrialRecord]:
+                 pareto: bool = False, **options) -> list[TrialRecord]:
         """Search ``space`` until ``n_trials`` trials finished (continuing ``run_dir``'s study when
         ``resume``) for networks of ``task`` (classes; its stem variant, ``None`` = searched); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record (for
-        progress: Ray numbers them in the order Tune returns them, the returned records by study trial).
+        progress: Ray numbers them in the order Tune returns them, the returned records by study trial);
+        ``pareto``: latency is a second objective (else top-1 alone; the budget is a constraint either way).
         Backend-specific ``options``: Ray's ``concurrency``, ``address``, ``verbose``, ``max_failures``."""
 
 

@@ -1,8 +1,9 @@
-"""Optuna backend (default, embedded): a multi-objective study with a hard latency constraint.
+"""Optuna backend (default, embedded): a TPE study with a hard latency constraint.
 
-Objectives: validation accuracy (maximise) and latency (minimise); the budget
-is an Optuna constraint (``trial.set_constraint("latency", latency - budget)``,
-feasible iff <= 0) that the multi-objective TPE sampler takes into account.
+Objectives (``pareto``): validation accuracy (maximise) alone, or accuracy and latency
+(minimise) as two; either way the budget is an Optuna constraint
+(``trial.set_constraint("latency", latency - budget)``, feasible iff <= 0) that TPE takes
+into account (Optuna 5's constrained TPE, single- and multi-objective alike).
 Presets that fit the budget are enqueued as seed trials. The study lives in a
 JournalStorage file inside the run folder, so ``--resume`` continues it
 without losing finished trials; trials left RUNNING by an interrupted process
@@ -29,11 +30,18 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "study.journal"
 
 
-def open_study(run_dir: Path, *, seed: int) -> optuna.Study:
+def open_study(run_dir: Path, *, seed: int, pareto: bool = False) -> optuna.Study:
+    """The run folder's study (created or continued): top-1 maximised, and with ``pareto`` latency
+    minimised too. Raises ``ValueError`` when the folder's study has the other objective."""
     storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
-    return optuna.create_study(storage=storage, study_name="search", directions=["maximize", "minimize"],
-                               sampler=sampler, load_if_exists=True)
+    directions = ["maximize", "minimize"] if pareto else ["maximize"]
+    study = optuna.create_study(storage=storage, study_name="search", directions=directions, sampler=sampler,
+                                load_if_exists=True)  # Optuna does not compare an existing study's directions
+    if len(study.directions) != len(directions):
+        raise ValueError(f"objective: the study in {run_dir} has {len(study.directions)} objective(s); resume it "
+                         f"with objective {'pareto' if len(study.directions) == 2 else 'accuracy'!r}")
+    return study
 
 
 def _recover(study: optuna.Study) -> int:
@@ -66,22 +74,24 @@ def run(
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
+    pareto: bool = False,
 ) -> list[TrialRecord]:
     """Run (or continue) the study until it holds ``n_trials`` finished trials; every trial's record.
+    ``pareto``: latency is a second objective (else top-1 alone, under the constraint).
 
     The backend protocol (:class:`search.backends.Backend`). The study always continues what
     ``run_dir`` holds, so ``resume`` changes nothing here; it is accepted for the protocol.
     An exception raised by ``objective`` stops the search (in-process: it is a bug, not a lost worker).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(run_dir, seed=seed)
+    study = open_study(run_dir, seed=seed, pareto=pareto)
     recovered = _recover(study)
     if recovered:
         log.info("resume: %d interrupted trial(s) will be re-run", recovered)
     for name, arch in seeds:
         study.enqueue_trial(space.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
 
-    def _objective(trial: optuna.Trial) -> tuple[float, float]:
+    def _objective(trial: optuna.Trial) -> tuple[float, float] | float:
         arch = space.suggest(trial, num_classes=task.num_classes, small_input=task.small_input)
         rec = objective(arch).replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"))
         for k, v in rec.to_dict().items():
@@ -90,7 +100,7 @@ def run(
         trial.set_constraint("latency", float(rec.constraint))
         if on_trial is not None:
             on_trial(rec)
-        return float(rec.acc), float(rec.latency_ms)
+        return (float(rec.acc), float(rec.latency_ms)) if pareto else float(rec.acc)
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = max(0, n_trials - done)

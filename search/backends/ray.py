@@ -6,7 +6,7 @@
   reports its :class:`~search.records.TrialRecord` as metrics;
 * the objective (with its supernet, data and latency predictor) reaches the
   workers through ``tune.with_parameters`` (one object-store copy, not one per trial);
-* the search algorithm is Optuna's multi-objective TPE through
+* the search algorithm is Optuna's TPE (top-1, with ``pareto`` also latency) through
   :class:`ConstrainedOptunaSearch`, an ``OptunaSearch`` that forwards the
   latency constraint (``OptunaSearch`` itself never passes constraints on),
   with its study in a JournalStorage file of the run folder under a unique
@@ -126,6 +126,7 @@ def run(
     seeds: Sequence[tuple[str, Arch]] = (),
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
+    pareto: bool = False,
     concurrency: int = 2,
     address: str | None = None,
     verbose: int = 1,
@@ -136,6 +137,7 @@ def run(
 
     ``objective`` must pickle: it travels to the trial actors once, through ``tune.with_parameters``.
     ``on_trial`` sees each finished trial after the search (Tune's own table shows them live).
+    ``pareto``: latency is a second objective of the study (else top-1 alone, under the constraint).
 
     ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
     the same metrics the Ray dashboard shows while the run goes on.
@@ -169,7 +171,7 @@ def run(
     if exp is not None:
         tuner = tune.Tuner.restore(str(exp), trainable=trainable)
     else:
-        searcher = _searcher(space, task, seeds, seed, study_name, storage)
+        searcher = _searcher(space, task, seeds, seed, study_name, storage, pareto)
         tuner = _new_tuner(trainable, searcher, run_dir, study_name, n_trials, concurrency, verbose, max_failures)
     results = tuner.fit()
     errors = {}
@@ -206,12 +208,13 @@ def _experiment(run_dir: Path, resume: bool) -> tuple[str, Path | None]:
 
 
 def _searcher(space: SearchSpace, task: Task, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
-              storage):
-    """Optuna's multi-objective TPE behind Tune, with the presets as its first points."""
+              storage, pareto: bool = False):
+    """Optuna's TPE behind Tune (top-1; with ``pareto`` latency too), with the presets as its first points."""
     points = [space.params_from_arch(a) for _, a in seeds]
     return ConstrainedOptunaSearch(
-        space=_DefineByRun(space, task, {str(a): n for n, a in seeds}), metric=["acc", "latency_ms"],
-        mode=["max", "min"], points_to_evaluate=points or None,
+        space=_DefineByRun(space, task, {str(a): n for n, a in seeds}),
+        metric=["acc", "latency_ms"] if pareto else "acc", mode=["max", "min"] if pareto else "max",
+        points_to_evaluate=points or None,
         sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
         study_name=study_name, storage=storage)
 

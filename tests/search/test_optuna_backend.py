@@ -40,3 +40,27 @@ def test_an_interrupted_sampled_trial_keeps_its_drawn_parameters(tmp_path):
     run(_score, SPACE, run_dir=tmp_path, n_trials=1, seed=0, task=Task(10, 32, None))
     recs = records(open_study(tmp_path, seed=0))
     assert [(r.source, r.arch) for r in recs] == [("sampled", str(arch))]
+
+
+def test_the_objective_decides_the_study_directions_and_values(tmp_path):
+    """``accuracy`` (the default) optimises top-1 alone under the constraint; ``pareto`` adds latency.
+    A folder's study keeps its objective: opening it with the other one is refused."""
+    import optuna
+    import pytest
+
+    def score(arch):
+        return TrialRecord(number=-1, arch=str(arch), acc=float(len(str(arch)) % 97), pred_ms=2.5, constraint=-1.0,
+                           feasible=True, evaluated=True)
+
+    for pareto, folder in ((False, tmp_path / "acc"), (True, tmp_path / "pareto")):
+        folder.mkdir()
+        recs = run(score, SPACE, run_dir=folder, n_trials=3, seed=0, task=Task(10, 32, None), pareto=pareto)
+        study = open_study(folder, seed=0, pareto=pareto)
+        want = [optuna.study.StudyDirection.MAXIMIZE] + [optuna.study.StudyDirection.MINIMIZE] * pareto
+        assert study.directions == want
+        values = [t.values for t in study.get_trials(deepcopy=False)]
+        assert values == [[r.acc, 2.5] if pareto else [r.acc] for r in recs]
+        assert [t.constraints for t in study.get_trials(deepcopy=False)] == [{"latency": -1.0}] * 3
+        with pytest.raises(ValueError, match=f"objective: the study in .* has {1 + pareto} objective\\(s\\); resume it "
+                                             f"with objective '{'pareto' if pareto else 'accuracy'}'"):
+            open_study(folder, seed=0, pareto=not pareto)

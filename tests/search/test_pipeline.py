@@ -69,6 +69,9 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     assert (r.latency_ms, r.trials, r.top_k, r.seed, r.epochs) == (4.0, 9, 2, 5, DEFAULTS["epochs"])
     with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'; resume it with the same backend"):
         SearchConfig.resolve({"backend": "ray"}, resume=run)
+    with pytest.raises(ValueError, match="objective: .* was searched with objective 'accuracy'; resume it with the "
+                                         "same objective \\(drop --objective pareto\\)"):
+        SearchConfig.resolve({"objective": "pareto"}, resume=run)
     with pytest.raises(ValueError, match="is not a ShuffleNAS run folder"):
         SearchConfig.resolve({}, resume=tmp_path / "nope")
     # run_search(config, resume=...) checks it too, for a config not built by resolve()
@@ -140,6 +143,23 @@ def test_the_most_accurate_weights_ship_and_ties_go_to_the_trained_ones():
         _ship_choice({"warm": 1.0})
     with pytest.raises(ValueError, match="nothing to ship"):
         _ship_choice({})
+
+
+def test_a_run_folder_from_before_objective_resumes_its_two_objective_study(tmp_path):
+    """Runs written before ``objective`` existed searched accuracy and latency: their study has two
+    directions, so they load and resume as ``pareto``; asking for the other objective is refused."""
+    from search.config import run_settings
+
+    old = {k: v for k, v in {**DEFAULTS, "latency_ms": 5.0}.items() if k != "objective"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": old}))
+    assert run_settings(yaml.safe_load((run / "run.yaml").read_text()))["objective"] == "pareto"
+    assert SearchConfig.resolve({}, resume=run).objective == "pareto"
+    with pytest.raises(ValueError, match=r"objective: .* 'pareto'; resume it with the same objective "
+                                         r"\(drop --objective accuracy\)"):
+        SearchConfig.resolve({"objective": "accuracy"}, resume=run)
+    assert run_settings({}) == {} and SearchConfig(latency_ms=5.0).objective == "accuracy"
 
 
 def test_a_run_folder_from_before_finetune_init_loads_and_resumes_as_the_fine_tune_it_was(tmp_path):

@@ -293,6 +293,7 @@ def test_bad_latency_floor(frac, capsys):
     ("val_fraction", 1, "val_fraction: must be a number in (0, 1), got 1"),
     ("sandwich", -1, "sandwich: must be an integer >= 0, got -1"),
     ("sandwich", True, "sandwich: must be an integer >= 0, got True"),
+    ("objective", "latency", "objective: unknown objective 'latency'; available: ['accuracy', 'pareto']"),
 ])
 def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, value, msg):
     """Issue 12 case 5: `top_k: 0` from YAML failed later inside range(); every setting is
