@@ -53,6 +53,28 @@ __all__ = ["pick_spanning", "compare_rows", "main"]
 
 
 RETRAIN_ORDER = ("searched", "preset", "random", "ranked", "candidate")
+_DATA_KEYS = ("spec", "train", "val")  # what must match for a retrain to be reused
+
+
+def reusable_retrains(paths: Sequence[str | Path], recipe: dict, data: dict) -> dict[str, tuple[float, str]]:
+    """arch -> (retrained top-1 %, the result file) over earlier result JSONs of this benchmark
+    whose recipe equals ``recipe`` and whose data has the same spec and split as ``data``
+    (``Data.describe()``); other files are skipped with a note. Two files that disagree on a
+    network raise ``ValueError`` naming it (a retrain is deterministic, so they should not)."""
+    out: dict[str, tuple[float, str]] = {}
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        if d.get("recipe") != recipe or any(d.get("data", {}).get(k) != data.get(k) for k in _DATA_KEYS):
+            print(f"note: --reuse-retrains {p}: another recipe or data; nothing reused from it", flush=True)
+            continue
+        for r in d["rows"]:
+            if r.get("retrained") is None:
+                continue
+            if r["arch"] in out and abs(out[r["arch"]][0] - r["retrained"]) > 1e-9:
+                raise ValueError(f"--reuse-retrains: {r['arch']} retrained to {out[r['arch']][0]} in "
+                                 f"{out[r['arch']][1]} and {r['retrained']} in {p}")
+            out.setdefault(r["arch"], (float(r["retrained"]), str(p)))
+    return out
 
 
 def pick_spanning(records: Sequence[TrialRecord], k: int, *, exclude: set[str], seed: int = 0) -> list[TrialRecord]:
@@ -235,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="default", help="search space name or YAML (presets outside it are left out)")
     ap.add_argument("--search-config", default=None, metavar="RUN_YAML",
                     help="extra settings for search.run (its --config), e.g. calib_archs, top_k")
+    ap.add_argument("--reuse-retrains", nargs="+", default=(), metavar="RESULT",
+                    help="result JSONs of earlier runs: a network they retrained with the same recipe and data "
+                         "(spec and split) keeps its top-1 instead of training again (the retrains are "
+                         "deterministic on one machine: session 13 reproduced session 7's to the hundredth)")
     ap.add_argument("--out", default="results/nas_vs_baseline")
     ap.add_argument("--quiet", action="store_true", help="no progress bars (for logs)")
     args = ap.parse_args(argv)
@@ -326,11 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: RETRAIN_ORDER.index(r["role"]))  # stable: within a role, the order above
     recipe = retrain_recipe(args.retrain_epochs, args.seed, 0.05, 128)
     print(f"[3/4] retraining {len(rows)} networks from scratch, {recipe.epochs} epochs each: {recipe}", flush=True)
+    reuse = reusable_retrains(args.reuse_retrains, recipe.__dict__, data.describe())
     for i, r in enumerate(rows):
         d = out / "retrain" / r["name"]
         d.mkdir(parents=True, exist_ok=True)
         mf = d / "metrics.json"
         m = json.loads(mf.read_text()) if mf.is_file() else {}
+        if (m.get("arch") != r["arch"] or m.get("recipe") != recipe.__dict__) and r["arch"] in reuse:
+            m = {"arch": r["arch"], "name": r["name"], "recipe": recipe.__dict__, "val_acc": reuse[r["arch"]][0],
+                 "reused_from": reuse[r["arch"]][1]}
+            mf.write_text(json.dumps(m, indent=1))
         if m.get("arch") != r["arch"] or m.get("recipe") != recipe.__dict__:
             _drop_stale_checkpoint(d / "checkpoint.pt", r["arch"], recipe.__dict__)
             t = time.perf_counter()
@@ -341,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                  "history": hist, "seconds": time.perf_counter() - t}
             mf.write_text(json.dumps(m, indent=1))
         r["retrained"] = m["val_acc"]
+        if "reused_from" in m:
+            r["reused_from"] = Path(m["reused_from"]).name
         print(f"  [{i + 1}/{len(rows)}] {r['name']:<22} inherited {r['inherited']:6.2f}%  retrained "
-              f"{r['retrained']:6.2f}%  {r['latency_ms']:.3f} ms", flush=True)
+              f"{r['retrained']:6.2f}%  {r['latency_ms']:.3f} ms" + (f"  (reused: {r['reused_from']})" if "reused_from" in r else ""),
+              flush=True)
 
     # 4. report
     summary = compare_rows(rows, args.latency_ms, [c["arch"] for c in result.finetune])

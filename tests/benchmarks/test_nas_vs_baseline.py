@@ -164,3 +164,20 @@ def test_a_role_folder_holding_another_networks_checkpoint_is_cleared(tmp_path, 
     nvb._drop_stale_checkpoint(ck, "new", recipe)  # another recipe: dropped too
     assert not ck.exists()
     nvb._drop_stale_checkpoint(ck, "new", recipe)  # nothing there: nothing to do
+
+
+def test_reusable_retrains_match_recipe_and_data_and_refuse_disagreement(tmp_path, capsys):
+    recipe = {"epochs": 10, "seed": 0}
+    data = {"spec": "imagefolder:x@1000", "train": 4805, "val": 5195, "root": "x"}
+    rows = [{"arch": "a1", "retrained": 53.74}, {"arch": "a2", "retrained": 40.64}, {"arch": "a3", "retrained": None}]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"recipe": recipe, "data": {**data, "root": "elsewhere"}, "rows": rows}))
+    other = tmp_path / "other.json"  # another split: nothing from it
+    other.write_text(json.dumps({"recipe": recipe, "data": {**data, "val": 5000}, "rows": [{"arch": "a9", "retrained": 1.0}]}))
+    assert nvb.reusable_retrains([good, other], recipe, data) == {"a1": (53.74, str(good)), "a2": (40.64, str(good))}
+    assert "--reuse-retrains " + str(other) + ": another recipe or data" in capsys.readouterr().out
+    assert nvb.reusable_retrains([good], {**recipe, "epochs": 15}, data) == {}
+    clash = tmp_path / "clash.json"
+    clash.write_text(json.dumps({"recipe": recipe, "data": data, "rows": [{"arch": "a1", "retrained": 52.0}]}))
+    with pytest.raises(ValueError, match=r"--reuse-retrains: a1 retrained to 53.74 in .*good.json and 52.0 in"):
+        nvb.reusable_retrains([good, clash], recipe, data)
