@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="default", help="search space name or YAML (presets outside it are left out)")
     ap.add_argument("--search-config", default=None, metavar="RUN_YAML",
                     help="extra settings for search.run (its --config), e.g. calib_archs, top_k")
+    ap.add_argument("--retrain-shortlist", action=argparse.BooleanOptionalAction, default=True,
+                    help="also retrain the final pick's other candidates (role candidate: the pick's regret). "
+                         "--no-retrain-shortlist leaves them out: a shortlist near the budget with the small stem "
+                         "costs about 20 minutes a network on 2 cores")
     ap.add_argument("--reuse-retrains", nargs="+", default=(), metavar="RESULT",
                     help="result JSONs of earlier runs: a network they retrained with the same recipe and data "
                          "(spec and split) keeps its top-1 instead of training again (the retrains are "
@@ -307,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     # 2. latency: all candidates measured interleaved, once, before any training runs on the machine
     lat_f = out / "latency.json"
     known = {r["arch"] for r in rows}  # a candidate that is a preset is retrained once, as the preset
-    rows += [{"name": f"cand{i}", "role": "candidate", "arch": c["arch"]}
-             for i, c in enumerate(c for c in result.finetune if c["arch"] not in known)]
+    if args.retrain_shortlist:
+        rows += [{"name": f"cand{i}", "role": "candidate", "arch": c["arch"]}
+                 for i, c in enumerate(c for c in result.finetune if c["arch"] not in known)]
     ranked = pick_spanning(trials, args.rank_archs, exclude={r["arch"] for r in rows}, seed=args.seed)
     rows += [{"name": f"rank{i}", "role": "ranked", "arch": t.arch} for i, t in enumerate(ranked)]
     rows += [{"name": f"random{i}", "role": "random", "arch": str(a)}
