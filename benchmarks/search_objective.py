@@ -17,6 +17,7 @@ its cached supernet (trained here otherwise)::
 
     python benchmarks/search_objective.py --per-class 1000 --val-fraction 0.52 --supernet-epochs 20 \\
         --latency-ms 5 --trials 60 --seeds 0 1 --out benchmarks/results/search_objective_5ms.json
+    python benchmarks/search_objective.py --data digits --val-fraction 0.1 --supernet-epochs 25 --trials 40  # the main job's
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"),
                     help="ImageFolder root (default ../shared/data/cifar10/train)")
     ap.add_argument("--per-class", type=int, default=1000, help="images per class (0: all)")
+    ap.add_argument("--data", default=None, metavar="SPEC",
+                    help="search.run's --data instead of --root/--per-class (e.g. digits, the main job's data)")
     ap.add_argument("--val-fraction", type=float, default=0.52)
     ap.add_argument("--supernet-epochs", type=int, default=20)
     ap.add_argument("--latency-ms", type=float, default=5.0)
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.config import SearchConfig
     from search.pipeline import prepare, supernet_stage
 
-    data = f"imagefolder:{args.root}" + (f"@{args.per_class}" if args.per_class else "")
+    data = args.data or f"imagefolder:{args.root}" + (f"@{args.per_class}" if args.per_class else "")
     with tempfile.TemporaryDirectory() as out:
         config = SearchConfig.resolve({"latency_ms": args.latency_ms, "data": data, "epochs": args.supernet_epochs,
                                        "threads": args.threads, "val_fraction": args.val_fraction, "out": out})

@@ -24,20 +24,30 @@ from optuna.trial import TrialState
 from search.records import TrialRecord
 from search_space import Arch, SearchSpace, Task
 
-__all__ = ["run", "open_study", "records", "STUDY_FILE"]
+__all__ = ["run", "open_study", "records", "sampler", "STUDY_FILE", "RANDOM_STARTUP_TRIALS"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.journal"
+# random trials before TPE models the history. Optuna counts enqueued trials (the preset seeds) as
+# startup trials too, so they come on top: with up to 18 presets in budget TPE would otherwise start
+# at once from a history of hand-designed networks only
+RANDOM_STARTUP_TRIALS = 10
 
 
-def open_study(run_dir: Path, *, seed: int, pareto: bool = False) -> optuna.Study:
+def sampler(seed: int, n_seeds: int = 0) -> optuna.samplers.TPESampler:
+    """The search's TPE: multivariate, ``RANDOM_STARTUP_TRIALS`` random trials after the
+    ``n_seeds`` enqueued preset seeds (both backends use it)."""
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=RANDOM_STARTUP_TRIALS + n_seeds)
+
+
+def open_study(run_dir: Path, *, seed: int, pareto: bool = False, n_seeds: int = 0) -> optuna.Study:
     """The run folder's study (created or continued): top-1 maximised, and with ``pareto`` latency
-    minimised too. Raises ``ValueError`` when the folder's study has the other objective."""
+    minimised too; its :func:`sampler` (``n_seeds`` preset seeds before the random startup trials).
+    Raises ``ValueError`` when the folder's study has the other objective."""
     storage = JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_FILE)))
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
     directions = ["maximize", "minimize"] if pareto else ["maximize"]
-    study = optuna.create_study(storage=storage, study_name="search", directions=directions, sampler=sampler,
-                                load_if_exists=True)  # Optuna does not compare an existing study's directions
+    study = optuna.create_study(storage=storage, study_name="search", directions=directions,
+                                sampler=sampler(seed, n_seeds), load_if_exists=True)  # Optuna does not compare an existing study's directions
     if len(study.directions) != len(directions):
         raise ValueError(f"objective: the study in {run_dir} has {len(study.directions)} objective(s); resume it "
                          f"with objective {'pareto' if len(study.directions) == 2 else 'accuracy'!r}")
@@ -84,7 +94,7 @@ def run(
     An exception raised by ``objective`` stops the search (in-process: it is a bug, not a lost worker).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(run_dir, seed=seed, pareto=pareto)
+    study = open_study(run_dir, seed=seed, pareto=pareto, n_seeds=len(seeds))
     recovered = _recover(study)
     if recovered:
         log.info("resume: %d interrupted trial(s) will be re-run", recovered)

@@ -27,6 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from nas_training.cluster import dashboard_hint, error_line, init_ray
+from search.backends import optuna as optuna_backend
 from search.backends.optuna import records
 from search.records import TrialRecord
 from search_space import Arch, SearchSpace, Task
@@ -215,7 +216,7 @@ def _searcher(space: SearchSpace, task: Task, seeds: Sequence[tuple[str, Arch]],
         space=_DefineByRun(space, task, {str(a): n for n, a in seeds}),
         metric=["acc", "latency_ms"] if pareto else "acc", mode=["max", "min"] if pareto else "max",
         points_to_evaluate=points or None,
-        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10),
+        sampler=optuna_backend.sampler(seed, len(points)),
         study_name=study_name, storage=storage)
 
 

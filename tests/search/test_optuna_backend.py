@@ -64,3 +64,13 @@ def test_the_objective_decides_the_study_directions_and_values(tmp_path):
         with pytest.raises(ValueError, match=f"objective: the study in .* has {1 + pareto} objective\\(s\\); resume it "
                                              f"with objective '{'pareto' if pareto else 'accuracy'}'"):
             open_study(folder, seed=0, pareto=not pareto)
+
+
+def test_the_preset_seeds_come_before_the_random_startup_trials(tmp_path):
+    """Optuna counts enqueued trials as TPE startup trials: without the seeds added to the startup
+    count, up to 18 presets in budget left TPE to model a history of hand-designed networks only."""
+    from search.backends.optuna import RANDOM_STARTUP_TRIALS, sampler
+
+    assert RANDOM_STARTUP_TRIALS == 10
+    assert sampler(0, 9)._n_startup_trials == 19 and sampler(0)._n_startup_trials == 10
+    assert open_study(tmp_path, seed=0, n_seeds=3).sampler._n_startup_trials == 13
