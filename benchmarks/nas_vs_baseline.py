@@ -153,6 +153,8 @@ def plot(rows: Sequence[dict], trials: Sequence[TrialRecord], budget_ms: float, 
                           (a2, "retrained", "top-1 (%), retrained from scratch")):
         for role in ("random", "ranked", "candidate", "preset", "searched"):
             pts = [r for r in rows if r["role"] == role]
+            if not pts:  # a role left out (--rank-archs 0, --no-retrain-shortlist) gets no legend entry
+                continue
             ax.scatter([r["latency_ms"] for r in pts], [r[key] for r in pts], marker=markers[role],
                        s=220 if role == "searched" else 45, c=colors[role], zorder=5, edgecolors="k", linewidths=0.4,
                        label={"searched": "searched (winner)", "preset": "hand-designed presets",
