@@ -16,7 +16,7 @@ The supernet and the data are the main job's: the same flags as ``nas_vs_baselin
 its cached supernet (trained here otherwise)::
 
     python benchmarks/search_objective.py --per-class 1000 --val-fraction 0.52 --supernet-epochs 20 \\
-        --latency-ms 5 --trials 60 --seeds 0 1 --out benchmarks/results/search_objective_5ms.json
+        --latency-ms 5 --trials 60 --seeds 0 1 --out benchmarks/results/search_objective_5ms_s14.json
     python benchmarks/search_objective.py --data digits --val-fraction 0.1 --supernet-epochs 25 --trials 40  # the main job's
 """
 

@@ -143,11 +143,12 @@ class SearchConfig:
                 resume: str | Path | None = None) -> "SearchConfig":
         """defaults < ``resume``'s ``run.yaml`` < ``config_file`` < ``flags`` (``None`` values unset).
 
-        A resumed run keeps its backend, and a Ray run its trial count (``Tuner.restore`` keeps it).
+        A resumed run keeps its backend and objective (its study has them), and a Ray run its trial
+        count (``Tuner.restore`` keeps it).
 
         Raises:
-            ValueError: not a run folder, an unreadable or unknown-keyed YAML, a changed backend or
-                Ray trial count on resume, or any invalid setting (one line naming it).
+            ValueError: not a run folder, an unreadable or unknown-keyed YAML, a changed backend,
+                objective or Ray trial count on resume, or any invalid setting (one line naming it).
         """
         cfg: dict[str, Any] = dict(DEFAULTS)
         before: dict[str, Any] = {}
@@ -178,7 +179,7 @@ class SearchConfig:
                              f"resume it with the same backend (drop --backend {self.backend})")
         if before.get("objective", LEGACY_OBJECTIVE) != self.objective:
             raise ValueError(f"objective: {resume} was searched with objective {before.get('objective', LEGACY_OBJECTIVE)!r}; "
-                             f"resume it with the same objective (drop --objective {self.objective})")
+                             f"resume it with the same objective (drop --objective {self.objective}, or objective: in --config)")
         if self.backend == "ray" and before.get("trials") != self.trials:
             raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
                              f"drop --trials {self.trials}")

@@ -50,7 +50,7 @@ def open_study(run_dir: Path, *, seed: int, pareto: bool = False, n_seeds: int =
                                 sampler=sampler(seed, n_seeds), load_if_exists=True)  # Optuna does not compare an existing study's directions
     if len(study.directions) != len(directions):
         raise ValueError(f"objective: the study in {run_dir} has {len(study.directions)} objective(s); resume it "
-                         f"with objective {'pareto' if len(study.directions) == 2 else 'accuracy'!r}")
+                         f"with --objective {'pareto' if len(study.directions) == 2 else 'accuracy'}")
     return study
 
 

@@ -62,7 +62,7 @@ def test_the_objective_decides_the_study_directions_and_values(tmp_path):
         assert values == [[r.acc, 2.5] if pareto else [r.acc] for r in recs]
         assert [t.constraints for t in study.get_trials(deepcopy=False)] == [{"latency": -1.0}] * 3
         with pytest.raises(ValueError, match=f"objective: the study in .* has {1 + pareto} objective\\(s\\); resume it "
-                                             f"with objective '{'pareto' if pareto else 'accuracy'}'"):
+                                             f"with --objective {'pareto' if pareto else 'accuracy'}$"):
             open_study(folder, seed=0, pareto=not pareto)
 
 
@@ -74,3 +74,15 @@ def test_the_preset_seeds_come_before_the_random_startup_trials(tmp_path):
     assert RANDOM_STARTUP_TRIALS == 10
     assert sampler(0, 9)._n_startup_trials == 19 and sampler(0)._n_startup_trials == 10
     assert open_study(tmp_path, seed=0, n_seeds=3).sampler._n_startup_trials == 13
+
+
+def test_a_two_objective_study_resumes_with_its_trials(tmp_path):
+    """A run folder's pareto study continues: the second call adds trials to the same study."""
+    def score(arch):
+        return TrialRecord(number=-1, arch=str(arch), acc=float(len(str(arch)) % 97), pred_ms=2.0, constraint=-3.0,
+                           feasible=True, evaluated=True)
+
+    first = run(score, SPACE, run_dir=tmp_path, n_trials=2, seed=0, task=Task(10, 32, None), pareto=True)
+    both = run(score, SPACE, run_dir=tmp_path, n_trials=4, seed=0, task=Task(10, 32, None), pareto=True, resume=True)
+    assert [r.arch for r in both[:2]] == [r.arch for r in first] and len(both) == 4
+    assert [len(t.values) for t in open_study(tmp_path, seed=0, pareto=True).get_trials(deepcopy=False)] == [2] * 4

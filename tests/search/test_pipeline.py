@@ -70,7 +70,7 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'; resume it with the same backend"):
         SearchConfig.resolve({"backend": "ray"}, resume=run)
     with pytest.raises(ValueError, match="objective: .* was searched with objective 'accuracy'; resume it with the "
-                                         "same objective \\(drop --objective pareto\\)"):
+                                         "same objective \\(drop --objective pareto, or objective: in --config\\)"):
         SearchConfig.resolve({"objective": "pareto"}, resume=run)
     with pytest.raises(ValueError, match="is not a ShuffleNAS run folder"):
         SearchConfig.resolve({}, resume=tmp_path / "nope")
@@ -157,7 +157,7 @@ def test_a_run_folder_from_before_objective_resumes_its_two_objective_study(tmp_
     assert run_settings(yaml.safe_load((run / "run.yaml").read_text()))["objective"] == "pareto"
     assert SearchConfig.resolve({}, resume=run).objective == "pareto"
     with pytest.raises(ValueError, match=r"objective: .* 'pareto'; resume it with the same objective "
-                                         r"\(drop --objective accuracy\)"):
+                                         r"\(drop --objective accuracy, or objective: in --config\)"):
         SearchConfig.resolve({"objective": "accuracy"}, resume=run)
     assert run_settings({}) == {} and SearchConfig(latency_ms=5.0).objective == "accuracy"
 
