@@ -22,6 +22,27 @@ def test_unreachable_or_malformed_address_is_a_clear_error():
     assert main(["--latency-ms", "5", "--backend", "ray", "--address", "127.0.0.1:1", "--out", "/nonexistent"]) == 2
 
 
+@pytest.mark.parametrize("pareto", [False, True])
+def test_the_ray_searcher_has_the_objective_and_startup_of_the_optuna_backend(tmp_path, pareto):
+    """Tune's OptunaSearch gets the run's objective (top-1 alone, or top-1 and latency) and the
+    startup trials after the seeds (its points_to_evaluate), as the Optuna backend does."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    import search.backends.ray as backend
+    from search_space import SearchSpace, Task, get_preset
+
+    backend.ConstrainedOptunaSearch = backend._make_searcher_class()
+    seeds = [(n, get_preset(n, 10)) for n in ("shufflenet_v1_g1", "shufflenet_v2_x1_0")]
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
+    s = backend._searcher(SearchSpace.load("default"), Task(10, 32, None), seeds, 0, "study", storage, pareto)
+    max_, min_ = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    assert s._ot_study.directions == ([max_, min_] if pareto else [max_])
+    assert (s._metric, s._mode) == ((["acc", "latency_ms"], ["max", "min"]) if pareto else ("acc", "max"))
+    assert s._ot_study.sampler._n_startup_trials == 12
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from search.backends.ray import init_ray
