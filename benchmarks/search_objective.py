@@ -43,13 +43,12 @@ def summarize(records: Sequence[Any], top: int) -> dict[str, Any]:
     top-1 % of the best one and mean of the ``top`` best of them (None when there are none);
     ``top_latency_ms`` and ``top_small_stem``: their latencies (ms) and how many use the small
     stem; ``median_latency_ms``: over all trials, feasible or not."""
+    from search.pipeline import by_score
     from search_space import Arch
 
-    uniq: dict[str, Any] = {}
-    for r in sorted((r for r in records if r.evaluated and r.feasible), key=lambda r: -r.acc):
-        uniq.setdefault(r.arch, r)
-    best = list(uniq.values())[:top]
-    return {"trials": len(records), "feasible": len(uniq), "best": best[0].acc if best else None,
+    ranked = by_score([r for r in records if r.evaluated and r.feasible])  # the final pick's order
+    best = ranked[:top]
+    return {"trials": len(records), "feasible": len(ranked), "best": best[0].acc if best else None,
             "top_mean": statistics.fmean(r.acc for r in best) if best else None,
             "top_latency_ms": [round(r.latency_ms, 3) for r in best],
             "top_small_stem": sum(Arch.parse(r.arch).small_input for r in best),

@@ -35,7 +35,7 @@ from search.config import SearchConfig, run_settings
 from search.records import TrialRecord, read_trials_csv, write_trials_csv
 
 __all__ = ["run_search", "SearchResult", "SearchInterrupted", "prepare", "supernet_stage", "search_stage", "select",
-           "publish", "supernet_key", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
+           "publish", "supernet_key", "by_score", "SHIPPED_BY_RUNTIME", "NOISY_REL_IQR"]
 
 log = logging.getLogger("search.run")
 
@@ -352,8 +352,14 @@ def _candidates(run: _Run, records: list[TrialRecord]) -> list[TrialRecord]:
         log.warning("no trial between %.3g and %.3g ms; picking among all under the budget", run.floor_ms,
                     run.config.latency_ms)
         pool = [r for r in records if r.state == "complete" and r.evaluated and r.latency_ms <= run.config.latency_ms]
+    return by_score(pool)
+
+
+def by_score(records) -> list[TrialRecord]:
+    """``records`` one per arch, best one-shot score first (ties: the faster one): the order the
+    final pick takes its shortlist in."""
     uniq: dict[str, TrialRecord] = {}
-    for r in sorted(pool, key=lambda r: (-r.acc, r.latency_ms)):
+    for r in sorted(records, key=lambda r: (-r.acc, r.latency_ms)):
         uniq.setdefault(r.arch, r)
     return list(uniq.values())
 
