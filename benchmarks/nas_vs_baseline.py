@@ -24,6 +24,9 @@ this machine:
    ``nas_vs_baseline.png`` (search Pareto front with inherited accuracy; retrained
    accuracy vs measured latency) and ``nas_vs_baseline.json``.
 
+``--search-seed`` repeats the search (supernet, trials, final pick) under another seed while the
+retrains keep ``--seed``'s recipe, so ``--reuse-retrains`` serves the presets and the random control.
+
 Every step is kept in ``--out``; running the same command again continues
 (finished retrains are reused, an interrupted one resumes from its checkpoint).
 
@@ -213,7 +216,7 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> SearchResult
         print(f"[1/4] search: reusing {run_dir}")
         return SearchResult.load(run_dir)
     flags = {"latency_ms": args.latency_ms, "data": data_spec, "epochs": args.supernet_epochs, "trials": args.trials,
-             "seed": args.seed, "threads": args.threads, "space": args.space, "out": str(out / "search"),
+             "seed": args.seed if args.search_seed is None else args.search_seed, "threads": args.threads, "space": args.space, "out": str(out / "search"),
              "val_fraction": args.val_fraction, "min_latency_frac": args.min_latency_frac or None}
     config = SearchConfig.resolve(flags, config_file=args.search_config)
     print(f"[1/4] search: run_search({config})", flush=True)
@@ -253,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.25,
                     help="share of each class held out (default 0.25: 5,000 images at 2,000 per class)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for latency")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the retrains, the random control and the ranked sample")
+    ap.add_argument("--search-seed", type=int, default=None, metavar="S",
+                    help="seed of the search alone (its supernet, trials and final pick; default --seed): a second "
+                         "search seed keeps the retrain recipe, so --reuse-retrains serves the presets and the "
+                         "random control")
     ap.add_argument("--min-latency-frac", type=float, default=0.0, metavar="F",
                     help="search.run's floor: search only networks predicted at >= F x budget")
     ap.add_argument("--space", default="default", help="search space name or YAML (presets outside it are left out)")

@@ -103,7 +103,7 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     argv = ["--root", str(tmp_path / "imgs"), "--per-class", "0", "--latency-ms", "1000", "--supernet-epochs", "1",
             "--trials", "10", "--retrain-epochs", "2", "--rank-archs", "3", "--random-archs", "2",
             "--val-fraction", "0.25", "--space", str(tmp_path / "tiny.yaml"),
-            "--search-config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--quiet"]
+            "--search-config", str(tmp_path / "cfg.yaml"), "--search-seed", "3", "--out", str(out), "--quiet"]
     assert nvb.main(argv) == 0
     res = json.loads((out / "nas_vs_baseline.json").read_text())
     rows = res["rows"]
@@ -122,6 +122,8 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     assert res["data"]["val"] == int(held.val_y.numel()) > int(load_data(f"imagefolder:{tmp_path / 'imgs'}").val_y.numel())
     run_yaml = yaml.safe_load((Path(res["run_dir"]) / "run.yaml").read_text())
     assert run_yaml["config"]["val_fraction"] == 0.25 and run_yaml["data"]["val"] == res["data"]["val"]
+    # --search-seed seeds the search alone; the retrains keep --seed, so their recipe matches other runs'
+    assert run_yaml["config"]["seed"] == 3 and res["search"]["config"]["seed"] == 3 and res["recipe"]["seed"] == 0
     for r in rows:  # every figure in the table is the one its retrain and the latency file recorded
         m = json.loads((out / "retrain" / r["name"] / "metrics.json").read_text())
         assert m["arch"] == r["arch"] and r["retrained"] == m["val_acc"] and len(m["history"]) == 2
