@@ -110,14 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     print(f"\n| arm | seeds | best one-shot top-1 % | mean of the top {args.top} % | feasible | small stem in the top "
           f"{args.top} | s per arm |\n| --- | --- | --- | --- | --- | --- | --- |")
+    def fmt(rs: list[dict], key: str, spec: str = ".2f") -> str:
+        return " / ".join("-" if r[key] is None else format(r[key], spec) for r in rs)
+
     for kind in args.arms:
         rs = [r for r in rows if r["arm"] == kind]
-
-        def fmt(key: str, spec: str = ".2f") -> str:
-            return " / ".join("-" if r[key] is None else format(r[key], spec) for r in rs)
-
-        print(f"| {kind} | {' / '.join(str(r['seed']) for r in rs)} | {fmt('best')} | {fmt('top_mean')} | "
-              f"{fmt('feasible', 'd')} | {fmt('top_small_stem', 'd')} | {fmt('seconds', '.0f')} |")
+        print(f"| {kind} | {' / '.join(str(r['seed']) for r in rs)} | {fmt(rs, 'best')} | {fmt(rs, 'top_mean')} | "
+              f"{fmt(rs, 'feasible', 'd')} | {fmt(rs, 'top_small_stem', 'd')} | {fmt(rs, 'seconds', '.0f')} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "supernet": str(ckpt), "data": run.data.describe(),
                                               "rows": rows}, indent=1) + "\n")

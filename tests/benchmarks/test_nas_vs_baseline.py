@@ -183,3 +183,46 @@ def test_reusable_retrains_match_recipe_and_data_and_refuse_disagreement(tmp_pat
     clash.write_text(json.dumps({"recipe": recipe, "data": data, "rows": [{"arch": "a1", "retrained": 52.0}]}))
     with pytest.raises(ValueError, match=r"--reuse-retrains: a1 retrained to 53.74 in .*good.json and 52.0 in"):
         nvb.reusable_retrains([good, clash], recipe, data)
+
+
+def test_the_budget_preset_is_the_baseline_whatever_its_remeasurement():
+    rows = [row("searched", "searched", "w", 70.0, 66.0, 2.4),
+            row("g8", "preset", "p1", 60.0, 64.0, 2.45),  # the budget's preset, re-measured 2% over it
+            row("g3", "preset", "p2", 65.0, 63.0, 2.1)]
+    s = nvb.compare_rows(rows, 2.4, budget_preset="g8")
+    assert s["baseline"] == "g8" and s["budget_preset"] == "g8" and s["gap_pts"] == pytest.approx(2.0)
+    assert s["no_slower"] is True and s["latency_ratio"] == pytest.approx(2.4 / 2.45)
+    s = nvb.compare_rows(rows, 2.4)  # without it the over-budget reading leaves it out
+    assert s["baseline"] == "g3" and s["budget_preset"] is None and s["gap_pts"] == pytest.approx(3.0)
+
+
+def test_budget_at_measures_once_and_refuses_another_preset_or_an_unknown_name(tmp_path, monkeypatch):
+    calls = []
+    from search.latency import measure_many as real
+    from search_space import get_preset
+
+    def counting(models, *a, **kw):
+        calls.append(len(models))
+        return real(models, *a, **kw)
+
+    monkeypatch.setattr("search.latency.measure_many", counting)
+    ms = nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, 1, 10, 32)
+    saved = json.loads((tmp_path / "budget.json").read_text())
+    assert calls == [1] and ms == saved["budget_ms"] == round(saved["median_ms"], 3) and ms > 0
+    assert saved["preset"] == "shufflenet_v2_x0_5:small" and saved["arch"] == str(get_preset("shufflenet_v2_x0_5", 10, small_input=True))
+    assert nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, 1, 10, 32) == ms and calls == [1]  # re-run: read back
+    with pytest.raises(ValueError, match="--budget-at shufflenet_v2_x0_5:small or another --out"):
+        nvb.budget_at("shufflenet_v1_g8", tmp_path, 1, 10, 32)
+    for bad in ("shufflenet_v9", "shufflenet_v1_g8:tiny"):
+        with pytest.raises(ValueError, match="--budget-at: unknown preset .*shufflenet_v1_g8"):
+            nvb.budget_at(bad, tmp_path / "other", 1, 10, 32)
+    assert calls == [1]
+
+
+def test_budget_at_a_preset_outside_the_space_is_refused_before_any_work(tmp_path, capsys):
+    _imagefolder(tmp_path / "imgs")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    rc = nvb.main(["--root", str(tmp_path / "imgs"), "--per-class", "0", "--budget-at", "shufflenet_v1_g8",
+                   "--space", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 2 and "--budget-at: shufflenet_v1_g8 is not in space" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "budget.json").exists() and not (tmp_path / "out" / "search").exists()
