@@ -9,7 +9,8 @@ this machine:
 2. Measures, interleaved in one session, the winner, every preset and the
    ranking architectures (batch 1, the run's runtime and threads).
 3. Retrains from scratch, with the one recipe of ``search.retrain`` and the
-   same epochs: the winner, every preset that measures within the budget,
+   same epochs: the winner, every preset that measures within the budget (and the
+   ``--budget-at`` preset whatever it measures),
    ``--rank-archs`` more architectures from the search's evaluated trials,
    spread over the latency range (one per latency quantile), and the
    random-search control (Li and Talwalkar, "Random Search and
@@ -29,7 +30,9 @@ here first, so "the best preset in budget, at no higher latency" is met or misse
 alone rather than by where the budget falls between the presets.
 
 ``--search-seed`` repeats the search (supernet, trials, final pick) under another seed while the
-retrains keep ``--seed``'s recipe, so ``--reuse-retrains`` serves the presets and the random control.
+retrains keep ``--seed``'s recipe, so ``--reuse-retrains`` serves the presets and the random
+control (with ``--budget-at``, pass the first run's ``budget.json`` so both search one budget).
+A re-run in the same ``--out`` with other search settings is refused, not mixed.
 
 Every step is kept in ``--out``; running the same command again continues
 (finished retrains are reused, an interrupted one resumes from its checkpoint).
@@ -56,10 +59,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.pipeline import SearchResult  # noqa: E402
 from search.records import TrialRecord  # noqa: E402
 
-__all__ = ["pick_spanning", "compare_rows", "budget_at", "main"]
+__all__ = ["pick_spanning", "compare_rows", "budget_at", "in_budget", "main"]
 
 
 RETRAIN_ORDER = ("searched", "preset", "random", "ranked", "candidate")
+DEFAULT_LATENCY_MS = 2.4
+# the search settings a re-run must repeat to reuse the search kept in --out
+_SEARCH_KEYS = ("latency_ms", "data", "epochs", "trials", "seed", "space", "threads", "val_fraction",
+                "min_latency_frac", "objective")
 _DATA_KEYS = ("spec", "train", "val")  # what must match for a retrain to be reused
 
 
@@ -99,37 +106,72 @@ def pick_spanning(records: Sequence[TrialRecord], k: int, *, exclude: set[str], 
     return [pool[int(rng.choice(b))] for b in bins]
 
 
-def budget_at(name: str, out: Path, threads: int, num_classes: int, size: int, seed: int = 0) -> float:
-    """The measured median latency (ms to the microsecond, batch 1, ``threads`` CPU threads, ``size`` x ``size``) of
-    preset ``name`` (``shufflenet_v1_g8``; ``:small`` for the small stem), the budget of a
-    matched-latency run: the issue's target compares the winner with the best preset in budget at
-    no higher latency, and with a budget above every preset the search's winner sits above them.
-    Measured once, then kept in ``out/budget.json`` so a re-run searches the same budget.
+def budget_at(spec: str, out: Path, *, space, threads: int, num_classes: int, size: int, seed: int = 0) -> dict:
+    """The budget of a matched-latency run (``--budget-at``): the measured median latency (ms,
+    rounded to the microsecond; batch 1, ``threads`` CPU threads, ``size`` x ``size``) of a preset
+    of ``space``. The issue's target compares the winner with the best preset in budget at no
+    higher latency, and with a budget above every preset the search's winner sits above them.
 
-    Raises ``ValueError`` for an unknown preset name (listing them), or when ``budget.json``
-    holds another preset's budget."""
+    ``spec`` is a preset name (``shufflenet_v1_g8``; ``:small`` for the small stem), measured now,
+    or an earlier run's ``budget.json``, whose budget is reused (a second search seed then runs
+    at the same budget, so its random control is the same). Either way the record is kept in
+    ``out/budget.json`` and a re-run in ``out`` reads it back.
+
+    Returns the record: ``preset`` (its row name), ``arch``, ``budget_ms`` and the measurement
+    (``median_ms``, ``iqr_ms``, ``env``...).
+
+    Raises ``ValueError`` (naming ``--budget-at``) for an unknown preset (listing the space's),
+    a preset outside ``space``, or a kept or given ``budget.json`` of another preset, thread
+    count or input shape than this run's."""
     from search.latency import Conditions, measure_many
     from search_space import get_preset, list_presets
     from supernet import ShuffleNet
 
-    base, _, stem = name.partition(":")
-    if base not in list_presets() or stem not in ("", "small"):
-        raise ValueError(f"--budget-at: unknown preset {name!r}; one of {', '.join(list_presets())} "
-                         f"(add ':small' for the small stem)")
+    in_space = [n + (":small" if small else "") for small in space.small_input for n in list_presets()
+                if space.contains(get_preset(n, num_classes, small_input=small))]
+    given = json.loads(Path(spec).read_text()) if spec.endswith(".json") and Path(spec).is_file() else None
+    name = given["preset"] if given else spec
+    base, colon, stem = name.partition(":")
+    if base not in list_presets() or stem not in (("small",) if colon else ("",)):
+        raise ValueError(f"--budget-at: unknown preset {name!r}; the presets of space {space.name!r}: "
+                         f"{', '.join(in_space)} (or an earlier run's budget.json)")
+    if name not in in_space:
+        raise ValueError(f"--budget-at: {name} is not in space {space.name!r}, so it would not be compared; "
+                         + (f"one of {', '.join(in_space)}" if in_space else "the space holds no preset: use --latency-ms"))
+    shape = [1, 3, size, size]
     f = out / "budget.json"
-    if f.is_file():
-        d = json.loads(f.read_text())
+    kept = json.loads(f.read_text()) if f.is_file() else None
+    for src, d in ((f, kept), (spec, given)):
+        if d is None:
+            continue
         if d["preset"] != name:
-            raise ValueError(f"--budget-at: {out} was run at {d['preset']}'s latency; use --budget-at {d['preset']} "
+            raise ValueError(f"--budget-at: {src} holds {d['preset']}'s budget; use --budget-at {d['preset']} "
                              f"or another --out")
-        return float(d["budget_ms"])
-    arch = get_preset(base, num_classes, small_input=stem == "small")
-    (m,) = measure_many([ShuffleNet(arch)], Conditions((1, 3, size, size), device="cpu", threads=threads),
-                        rounds=10, per_round=10, seed=seed)
-    budget = round(m.median_ms, 3)
-    f.write_text(json.dumps({"preset": name, "arch": str(arch), "budget_ms": budget, **m.to_dict(samples=False)},
-                            indent=1))
-    return budget
+        if d["env"]["threads"] != threads or list(d["env"]["input_shape"]) != shape:
+            raise ValueError(f"--budget-at: {src} was measured with {d['env']['threads']} thread(s) at "
+                             f"{d['env']['input_shape']}, this run is {threads} at {shape}; use --threads "
+                             f"{d['env']['threads']} with the same data, or measure anew in another --out")
+    if kept is not None:
+        return kept
+    if given is None:
+        arch = get_preset(base, num_classes, small_input=stem == "small")
+        (m,) = measure_many([ShuffleNet(arch)], Conditions(tuple(shape), device="cpu", threads=threads),
+                            rounds=10, per_round=10, seed=seed)
+        given = {"preset": name, "arch": str(arch), "budget_ms": round(m.median_ms, 3), **m.to_dict(samples=False)}
+    else:
+        given = dict(given, reused_from=str(spec))
+    out.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(given, indent=1))
+    return given
+
+
+def in_budget(rows: Sequence[dict], budget_ms: float, random_archs: int, budget_preset: str | None = None) -> list:
+    """The rows the benchmark retrains: every non-preset, non-random row; presets measured within
+    the budget (and ``budget_preset`` whatever its re-measurement, as it defines the budget); the
+    first ``random_archs`` random rows measured within it."""
+    keep = [r for r in rows if r["role"] not in ("preset", "random")
+            or (r["role"] == "preset" and (r["latency_ms"] <= budget_ms or r["name"] == budget_preset))]
+    return keep + [r for r in rows if r["role"] == "random" and r["latency_ms"] <= budget_ms][:random_archs]
 
 
 def compare_rows(rows: Sequence[dict], budget_ms: float, pick_shortlist: Sequence[str] = (),
@@ -253,13 +295,20 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> SearchResult
     state_f = out / "state.json"
     state = json.loads(state_f.read_text()) if state_f.is_file() else {}
     run_dir = Path(state["run_dir"]) if state.get("run_dir") else None
-    if run_dir is not None and (run_dir / "result.json").is_file():
-        print(f"[1/4] search: reusing {run_dir}")
-        return SearchResult.load(run_dir)
     flags = {"latency_ms": args.latency_ms, "data": data_spec, "epochs": args.supernet_epochs, "trials": args.trials,
-             "seed": args.seed if args.search_seed is None else args.search_seed, "threads": args.threads, "space": args.space, "out": str(out / "search"),
-             "val_fraction": args.val_fraction, "min_latency_frac": args.min_latency_frac or None}
+             "seed": args.seed if args.search_seed is None else args.search_seed, "threads": args.threads,
+             "space": args.space, "out": str(out / "search"), "val_fraction": args.val_fraction,
+             "min_latency_frac": args.min_latency_frac or None}
     config = SearchConfig.resolve(flags, config_file=args.search_config)
+    if run_dir is not None and (run_dir / "result.json").is_file():
+        result = SearchResult.load(run_dir)
+        old = result.config
+        diff = {k: (getattr(old, k), getattr(config, k)) for k in _SEARCH_KEYS if getattr(old, k) != getattr(config, k)}
+        if diff:  # the rows, filters and headline would use this run's settings with another run's winner
+            raise ValueError(f"--out {out} holds a search with other settings ({', '.join(f'{k} {a!r}, now {b!r}' for k, (a, b) in diff.items())}; "
+                             f"state.json -> {run_dir}); repeat its flags or use another --out")
+        print(f"[1/4] search: reusing {run_dir} ({config.latency_ms:g} ms, seed {config.seed})")
+        return result
     print(f"[1/4] search: run_search({config})", flush=True)
     result = run_search(config, progress=not args.quiet)
     state_f.write_text(json.dumps({"run_dir": str(result.run_dir)}))
@@ -285,10 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"),
                     help="ImageFolder root (default ../shared/data/cifar10/train)")
     ap.add_argument("--per-class", type=int, default=2000, help="images per class (0: all)")
-    ap.add_argument("--latency-ms", type=float, default=2.4)
-    ap.add_argument("--budget-at", default=None, metavar="PRESET",
-                    help="matched latency: the budget is this preset's latency measured here at the start "
-                         "(kept in OUT/budget.json), and the preset counts as within it (replaces --latency-ms)")
+    bg = ap.add_mutually_exclusive_group()
+    bg.add_argument("--latency-ms", type=float, default=None, help=f"the budget (default {DEFAULT_LATENCY_MS})")
+    bg.add_argument("--budget-at", default=None, metavar="PRESET|BUDGET_JSON",
+                        help="matched latency, instead of --latency-ms: the budget is this preset's latency measured "
+                             "here at the start (kept in OUT/budget.json; or an earlier run's budget.json, reused), "
+                             "and the preset counts as within it whatever its re-measurement")
     ap.add_argument("--supernet-epochs", type=int, default=40)
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--retrain-epochs", type=int, default=15)
@@ -300,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.25,
                     help="share of each class held out (default 0.25: 5,000 images at 2,000 per class)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for latency")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the retrains, the random control and the ranked sample")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the retrains, the random control, the ranked sample and the order of the "
+                         "latency measurements")
     ap.add_argument("--search-seed", type=int, default=None, metavar="S",
                     help="seed of the search alone (its supernet, trials and final pick; default --seed): a second "
                          "search seed keeps the retrain recipe, so --reuse-retrains serves the presets and the "
@@ -342,15 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(data_spec, val_fraction=args.val_fraction)
     print(f"data: {data.describe()}", flush=True)
 
+    budget, budget_preset = None, None
     try:
         if args.budget_at:
-            base, _, stem = args.budget_at.partition(":")
-            if base in list_presets() and not SearchSpace.load(args.space).contains(
-                    get_preset(base, data.num_classes, small_input=stem == "small")):
-                raise ValueError(f"--budget-at: {args.budget_at} is not in space {args.space!r}, so it would not be "
-                                 f"compared; pick a preset of the space")
-            args.latency_ms = budget_at(args.budget_at, out, args.threads, data.num_classes, data.image_size, args.seed)
-            print(f"budget: {args.latency_ms:.3f} ms, {args.budget_at} measured here (--budget-at)", flush=True)
+            budget = budget_at(args.budget_at, out, space=SearchSpace.load(args.space), threads=args.threads,
+                               num_classes=data.num_classes, size=data.image_size, seed=args.seed)
+            args.latency_ms, budget_preset = budget["budget_ms"], budget["preset"]
+            print(f"budget: {args.latency_ms:.3f} ms, {budget_preset}'s latency "
+                  + (f"from {budget['reused_from']}" if "reused_from" in budget else "measured here") + " (--budget-at)",
+                  flush=True)
+        elif args.latency_ms is None:
+            args.latency_ms = DEFAULT_LATENCY_MS
         result = _search(args, out, data_spec)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -393,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["latency_ms"], r["iqr_ms"] = lat[r["arch"]]["median_ms"], lat[r["arch"]]["iqr_ms"]
     env = lat[winner]["env"]
-    rows = [r for r in rows if r["role"] != "preset" or r["latency_ms"] <= args.latency_ms or r["name"] == args.budget_at]
-    kept = [r for r in rows if r["role"] == "random" and r["latency_ms"] <= args.latency_ms][:args.random_archs]
-    rows = [r for r in rows if r["role"] != "random"] + kept
+    rows = in_budget(rows, args.latency_ms, args.random_archs, budget_preset)
+    for r in rows:
+        r["budget_preset"] = r["name"] == budget_preset
+    kept = [r for r in rows if r["role"] == "random"]
     if len(kept) < args.random_archs:
         print(f"note: only {len(kept)} of the random candidates measured within the budget", flush=True)
 
@@ -447,19 +502,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. report
     # without the shortlist's retrains, a regret over the part of it that other rows cover would mislead
-    summary = compare_rows(rows, args.latency_ms, shortlist if args.retrain_shortlist else (), args.budget_at)
+    summary = compare_rows(rows, args.latency_ms, shortlist if args.retrain_shortlist else (), budget_preset)
     rows.sort(key=lambda r: ({"searched": 0, "candidate": 1, "preset": 2, "ranked": 3, "random": 4}[r["role"]],
                              r["latency_ms"]))
+    budget_text = f"budget {args.latency_ms:g} ms" + (f" (= {budget_preset}'s latency)" if budget_preset else "")
+    search_seed = result.config.seed
     print(f"\n[4/4] {data.spec}: {len(data.train_y)} train / {len(data.val_y)} held-out images, {size}x{size}; "
-          f"budget {args.latency_ms:g} ms on {env['device_name']} ({env['runtime']}, {env['threads']} thread(s), "
-          f"batch 1); retrain {recipe.epochs} epochs from scratch")
+          f"{budget_text} on {env['device_name']} ({env['runtime']}, {env['threads']} thread(s), "
+          f"batch 1); search seed {search_seed}; retrain {recipe.epochs} epochs from scratch, seed {recipe.seed}"
+          + ("; * the budget's preset" if budget_preset else ""))
     print(f"{'model':<22} {'retrained':>9} {'inherited':>9} {'latency ms':>10} {'IQR':>6} {'params':>9} {'MFLOPs':>7}  arch")
     for r in rows:
-        print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}% {r['latency_ms']:10.3f} "
+        print(f"{r['name'] + ('*' if r['budget_preset'] else ''):<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}% {r['latency_ms']:10.3f} "
               f"{r['iqr_ms']:6.3f} {r['params']:9,d} {r['mflops']:7.2f}  {r['arch']}")
     if summary.get("baseline"):
         print(f"\nsearched vs strongest preset in budget ({summary['baseline']}"
-              + (f"; the budget is {args.budget_at}'s latency" if args.budget_at else "") + "): "
+              + (f"; the budget is {budget_preset}'s latency" if budget_preset else "") + "): "
               f"{summary['gap_pts']:+.2f} pts top-1 at {summary['latency_ratio']:.2f}x its latency "
               f"({'no slower' if summary['no_slower'] else 'SLOWER'})")
     else:
@@ -478,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     if "kendall_tau" in summary:
         print(f"ranking, inherited vs retrained over {summary['n_ranked']} networks: Kendall tau "
               f"{summary['kendall_tau']:.3f}, Spearman rho {summary['spearman_rho']:.3f}")
-    title = (f"{Path(args.root).name}@{args.per_class or 'all'} | {env['device_name']} | budget {args.latency_ms:g} ms | "
-             f"supernet {args.supernet_epochs} ep, {args.trials} trials"
+    title = (f"{Path(args.root).name}@{args.per_class or 'all'} | {env['device_name']} | {budget_text} | "
+             f"supernet {args.supernet_epochs} ep, {args.trials} trials, search seed {search_seed}"
              + (f" (floor {args.min_latency_frac:g} x budget)" if args.min_latency_frac else "")
              + f", retrain {recipe.epochs} ep")
     plot(rows, trials, args.latency_ms, out / "nas_vs_baseline.png", title)
@@ -487,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "nas_vs_baseline.json").write_text(json.dumps(
         {"args": vars(args), "data": data.describe(), "latency_env": env, "recipe": recipe.__dict__,
          "run_dir": str(run_dir), "rows": rows, "summary": summary, "seconds": total,
+         "budget": budget,  # --budget-at: the preset's measurement that set the budget (None: --latency-ms)
          # the search itself (its run folder is not committed): settings, objective included, stage timings,
          # the final pick's shortlist with its per-epoch top-1, and the winner's latencies as picked and shipped
          "search": {"config": result.config.to_dict(), "timings": result.timings, "finetune": list(result.finetune),

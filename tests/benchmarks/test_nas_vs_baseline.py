@@ -142,6 +142,10 @@ def test_tiny_end_to_end_and_rerun_reuses(tmp_path, monkeypatch, capsys):
     res2 = json.loads((out / "nas_vs_baseline.json").read_text())
     assert res2["rows"] == rows
     assert stamp == {r["name"]: (out / "retrain" / r["name"] / "metrics.json").stat().st_mtime_ns for r in rows}
+    # another search seed (or budget) in the same --out must not reuse this search under the new flags
+    argv[argv.index("--search-seed") + 1] = "4"
+    assert nvb.main(argv) == 2
+    assert "holds a search with other settings (seed 3, now 4;" in capsys.readouterr().err
 
 
 def test_missing_root_is_a_clear_error(tmp_path, capsys):
@@ -196,27 +200,48 @@ def test_the_budget_preset_is_the_baseline_whatever_its_remeasurement():
     assert s["baseline"] == "g3" and s["budget_preset"] is None and s["gap_pts"] == pytest.approx(3.0)
 
 
-def test_budget_at_measures_once_and_refuses_another_preset_or_an_unknown_name(tmp_path, monkeypatch):
-    calls = []
+def test_in_budget_keeps_the_budget_preset_and_the_first_random_rows_within_it():
+    rows = [row("searched", "searched", "w", 70.0, 0, 2.5), row("g8", "preset", "p1", 60.0, 0, 2.45),
+            row("g3", "preset", "p2", 65.0, 0, 2.1), row("x2", "preset", "p3", 65.0, 0, 3.0),
+            row("random0", "random", "r0", 1, 0, 2.6), row("random1", "random", "r1", 1, 0, 2.3),
+            row("random2", "random", "r2", 1, 0, 1.0), row("random3", "random", "r3", 1, 0, 2.0)]
+    assert [r["name"] for r in nvb.in_budget(rows, 2.4, 2, "g8")] == ["searched", "g8", "g3", "random1", "random2"]
+    assert [r["name"] for r in nvb.in_budget(rows, 2.4, 5)] == ["searched", "g3", "random1", "random2", "random3"]
+
+
+def test_budget_at_measures_once_and_reuses_or_refuses_a_kept_budget(tmp_path, monkeypatch):
     from search.latency import measure_many as real
-    from search_space import get_preset
+    from search_space import SearchSpace, get_preset
+
+    calls = []
 
     def counting(models, *a, **kw):
         calls.append(len(models))
         return real(models, *a, **kw)
 
     monkeypatch.setattr("search.latency.measure_many", counting)
-    ms = nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, 1, 10, 32)
+    space = SearchSpace.load("default")
+    kw = {"space": space, "threads": 1, "num_classes": 10, "size": 32}
+    d = nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, **kw)
     saved = json.loads((tmp_path / "budget.json").read_text())
-    assert calls == [1] and ms == saved["budget_ms"] == round(saved["median_ms"], 3) and ms > 0
-    assert saved["preset"] == "shufflenet_v2_x0_5:small" and saved["arch"] == str(get_preset("shufflenet_v2_x0_5", 10, small_input=True))
-    assert nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, 1, 10, 32) == ms and calls == [1]  # re-run: read back
+    assert calls == [1] and d == saved and d["budget_ms"] == round(d["median_ms"], 3) and d["budget_ms"] > 0
+    assert d["preset"] == "shufflenet_v2_x0_5:small"
+    assert d["arch"] == str(get_preset("shufflenet_v2_x0_5", 10, small_input=True))
+    assert nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, **kw) == d and calls == [1]  # re-run: read back
+    # another --out at the same budget (a second search seed): the file is reused, not measured again
+    d2 = nvb.budget_at(str(tmp_path / "budget.json"), tmp_path / "seed1", **kw)
+    assert calls == [1] and d2["budget_ms"] == d["budget_ms"] and d2["reused_from"] == str(tmp_path / "budget.json")
+    assert json.loads((tmp_path / "seed1" / "budget.json").read_text()) == d2
     with pytest.raises(ValueError, match="--budget-at shufflenet_v2_x0_5:small or another --out"):
-        nvb.budget_at("shufflenet_v1_g8", tmp_path, 1, 10, 32)
-    for bad in ("shufflenet_v9", "shufflenet_v1_g8:tiny"):
-        with pytest.raises(ValueError, match="--budget-at: unknown preset .*shufflenet_v1_g8"):
-            nvb.budget_at(bad, tmp_path / "other", 1, 10, 32)
-    assert calls == [1]
+        nvb.budget_at("shufflenet_v1_g8", tmp_path, **kw)
+    with pytest.raises(ValueError, match="measured with 1 thread.*use --threads 1"):
+        nvb.budget_at("shufflenet_v2_x0_5:small", tmp_path, **dict(kw, threads=2))
+    with pytest.raises(ValueError, match=r"measured with 1 thread\(s\) at \[1, 3, 32, 32\]"):
+        nvb.budget_at(str(tmp_path / "budget.json"), tmp_path / "big", **dict(kw, size=64))
+    for bad in ("shufflenet_v9", "shufflenet_v1_g8:tiny", "shufflenet_v1_g8:"):  # a bare ':' names no row
+        with pytest.raises(ValueError, match="--budget-at: unknown preset .*shufflenet_v1_g8:small"):
+            nvb.budget_at(bad, tmp_path / "other", **kw)
+    assert calls == [1] and not (tmp_path / "other").exists()
 
 
 def test_budget_at_a_preset_outside_the_space_is_refused_before_any_work(tmp_path, capsys):
@@ -224,5 +249,10 @@ def test_budget_at_a_preset_outside_the_space_is_refused_before_any_work(tmp_pat
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     rc = nvb.main(["--root", str(tmp_path / "imgs"), "--per-class", "0", "--budget-at", "shufflenet_v1_g8",
                    "--space", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "out"), "--quiet"])
-    assert rc == 2 and "--budget-at: shufflenet_v1_g8 is not in space" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and ("--budget-at: shufflenet_v1_g8 is not in space 'tiny-run', so it would not be compared; "
+                        "the space holds no preset: use --latency-ms") in err
     assert not (tmp_path / "out" / "budget.json").exists() and not (tmp_path / "out" / "search").exists()
+    with pytest.raises(SystemExit) as e:  # one budget or the other
+        nvb.main(["--root", str(tmp_path / "imgs"), "--budget-at", "shufflenet_v1_g8", "--latency-ms", "5"])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
