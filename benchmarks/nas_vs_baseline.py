@@ -248,9 +248,12 @@ def plot(rows: Sequence[dict], trials: Sequence[TrialRecord], budget_ms: float, 
                               "candidate": "final pick's other candidates"}[role])
         for r in rows:
             if r["role"] not in ("ranked", "random"):
-                ax.annotate(r["name"].replace("shufflenet_", ""), (r["latency_ms"], r[key]), fontsize=7,
+                ax.annotate(r["name"].replace("shufflenet_", "") + ("*" if r.get("budget_preset") else ""),
+                            (r["latency_ms"], r[key]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points")
-        ax.axvline(budget_ms, c="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+        at = [r["name"].replace("shufflenet_", "") for r in rows if r.get("budget_preset")]
+        ax.axvline(budget_ms, c="tab:red", ls="--", lw=1,
+                   label=f"budget {budget_ms:g} ms" + (f" (= the latency of {at[0]}*)" if at else ""))
         ax.set_xlabel("latency (ms, batch 1): measured median (trials: predicted)")
         ax.set_ylabel(ylab)
         ax.grid(alpha=0.3)
