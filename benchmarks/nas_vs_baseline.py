@@ -127,8 +127,7 @@ def budget_at(spec: str, out: Path, *, space, threads: int, num_classes: int, si
     from search_space import get_preset, list_presets
     from supernet import ShuffleNet
 
-    in_space = [n + (":small" if small else "") for small in space.small_input for n in list_presets()
-                if space.contains(get_preset(n, num_classes, small_input=small))]
+    in_space = list(space_presets(space, num_classes))
     given = json.loads(Path(spec).read_text()) if spec.endswith(".json") and Path(spec).is_file() else None
     name = given["preset"] if given else spec
     base, colon, stem = name.partition(":")
@@ -165,12 +164,26 @@ def budget_at(spec: str, out: Path, *, space, threads: int, num_classes: int, si
     return given
 
 
+def space_presets(space, num_classes: int) -> dict[str, str]:
+    """Row name (``shufflenet_v1_g8``, ``...:small`` for the small stem) -> arch string of every
+    preset the space contains, both stems where it has them."""
+    from search_space import get_preset, list_presets
+
+    return {n + (":small" if small else ""): str(get_preset(n, num_classes, small_input=small))
+            for small in space.small_input for n in list_presets()
+            if space.contains(get_preset(n, num_classes, small_input=small))}
+
+
+def _preset_fits(r: dict, budget_ms: float, budget_preset: str | None) -> bool:
+    """A preset row counts as within the budget: measured within it, or the budget's own preset."""
+    return r["role"] == "preset" and (r["latency_ms"] <= budget_ms or r["name"] == budget_preset)
+
+
 def in_budget(rows: Sequence[dict], budget_ms: float, random_archs: int, budget_preset: str | None = None) -> list:
     """The rows the benchmark retrains: every non-preset, non-random row; presets measured within
     the budget (and ``budget_preset`` whatever its re-measurement, as it defines the budget); the
     first ``random_archs`` random rows measured within it."""
-    keep = [r for r in rows if r["role"] not in ("preset", "random")
-            or (r["role"] == "preset" and (r["latency_ms"] <= budget_ms or r["name"] == budget_preset))]
+    keep = [r for r in rows if r["role"] not in ("preset", "random") or _preset_fits(r, budget_ms, budget_preset)]
     return keep + [r for r in rows if r["role"] == "random" and r["latency_ms"] <= budget_ms][:random_archs]
 
 
@@ -186,7 +199,7 @@ def compare_rows(rows: Sequence[dict], budget_ms: float, pick_shortlist: Sequenc
     from scipy.stats import kendalltau, spearmanr
 
     win = next(r for r in rows if r["role"] == "searched")
-    fits = [r for r in rows if r["role"] == "preset" and (r["latency_ms"] <= budget_ms or r["name"] == budget_preset)]
+    fits = [r for r in rows if _preset_fits(r, budget_ms, budget_preset)]
     base = max(fits, key=lambda r: (r["retrained"], -r["latency_ms"])) if fits else None
     uniq: dict[str, tuple[float, float]] = {}
     for r in rows:  # the winner may be a preset: rank each network once; the shortlist is not a sample
@@ -340,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     bg = ap.add_mutually_exclusive_group()
     bg.add_argument("--latency-ms", type=float, default=None, help=f"the budget (default {DEFAULT_LATENCY_MS})")
     bg.add_argument("--budget-at", default=None, metavar="PRESET|BUDGET_JSON",
-                        help="matched latency, instead of --latency-ms: the budget is this preset's latency measured "
-                             "here at the start (kept in OUT/budget.json; or an earlier run's budget.json, reused), "
-                             "and the preset counts as within it whatever its re-measurement")
+                    help="matched latency, instead of --latency-ms: the budget is this preset's latency measured "
+                         "here at the start (kept in OUT/budget.json; or an earlier run's budget.json, reused), "
+                         "and the preset counts as within it whatever its re-measurement")
     ap.add_argument("--supernet-epochs", type=int, default=40)
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--retrain-epochs", type=int, default=15)
@@ -383,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     from nas_data import load_data
     from search.latency import Conditions, measure_many
     from search.retrain import retrain_recipe
-    from search_space import Arch, SearchSpace, count_flops, count_params, get_preset, list_presets
+    from search_space import Arch, SearchSpace, count_flops, count_params
     from supernet import ShuffleNet
     from supernet.train import train_model
 
@@ -422,9 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = [{"name": "searched", "role": "searched", "arch": winner}]
     space = SearchSpace.load(args.space)
-    rows += [{"name": n + (":small" if small else ""), "role": "preset", "arch": str(get_preset(n, data.num_classes, small_input=small))}
-             for small in space.small_input for n in list_presets()
-             if space.contains(get_preset(n, data.num_classes, small_input=small))]
+    rows += [{"name": n, "role": "preset", "arch": a} for n, a in space_presets(space, data.num_classes).items()]
 
     # 2. latency: all candidates measured interleaved, once, before any training runs on the machine
     lat_f = out / "latency.json"
