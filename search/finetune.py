@@ -2,26 +2,30 @@
 
 The one-shot score (inherited weights + BN recalibration) ranks the search's
 candidates only roughly. Before the final choice, the best ``top`` candidates
-by that score (all measured under the budget) train one epoch at a time, and
-Optuna's :class:`~optuna.pruners.SuccessiveHalvingPruner` (asynchronous
-successive halving, Li et al., "A System for Massively Parallel Hyperparameter
-Tuning", MLSys 2020) stops the weaker ones at each rung (epochs r, r*eta,
-r*eta^2, ..., r = :attr:`FinetuneConfig.first_rung`): a candidate goes on only
-while its validation top-1 is among the best 1/eta of those that reached the
-same rung. Candidates run best one-shot score first, so the strongest set the
-bar early. The winner is the most accurate candidate that finished all ``epochs``.
+by that score (all measured under the budget) train, and successive halving
+(Jamieson and Talwalkar, "Non-stochastic Best Arm Identification and
+Hyperparameter Optimization", AISTATS 2016; the inner loop of Hyperband, Li et
+al., JMLR 2018) stops the weaker ones at each rung (epochs r, r*eta, r*eta^2, ...
+below ``epochs``, r = :attr:`FinetuneConfig.first_rung`): every candidate still in
+trains up to the rung, then only the best 1/eta of them by validation top-1 go on.
+The survivors of the last rung train all ``epochs``; the most accurate of them wins.
+
+This is the synchronous form, for candidates trained one after another. The
+asynchronous one (ASHA, Li et al., MLSys 2020; Optuna's ``SuccessiveHalvingPruner``,
+Ray Tune's ``ASHAScheduler``) exists for parallel workers; run one candidate after
+another, it compares each candidate only with the ones before it at a rung, so the
+first always trains every epoch and the outcome depends on the order (this module
+used Optuna's pruner so until session 16). The Ray backend's final pick, whose
+candidates train in parallel trials, stays ASHA (:func:`search.backends.ray.finetune_asha`).
 
 Each candidate starts either from a fresh initialisation (``init="scratch"``, the
-search's default: the retrain recipe of :func:`search.retrain.retrain_recipe` over a
-:data:`SCRATCH_SCHEDULE_EPOCHS`-epoch schedule, stopped after ``epochs``; reduced training
-as a ranking proxy, Zhou et al., "EcoNAS", CVPR 2020; its first rung waits for the
-recipe's warm-up, since top-1 inside it is near chance) or from its inherited weights
-(``init="inherited"``: a fine-tune, lr ``lr``, a cosine schedule of ``epochs``, rungs from
-epoch 1). Against the committed CIFAR-10 truth (``benchmarks/supernet_ranking.py
---scratch-epochs 2`` and ``--pick``), two epochs from scratch rank the ImageNet-stem
-networks at Kendall tau 0.70-0.72 against 0.38-0.48 for 1-3 epochs of fine-tune, and
-picking the best of each stem after them leaves 0.63-0.66 points of retrained top-1 on
-a shortlist of 4 against 1.83 for a 1-epoch fine-tune.
+search's default: the retrain recipe of :func:`search.retrain.retrain_recipe` over
+``epochs`` epochs, a complete short schedule; reduced training as a ranking proxy,
+Zhou et al., "EcoNAS", CVPR 2020; its first rung waits for the recipe's warm-up,
+since top-1 inside it is near chance) or from its inherited weights
+(``init="inherited"``: a fine-tune, lr ``lr``, a cosine schedule of ``epochs``, rungs
+from epoch 1). ``benchmarks/final_pick.py`` measures the rule against the retrained
+shortlists (README "Session 16").
 
 Each candidate's training is checkpointed after every epoch, so an
 interrupted pick resumes and ends as an uninterrupted one would (see
@@ -36,33 +40,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import optuna
-from optuna.trial import TrialState
-
 from search.config import FINETUNE_INITS
 from search_space import Arch
 
-__all__ = ["FinetuneConfig", "successive_halving", "winner_index", "finetune_step", "INITS", "SCRATCH_SCHEDULE_EPOCHS",
-           "scratch_recipe"]
+__all__ = ["FinetuneConfig", "successive_halving", "winner_index", "finetune_step", "INITS", "scratch_recipe"]
 
 log = logging.getLogger(__name__)
 
 INITS = FINETUNE_INITS  # what a final-pick candidate starts from (as ``search.retrain --init``)
-# the schedule a from-scratch candidate is cut from: the committed truth's retrain recipe
-# (benchmarks/ground_truth.json, 15 epochs), whose first epochs ranked it at tau 0.57-0.64
-SCRATCH_SCHEDULE_EPOCHS = 15
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """``top``: candidates trained (0 = off: the one-shot score decides); ``epochs``: the
-    most any candidate gets (from scratch: where the schedule is cut); ``lr``: peak learning rate of the fine-tune (cosine, no warm-up;
-    ``init="inherited"`` only); ``reduction_factor``: eta of successive halving; ``init``: what a
-    candidate starts from, one of :data:`INITS` (see the module docstring).
+    length of every candidate's schedule, which the survivors of the last rung complete; ``lr``:
+    peak learning rate of the fine-tune (cosine, no warm-up; ``init="inherited"`` only);
+    ``reduction_factor``: eta of successive halving; ``init``: what a candidate starts from, one
+    of :data:`INITS` (see the module docstring).
 
     Raises:
-        ValueError: a negative ``top``, ``epochs`` < 1 (or above :data:`SCRATCH_SCHEDULE_EPOCHS`
-            from scratch), ``lr`` <= 0, ``reduction_factor`` < 2 or an unknown ``init``.
+        ValueError: a negative ``top``, ``epochs`` < 1, ``lr`` <= 0, ``reduction_factor`` < 2 or
+            an unknown ``init``.
     """
 
     top: int = 4
@@ -82,9 +80,6 @@ class FinetuneConfig:
             raise ValueError(f"reduction_factor: must be an integer >= 2, got {self.reduction_factor!r}")
         if self.init not in INITS:
             raise ValueError(f"finetune_init: unknown init {self.init!r}; available: {list(INITS)}")
-        if self.init == "scratch" and self.epochs > SCRATCH_SCHEDULE_EPOCHS:
-            raise ValueError(f"finetune_epochs: from scratch a candidate trains at most the "
-                             f"{SCRATCH_SCHEDULE_EPOCHS}-epoch schedule it is cut from, got {self.epochs}")
 
     @property
     def first_rung(self) -> int:
@@ -92,15 +87,35 @@ class FinetuneConfig:
         of the retrain recipe's warm-up (capped at ``epochs``), before which top-1 is near chance."""
         if self.init == "inherited":
             return 1
-        return max(1, min(self.epochs, scratch_recipe(0).warmup_epochs))
+        return max(1, min(self.epochs, scratch_recipe(self.epochs, 0).warmup_epochs))
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """The epochs successive halving compares at: r, r*eta, r*eta^2, ... below ``epochs``
+        (r = :attr:`first_rung`). E.g. 6 epochs from scratch, eta 2: (2, 4)."""
+        out, r = [], self.first_rung
+        while r < self.epochs:
+            out.append(r)
+            r *= self.reduction_factor
+        return tuple(out)
+
+    def planned_epochs(self, n: int) -> int:
+        """Epochs trained in all by :func:`successive_halving` over ``n`` candidates (for a progress
+        bar): every candidate to the first rung, then the best ``max(1, k // eta)`` of the ``k``
+        still in to the next one, and so on to ``epochs``."""
+        total, at, k = 0, 0, n
+        for r in (*self.rungs, self.epochs):
+            total += k * (r - at)
+            at, k = r, max(1, k // self.reduction_factor)
+        return total
 
 
-def scratch_recipe(seed: int):
-    """The recipe a from-scratch candidate trains with: ``search.retrain``'s over
-    :data:`SCRATCH_SCHEDULE_EPOCHS` epochs (lr 0.05, batch 128), cut after ``epochs``."""
+def scratch_recipe(epochs: int, seed: int):
+    """The recipe a from-scratch candidate trains with: ``search.retrain``'s (lr 0.05, batch 128,
+    a 2-epoch warm-up, then cosine) over ``epochs`` epochs, a complete short schedule."""
     from search.retrain import retrain_recipe
 
-    return retrain_recipe(SCRATCH_SCHEDULE_EPOCHS, seed, 0.05, 128)
+    return retrain_recipe(epochs, seed, 0.05, 128)
 
 
 def successive_halving(
@@ -110,57 +125,51 @@ def successive_halving(
     *,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> list[dict]:
-    """Train ``archs`` (best one-shot score first) under successive halving.
+    """Train ``archs`` under synchronous successive halving (module docstring).
 
-    The study is in memory. Resuming relies on ``step`` being resumable (the real one
-    checkpoints every candidate after every epoch and returns the recorded figure without
-    training again): the decisions are replayed in the same order on the same values, so
-    an interrupted pick ends exactly as an uninterrupted one. (A persistent Optuna study
-    would not: trials failed by the interruption keep competing at the rungs.)
+    At each rung of ``cfg.rungs`` every candidate still in has trained up to it, and the best
+    ``max(1, k // eta)`` of the ``k`` in go on (ties: the earlier in ``archs``, the better
+    one-shot score). The survivors of the last rung train to ``cfg.epochs``.
+
+    Resuming relies on ``step`` being resumable (the real one checkpoints every candidate
+    after every epoch and returns the recorded figure without training again): the decisions
+    are replayed on the same values, so an interrupted pick ends exactly as an uninterrupted one.
 
     Args:
-        archs: the candidates, in the order they run.
+        archs: the candidates, best one-shot score first.
         step: ``step(k, epoch) -> val top-1 (%)`` trains candidate ``k`` up to ``epoch``
-            (1-based; called with 1, 2, ... in turn) and returns its accuracy then.
-        cfg: the budget (``epochs``), eta (``reduction_factor``) and the first rung (``first_rung``).
+            (1-based; called with 1, 2, ... in turn for each candidate) and returns its accuracy then.
+        cfg: the schedule (``epochs``), eta (``reduction_factor``) and the rungs (``rungs``).
         on_epoch: progress callback ``(k, epoch, acc)``.
 
     Returns:
         One record per candidate, in input order: ``arch``, ``finetune_acc`` (per epoch, %),
-        ``epochs`` (run), ``pruned`` (stopped early by successive halving) and ``final``
-        (its last accuracy, %). A candidate that ran every epoch is never ``pruned``.
+        ``epochs`` (run), ``pruned`` (stopped at a rung before ``cfg.epochs``) and ``final``
+        (its last accuracy, %).
+
+    Raises:
+        ValueError: no candidates.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.first_rung, reduction_factor=cfg.reduction_factor,
-                                                    min_early_stopping_rate=0)
-    study = optuna.create_study(direction="maximize", pruner=pruner)
-
-    def objective(trial: optuna.Trial) -> float:
-        k = trial.suggest_int("candidate", 0, len(archs) - 1)
-        acc = float("nan")
-        for epoch in range(1, cfg.epochs + 1):
-            acc = float(step(k, epoch))
-            trial.report(acc, epoch)
-            if on_epoch is not None:
-                on_epoch(k, epoch, acc)
-            if epoch < cfg.epochs and trial.should_prune():
-                raise optuna.TrialPruned()
-        return acc
-
-    for k in range(len(archs)):
-        study.enqueue_trial({"candidate": k})
-        study.optimize(objective, n_trials=1, gc_after_trial=False, catch=())
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        k = t.params["candidate"]
-        accs = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
-        out.append({"arch": str(archs[k]), "finetune_acc": accs, "epochs": len(accs),
-                    "pruned": t.state == TrialState.PRUNED, "final": accs[-1]})
-    return out
+    if not archs:
+        raise ValueError("finetune: no candidates")
+    accs: list[list[float]] = [[] for _ in archs]
+    alive = list(range(len(archs)))
+    for r in (*cfg.rungs, cfg.epochs):
+        for k in alive:
+            for epoch in range(len(accs[k]) + 1, r + 1):
+                accs[k].append(float(step(k, epoch)))
+                if on_epoch is not None:
+                    on_epoch(k, epoch, accs[k][-1])
+        if r < cfg.epochs:
+            keep = max(1, len(alive) // cfg.reduction_factor)
+            alive = sorted(sorted(alive, key=lambda k: -accs[k][r - 1])[:keep])
+    return [{"arch": str(a), "finetune_acc": accs[k], "epochs": len(accs[k]), "pruned": len(accs[k]) < cfg.epochs,
+             "final": accs[k][-1]} for k, a in enumerate(archs)]
 
 
 def winner_index(records: Sequence[dict]) -> int:
-    """The candidate to ship: the most accurate of those that ran every epoch."""
+    """The candidate to ship: the most accurate of those that ran every epoch (ties: the first,
+    the better one-shot score). Raises ``ValueError`` on no records."""
     if not records:
         raise ValueError("finetune: no candidates")
     return max(range(len(records)), key=lambda k: (not records[k]["pruned"], records[k]["final"]))
@@ -177,9 +186,9 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     supernet, arch or schedule is refused, not reused.
 
     ``cfg.init == "scratch"``: candidate k starts from the initialisation ``ShuffleNet(arch)``
-    draws under ``torch.manual_seed(seed)`` and trains with :func:`scratch_recipe`, cut after
+    draws under ``torch.manual_seed(seed)`` and trains with :func:`scratch_recipe` over
     ``cfg.epochs`` (it needs no supernet; its checkpoints do not depend on one, but record the
-    cut, so a checkpoint trained past another cut is refused, not read at the wrong epoch).
+    recipe, so a checkpoint of another schedule is refused, not read at the wrong epoch).
 
     Returns ``(step, models)``: ``models[k]`` is candidate k's model as last trained (eval mode).
 
@@ -195,8 +204,8 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
 
     models: dict[int, object] = {}
     if cfg.init == "scratch":
-        recipe = scratch_recipe(seed)
-        origin = {"init": "scratch", "cut_after_epoch": cfg.epochs}
+        recipe = scratch_recipe(cfg.epochs, seed)
+        origin = {"init": "scratch"}
     else:
         recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, warmup_epochs=0, seed=seed)
         origin = {"finetune": {"epochs": cfg.epochs, "lr": cfg.lr}, "supernet": supernet_id}

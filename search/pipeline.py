@@ -448,7 +448,7 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
     """The multi-fidelity final pick, within each stem variant, then across them.
 
     Successive halving over short trainings (fine-tunes or from scratch, ``ft.init``) runs
-    separately for the candidates of each stem (Optuna's pruner in process; ASHA on Ray), and
+    separately for the candidates of each stem (synchronous in process; ASHA on Ray), and
     each stem's most accurate candidate is a finalist; the finalist with the best one-shot score
     ships (ties: the faster by ``latency_ms``, the final pick's end-to-end measurement; default
     the trials' latency). Why (``benchmarks/supernet_ranking.py`` against the committed truth,
@@ -478,7 +478,7 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
 
 
 def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
-    """Successive halving over short trainings of ``picks`` (Optuna's pruner in process; ASHA on
+    """Successive halving over short trainings of ``picks`` (synchronous in process; ASHA on
     Ray). Returns (records in ``picks`` order, the winner's index, its trained model)."""
     from search.finetune import finetune_step, successive_halving, winner_index
     from search_space import Arch
@@ -499,7 +499,7 @@ def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
         if run.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(picks) * ft.epochs, desc=f"final pick, {ft.init} (successive halving)", unit="epoch",
+            bar = tqdm(total=ft.planned_epochs(len(picks)), desc=f"final pick, {ft.init} (successive halving)", unit="epoch",
                        dynamic_ncols=True)
 
         def on_epoch(k: int, epoch: int, acc: float) -> None:
@@ -578,7 +578,7 @@ def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
         if "scratch" in picked.trained:
             from search.finetune import scratch_recipe
 
-            recipe = dict(asdict(scratch_recipe(run.config.seed)), cut_after_epoch=picked.ft_config.epochs)
+            recipe = asdict(scratch_recipe(picked.ft_config.epochs, run.config.seed))
             ft.update(val_acc_scratch=winner["acc_scratch"], scratch_recipe=recipe)
     meta = {"arch": str(arch), "val_acc_inherited": acc, "latency": lat.to_dict(), "params": count_params(arch), **ft,
             "mflops": count_flops(arch, size) / 1e6, "mac": count_mac(arch, size), "input_size": size,

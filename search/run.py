@@ -68,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                          f"successive halving within each stem (default {DEFAULTS['finetune_top']}; 0 = the one-shot "
                          f"score decides)")
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
-                    help=f"most epochs a final-pick candidate trains, and the shipped winner's fine-tune from its "
-                         f"inherited weights (default {DEFAULTS['finetune_epochs']}; from scratch at most 15, the "
-                         f"retrain schedule it is cut from)")
+                    help=f"length of a final-pick candidate's schedule (successive halving stops the weaker ones "
+                         f"at its rungs), and of the shipped winner's fine-tune from its inherited weights "
+                         f"(default {DEFAULTS['finetune_epochs']})")
     ap.add_argument("--finetune-init", choices=FINETUNE_INITS, default=None,
                     help="final-pick candidates train from their inherited weights or from scratch (the retrain "
-                         f"recipe cut short; default {DEFAULTS['finetune_init']})")
+                         f"recipe over --finetune-epochs; default {DEFAULTS['finetune_init']})")
     ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
                     help="imagefolder data: share of each class held out for validation (default 0.1; "
                          "digits and cifar10 have fixed splits)")
@@ -114,7 +114,7 @@ def print_summary(result: SearchResult) -> None:
     ft_txt = ""
     if sh:
         print(f"final pick: {len(sh)} candidates {how} ({cfg.finetune_epochs} epochs at most, successive halving): "
-              + ", ".join(f"{r['final']:.1f}%{' (stopped)' if r['pruned'] else ''}" for r in sh))
+              + ", ".join(f"{r['final']:.1f}%" + (f" (stopped at epoch {r['epochs']})" if r["pruned"] else "") for r in sh))
         ft_txt = (f", {w['acc_scratch']:.2f}% from scratch" if "acc_scratch" in w else "") + (
             f", {w['acc_finetuned']:.2f}% fine-tuned, {cfg.finetune_epochs} epochs each; ships the "
             f"{w.get('weights', 'fine-tuned')} weights")

@@ -24,17 +24,55 @@ def _step(calls, trained=None):
 
 
 def test_successive_halving_stops_the_weaker_half():
+    """Synchronous: all four train to rung 1 (inherited: rungs 1, 2 of 4 epochs), the best two (0 and
+    2) to rung 2, the best one (2) to the end. The first candidate is stopped like any other (ASHA
+    run one candidate after another would let it finish: it has no one to compare with)."""
     calls = []
-    recs = successive_halving(ARCHS, _step(calls), FinetuneConfig(top=4, epochs=4, reduction_factor=2))
-    assert [r["pruned"] for r in recs] == [False, True, False, True]
-    assert [r["epochs"] for r in recs] == [4, 1, 4, 1]
-    assert [r["final"] for r in recs] == [80, 40, 85, 30]
+    cfg = FinetuneConfig(top=4, epochs=4, reduction_factor=2)
+    recs = successive_halving(ARCHS, _step(calls), cfg)
+    assert cfg.rungs == (1, 2)
+    assert [r["pruned"] for r in recs] == [True, True, False, True]
+    assert [r["epochs"] for r in recs] == [2, 1, 4, 1]
+    assert [r["final"] for r in recs] == [60, 40, 85, 30]
     assert recs[2]["finetune_acc"] == [55, 65, 75, 85] and recs[1]["arch"] == str(ARCHS[1])
-    assert len(calls) == 10  # instead of 16 without halving
+    assert calls == [(0, 1), (1, 1), (2, 1), (3, 1), (0, 2), (2, 2), (2, 3), (2, 4)]  # 8 instead of 16
+    assert len(calls) == cfg.planned_epochs(4)
     assert winner_index(recs) == 2
 
 
-@pytest.mark.parametrize("crash_at", [(0, 3), (1, 1), (2, 2), (2, 4), (3, 1)])
+def test_the_outcome_does_not_depend_on_the_candidates_order():
+    """Every candidate at a rung is compared with all the others there, whatever order they ran in."""
+    import itertools
+
+    curves = {0: [30, 40, 50, 60, 70, 71], 1: [35, 45, 55, 65, 75, 90], 2: [50, 55, 60, 62, 64, 66],
+              3: [20, 25, 30, 35, 40, 45], 4: [40, 50, 52, 54, 56, 58], 5: [10, 20, 30, 40, 50, 99],
+              6: [45, 48, 70, 72, 74, 76], 7: [33, 44, 54, 64, 74, 84]}
+    cfg = FinetuneConfig(top=8, epochs=6, init="scratch")
+    assert cfg.rungs == (2, 4) and cfg.planned_epochs(8) == 8 * 2 + 4 * 2 + 2 * 2
+    winners = set()
+    for order in itertools.islice(itertools.permutations(range(8)), 0, 40320, 997):
+        recs = successive_halving([ARCHS[0]] * 8, lambda k, e, order=order: curves[order[k]][e - 1], cfg)
+        assert sum(r["epochs"] for r in recs) == 28
+        winners.add(order[winner_index(recs)])
+        assert sorted(order[k] for k, r in enumerate(recs) if r["epochs"] == 6) == [1, 6]
+    # rung 2 keeps 2 (55), 4 (50), 6 (48), 1 (45); rung 4 keeps 6 (72) and 1 (65); 5 (99 at the end) stopped at rung 2
+    assert winners == {1}
+
+
+def test_rungs_and_planned_epochs():
+    assert FinetuneConfig(init="scratch", epochs=6, reduction_factor=3).rungs == (2,)
+    assert FinetuneConfig(init="scratch", epochs=6, reduction_factor=3).planned_epochs(8) == 8 * 2 + 2 * 4
+    assert FinetuneConfig(init="scratch", epochs=8).rungs == (2, 4)
+    assert FinetuneConfig(init="scratch", epochs=8).planned_epochs(3) == 3 * 2 + 1 * 2 + 1 * 4
+    assert FinetuneConfig(init="inherited", epochs=1).rungs == () and FinetuneConfig(epochs=1).planned_epochs(5) == 5
+
+
+def test_no_candidates_is_an_error():
+    with pytest.raises(ValueError, match="finetune: no candidates"):
+        successive_halving([], lambda k, e: 0.0, FinetuneConfig())
+
+
+@pytest.mark.parametrize("crash_at", [(0, 2), (1, 1), (2, 2), (2, 4), (3, 1)])
 def test_an_interrupted_pick_ends_as_an_uninterrupted_one(crash_at):
     """Resume replays the decisions on the checkpointed figures: no candidate trains twice and
     the outcome is the uninterrupted one, wherever the interruption fell."""
@@ -52,20 +90,20 @@ def test_an_interrupted_pick_ends_as_an_uninterrupted_one(crash_at):
     before = list(calls)
     recs = successive_halving(ARCHS, step, FinetuneConfig(top=4, epochs=4))
     assert recs == want
-    assert len(calls) == len(set(calls)) == 10  # every (candidate, epoch) trained once in all
+    assert len(calls) == len(set(calls)) == 8  # every (candidate, epoch) trained once in all
     assert calls[:len(before)] == before
 
 
-def test_a_candidate_that_ran_every_epoch_is_never_marked_stopped():
-    curves = {0: [50, 90], 1: [60, 10]}  # candidate 1 reaches the last rung, then falls below
+def test_the_survivor_of_the_last_rung_wins_even_if_it_then_falls():
+    """Only candidates that ran every epoch can win; one stopped at a rung never does."""
+    curves = {0: [50, 90], 1: [60, 10]}  # 0 would end higher, but 1 leads at the rung (epoch 1)
     recs = successive_halving(ARCHS[:2], lambda k, e: curves[k][e - 1], FinetuneConfig(top=2, epochs=2))
-    assert [r["pruned"] for r in recs] == [False, False] and [r["epochs"] for r in recs] == [2, 2]
-    assert winner_index(recs) == 0
+    assert [r["pruned"] for r in recs] == [True, False] and [r["epochs"] for r in recs] == [1, 2]
+    assert winner_index(recs) == 1
 
 
 @pytest.mark.parametrize("kw, msg", [(dict(top=-1), "finetune_top"), (dict(epochs=0), "finetune_epochs"),
                                      (dict(init="random"), "finetune_init: unknown init 'random'"),
-                                     (dict(init="scratch", epochs=16), "finetune_epochs: from scratch"),
                                      (dict(lr=0), "lr"), (dict(reduction_factor=1), "reduction_factor")])
 def test_bad_finetune_settings(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -102,12 +140,12 @@ def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_p
 
 def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_path):
     """``init="scratch"``: candidate k is ``ShuffleNet(arch)`` drawn under the seed, trained with the
-    15-epoch retrain recipe and stopped after each epoch; it needs no supernet, and a new process
-    resumes it from its checkpoint without training again."""
+    retrain recipe over ``epochs`` and stopped after each epoch; it needs no supernet, and a new
+    process resumes it from its checkpoint without training again."""
     import torch
 
     from nas_data import load_data
-    from search.finetune import SCRATCH_SCHEDULE_EPOCHS, finetune_step
+    from search.finetune import finetune_step
     from search.retrain import retrain_recipe
     from supernet import ShuffleNet
     from supernet.train import train_model
@@ -120,8 +158,7 @@ def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_p
     a1, a2 = step(0, 1), step(0, 2)
     torch.manual_seed(3)
     ref = ShuffleNet(archs[0])
-    hist = train_model(ref, data, retrain_recipe(SCRATCH_SCHEDULE_EPOCHS, 3, 0.05, 128), device="cpu",
-                       progress=False, stop_after_epoch=2)
+    hist = train_model(ref, data, retrain_recipe(2, 3, 0.05, 128), device="cpu", progress=False)
     assert [a1, a2] == [h["val_acc"] for h in hist] and len(hist) == 2
     for (n, p), (_, q) in zip(models[0].state_dict().items(), ref.state_dict().items()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
@@ -133,10 +170,10 @@ def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_p
                                    supernet_id="other")
     assert again(0, 2) == a2 and ckpt.stat().st_mtime_ns == stamp
     torch.testing.assert_close(models2[0].state_dict(), models[0].state_dict(), rtol=0, atol=0)
-    # a checkpoint cut after another epoch is refused (it could hold weights past the one asked for)
+    # a checkpoint of another schedule is refused (its epoch 1 is not this schedule's epoch 1)
     shorter, _ = finetune_step(None, archs, data, FinetuneConfig(top=1, epochs=1, init="scratch"), device="cpu",
                                seed=3, ckpt_dir=tmp_path / "a", supernet_id="x")
-    with pytest.raises(ValueError, match="trained with a different cut_after_epoch"):
+    with pytest.raises(ValueError, match="trained with a different recipe"):
         shorter(0, 1)
     # a from-scratch checkpoint of the same arch is refused by a fine-tune, not resumed
     from search_space import SearchSpace
@@ -151,9 +188,9 @@ def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_p
 
 
 def test_from_scratch_the_first_rung_waits_for_the_warm_up():
-    """Top-1 inside the retrain recipe's 2-epoch warm-up is near chance: from scratch, successive
-    halving first compares at epoch 2 (then 4), a fine-tune at epoch 1 (then 2, 4)."""
-    assert [FinetuneConfig(init="scratch", epochs=e).first_rung for e in (1, 2, 4)] == [1, 2, 2]
+    """Top-1 inside the retrain recipe's warm-up (2 epochs; 1 in a 2-epoch schedule) is near chance:
+    from scratch, successive halving first compares at its end (then 4), a fine-tune at epoch 1 (then 2, 4)."""
+    assert [FinetuneConfig(init="scratch", epochs=e).first_rung for e in (1, 2, 4, 6)] == [1, 1, 2, 2]
     assert FinetuneConfig(init="inherited", epochs=4).first_rung == 1
     # candidate 1 trails at epoch 1 (inside the warm-up) but leads at epoch 2
     curves = {0: [50, 60, 70, 80], 1: [10, 65, 75, 85], 2: [55, 40, 45, 50], 3: [30, 20, 25, 30]}
@@ -161,6 +198,3 @@ def test_from_scratch_the_first_rung_waits_for_the_warm_up():
     assert [r["epochs"] for r in scratch] == [4, 4, 2, 2] and winner_index(scratch) == 1
     fine = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=4))
     assert [r["epochs"] for r in fine] == [4, 1, 2, 1] and winner_index(fine) == 0  # 1 stopped in the warm-up
-    # at the default 2 epochs from scratch nothing stops early: every candidate gets both
-    two = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=2, init="scratch"))
-    assert [r["epochs"] for r in two] == [2] * 4 and winner_index(two) == 1

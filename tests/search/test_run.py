@@ -9,6 +9,7 @@ import yaml
 from nas_data import load_data
 from nas_training.engine import accuracy
 from search.export import load_artefact, load_model
+from search.finetune import FinetuneConfig
 from search.latency import Conditions
 from search.run import main
 from search_space import Arch
@@ -29,13 +30,21 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     data = load_data("digits")
     m = load_model(run)
     acc = accuracy(m, data.batches("val", batch_size=256))
-    # the final pick (default: 4 candidates trained from scratch, 2 epochs, the first rung after the
-    # recipe's 2-epoch warm-up: none stops early); the winner is then fine-tuned from its inherited
-    # weights, and the most accurate of its weights ships
+    # the final pick (default: candidates trained from scratch on a 6-epoch schedule, successive
+    # halving within each stem at rungs 2 and 4, eta 2); the winner is then fine-tuned from its
+    # inherited weights, and the most accurate of its weights ships
     sh = res["finetune"]
-    assert len(sh) == 4 and [r["arch"] for r in sh][0] == sh[0]["arch"]
-    assert [r["epochs"] for r in sh] == [2] * 4 and not any(r["pruned"] for r in sh)
-    assert {r["init"] for r in sh} == {"scratch"}
+    assert len(sh) == 4 and {r["init"] for r in sh} == {"scratch"}
+    ft = FinetuneConfig(top=4, epochs=6, init="scratch")
+    assert ft.rungs == (2, 4)
+    for stem in {r["stem"] for r in sh}:
+        group = [r for r in sh if r["stem"] == stem]
+        left = len(group)
+        for _ in ft.rungs:
+            left = max(1, left // 2)
+        assert sum(r["epochs"] for r in group) == ft.planned_epochs(len(group))
+        assert [r["epochs"] for r in group].count(6) == left == sum(not r["pruned"] for r in group)
+        assert all(r["epochs"] in ft.rungs for r in group if r["pruned"])
     _check_final_pick(w, sh)
     accs = {"fine-tuned": w["acc_finetuned"], "scratch": w["acc_scratch"], "inherited": w["acc"]}
     shipped_acc = max(accs.values())
