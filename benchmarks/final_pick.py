@@ -12,9 +12,10 @@ the search's own data split and seed, and reports per shortlist:
 - the pick's rank in its shortlist by retrained top-1 (1 = best);
 - Kendall tau, over the shortlist, between the first rung's top-1 (every candidate has it) and
   the retrained top-1;
-- epochs trained and seconds;
+- epochs trained and seconds (summed over the invocations that trained it);
 - the pick against the run's random-search control (best of its random networks) and against
-  the best preset within its budget;
+  the best preset within its budget (points, and the ratio of their latencies measured in the
+  benchmark's interleaved session);
 
 beside the same figures for the pick the search made (recorded in the JSON). A mean row ends
 the table. Checkpoints are kept in ``--out`` (one folder per shortlist), so an interrupted run
@@ -44,9 +45,10 @@ def load_shortlist(path: str | Path) -> dict[str, Any]:
     """The final-pick shortlist of a ``nas_vs_baseline.py`` result, with each candidate's retrained top-1.
 
     Returns ``{"label", "config" (the search's settings), "candidates": [{"arch", "acc" (one-shot
-    score, %), "latency_ms", "retrained" (%)}] in the search's order (best one-shot score first),
-    "picked" (the search's own pick, an arch string), "random_best", "baseline", "baseline_acc",
-    "budget_ms"}``.
+    score, %), "latency_ms" (the final pick's measurement, ms), "bench_ms" (the benchmark's
+    interleaved session, ms), "retrained" (%)}] in the search's order (best one-shot score first),
+    "picked" (the search's own pick, an arch string), "random_best", "baseline" (the best preset
+    within the budget), "baseline_acc", "baseline_ms", "budget_ms"}``.
 
     Raises:
         ValueError: not a ``nas_vs_baseline.py`` result with a final pick, or a shortlist whose
@@ -58,6 +60,7 @@ def load_shortlist(path: str | Path) -> dict[str, Any]:
     if not ft or "rows" not in d:
         raise ValueError(f"{p}: not a nas_vs_baseline.py result with a final pick (no search.finetune records)")
     retrained = {r["arch"]: r["retrained"] for r in d["rows"] if r.get("retrained") is not None}
+    bench_ms = {r["arch"]: r.get("latency_ms") for r in d["rows"]}
     missing = [c["arch"] for c in ft if c["arch"] not in retrained]
     if missing:
         raise ValueError(f"{p}: {len(missing)} of the {len(ft)} shortlisted candidates were not retrained; run "
@@ -69,10 +72,11 @@ def load_shortlist(path: str | Path) -> dict[str, Any]:
     base = next((r for r in d["rows"] if r["name"] == s.get("baseline")), None)
     return {"label": p.stem, "config": d["search"]["config"],
             "candidates": [{"arch": c["arch"], "acc": c["acc_inherited"], "latency_ms": c["latency_ms"],
-                            "retrained": retrained[c["arch"]]} for c in ft],
+                            "bench_ms": bench_ms.get(c["arch"]), "retrained": retrained[c["arch"]]} for c in ft],
             "picked": picked,
             "random_best": s.get("random_best"), "baseline": s.get("baseline"),
             "baseline_acc": None if base is None else base["retrained"],
+            "baseline_ms": None if base is None else base.get("latency_ms"),
             "budget_ms": (d.get("budget") or {}).get("budget_ms", d["search"]["config"]["latency_ms"])}
 
 
@@ -81,16 +85,19 @@ def score_pick(shortlist: dict[str, Any], picked: str, first_rung: Sequence[floa
 
     Returns ``retrained`` (%), ``best`` (the shortlist's best retrained, %), ``regret_pts``,
     ``rank`` (1 = best by retrained top-1; ties share the better rank), ``vs_random_best_pts``,
-    ``vs_baseline_pts`` (None where the run has none) and, given ``first_rung`` (one score per
-    candidate, in order), ``tau_first_rung``: Kendall tau against the retrained top-1.
+    ``vs_baseline_pts``, ``latency_ms`` (the benchmark's session), ``vs_baseline_latency`` (its
+    ratio to the best preset's; None where the run has none) and, given ``first_rung`` (one score
+    per candidate, in order), ``tau_first_rung``: Kendall tau against the retrained top-1.
     """
     from scipy.stats import kendalltau
 
     ret = [c["retrained"] for c in shortlist["candidates"]]
-    acc = next(c["retrained"] for c in shortlist["candidates"] if c["arch"] == picked)
+    c = next(c for c in shortlist["candidates"] if c["arch"] == picked)
+    acc, ms, base_ms = c["retrained"], c.get("bench_ms"), shortlist.get("baseline_ms")
     out = {"retrained": acc, "best": max(ret), "regret_pts": max(ret) - acc, "rank": 1 + sum(r > acc for r in ret),
            "vs_random_best_pts": None if shortlist["random_best"] is None else acc - shortlist["random_best"],
-           "vs_baseline_pts": None if shortlist["baseline_acc"] is None else acc - shortlist["baseline_acc"]}
+           "vs_baseline_pts": None if shortlist["baseline_acc"] is None else acc - shortlist["baseline_acc"],
+           "latency_ms": ms, "vs_baseline_latency": None if ms is None or not base_ms else ms / base_ms}
     if first_rung is not None:
         out["tau_first_rung"] = float(kendalltau(first_rung, ret)[0])
     return out
@@ -113,7 +120,9 @@ def _replay(shortlist: dict[str, Any], ft, out: Path, progress: bool) -> dict[st
         raise ValueError("--init: only 'scratch' replays without the run's supernet")
     t0 = time.perf_counter()
     sh, k, _ = pipeline._finetune(run, None, picks, ft, {c["arch"]: c["latency_ms"] for c in shortlist["candidates"]})
-    seconds = time.perf_counter() - t0
+    spent = out / "seconds.json"  # over every invocation: a resumed or reprinted pick keeps its training time
+    seconds = (json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0) + time.perf_counter() - t0
+    spent.write_text(json.dumps({"seconds": seconds}))
     r0 = ft.first_rung
     first = [r["finetune_acc"][r0 - 1] for r in sh]
     return {"records": sh, "picked": picks[k].arch, "epochs_trained": sum(r["epochs"] for r in sh),
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['label']} | {r['n']} | {n['best']:.2f}% | {o['retrained']:.2f}% / {o['rank']} / {o['regret_pts']:.2f} "
               f"| {n['retrained']:.2f}% / {n['rank']} / {n['regret_pts']:.2f} | {n['tau_first_rung']:.3f} "
               f"| {_fmt(o['vs_random_best_pts'])} / {_fmt(n['vs_random_best_pts'])} "
-              f"| {_fmt(o['vs_baseline_pts'])} / {_fmt(n['vs_baseline_pts'])} | {n['epochs_trained']} | {n['seconds']:.0f} |")
+              f"| {_fmt(o['vs_baseline_pts'])} at {_fmt(o['vs_baseline_latency'], '.2f')}x / {_fmt(n['vs_baseline_pts'])} at {_fmt(n['vs_baseline_latency'], '.2f')}x | {n['epochs_trained']} | {n['seconds']:.0f} |")
     hits = {w: sum(r[w]["vs_random_best_pts"] is not None and r[w]["vs_random_best_pts"] >= 0 for r in rows)
             for w in ("search_pick", "replayed")}
     print(f"\nmean regret: the search's pick {sum(r['search_pick']['regret_pts'] for r in rows) / len(rows):.2f} pts, "

@@ -24,10 +24,11 @@ def _result(tmp_path, *, drop_retrain=None, searched=1):
     ft = [{"arch": a, "acc_inherited": 30.0 - i, "latency_ms": 1.0 + i / 10, "finetune_acc": [20.0, 25.0],
            "final": 25.0, "pruned": False, "finalist": i in (searched, 3), "init": "scratch"}
           for i, a in enumerate(ARCHS)]
-    rows = [{"name": "searched", "role": "searched", "arch": ARCHS[searched], "retrained": RETRAINED[searched]}]
-    rows += [{"name": f"cand{i}", "role": "candidate", "arch": a, "retrained": r}
+    rows = [{"name": "searched", "role": "searched", "arch": ARCHS[searched], "retrained": RETRAINED[searched],
+             "latency_ms": 2.0 + searched / 2}]
+    rows += [{"name": f"cand{i}", "role": "candidate", "arch": a, "retrained": r, "latency_ms": 2.0 + i / 2}
              for i, (a, r) in enumerate(zip(ARCHS, RETRAINED)) if i != searched and i != drop_retrain]
-    rows += [{"name": "shufflenet_v1_g8", "role": "preset", "arch": "p", "retrained": 62.0},
+    rows += [{"name": "shufflenet_v1_g8", "role": "preset", "arch": "p", "retrained": 62.0, "latency_ms": 4.0},
              {"name": "random0", "role": "random", "arch": "r0", "retrained": 63.5}]
     d = {"rows": rows, "search": {"config": cfg, "finetune": ft},
          "summary": {"baseline": "shufflenet_v1_g8", "random_best": 63.5}, "budget": {"budget_ms": 4.009}}
@@ -40,10 +41,11 @@ def test_load_shortlist_and_score_pick(tmp_path):
     s = fp.load_shortlist(_result(tmp_path))
     assert s["label"] == "nas_vs_baseline_tiny" and s["picked"] == ARCHS[1] and s["budget_ms"] == 4.009
     assert [c["retrained"] for c in s["candidates"]] == RETRAINED and [c["acc"] for c in s["candidates"]] == [30, 29, 28, 27]
-    assert (s["random_best"], s["baseline"], s["baseline_acc"]) == (63.5, "shufflenet_v1_g8", 62.0)
+    assert (s["random_best"], s["baseline"], s["baseline_acc"], s["baseline_ms"]) == (63.5, "shufflenet_v1_g8", 62.0, 4.0)
+    assert [c["bench_ms"] for c in s["candidates"]] == [2.0, 2.5, 3.0, 3.5]  # the benchmark's session, not the pick's
     best = fp.score_pick(s, ARCHS[1])
     assert best == {"retrained": 64.5, "best": 64.5, "regret_pts": 0.0, "rank": 1, "vs_random_best_pts": 1.0,
-                    "vs_baseline_pts": 2.5}
+                    "vs_baseline_pts": 2.5, "latency_ms": 2.5, "vs_baseline_latency": 0.625}
     worst = fp.score_pick(s, ARCHS[2], first_rung=[40.0, 45.0, 41.0, 44.0])
     assert worst["regret_pts"] == pytest.approx(4.5) and worst["rank"] == 4
     assert worst["vs_random_best_pts"] == pytest.approx(-3.5) and worst["vs_baseline_pts"] == pytest.approx(-2.0)
