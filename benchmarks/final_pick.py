@@ -21,7 +21,7 @@ beside the same figures for the pick the search made (recorded in the JSON). A m
 the table. Checkpoints are kept in ``--out`` (one folder per shortlist), so an interrupted run
 resumes where it stopped and a finished one reprints its table without training.
 
-    python benchmarks/final_pick.py benchmarks/results/nas_vs_baseline_5ms_s15_seed{1,2}.json \\
+    python benchmarks/final_pick.py benchmarks/results/nas_vs_baseline_5ms_s15_seed{0,1,2}.json \\
         benchmarks/results/nas_vs_baseline_v1g8_s15_seed{0,1,2}.json --epochs 6 \\
         --out results/final_pick --json benchmarks/results/final_pick_s16_e6.json
 """
@@ -86,20 +86,31 @@ def score_pick(shortlist: dict[str, Any], picked: str, first_rung: Sequence[floa
     Returns ``retrained`` (%), ``best`` (the shortlist's best retrained, %), ``regret_pts``,
     ``rank`` (1 = best by retrained top-1; ties share the better rank), ``vs_random_best_pts``,
     ``vs_baseline_pts``, ``latency_ms`` (the benchmark's session), ``vs_baseline_latency`` (its
-    ratio to the best preset's; None where the run has none) and, given ``first_rung`` (one score
-    per candidate, in order), ``tau_first_rung``: Kendall tau against the retrained top-1.
+    ratio to the best preset's; None where the run has none), ``over_budget`` (that session
+    measured it over the budget; the search's own measurement had it within) and, given
+    ``first_rung`` (one score per candidate, in order), ``tau_first_rung``: Kendall tau against
+    the retrained top-1 (None when undefined).
+
+    Raises:
+        ValueError: ``picked`` is not in the shortlist.
     """
+    import math
+
     from scipy.stats import kendalltau
 
     ret = [c["retrained"] for c in shortlist["candidates"]]
-    c = next(c for c in shortlist["candidates"] if c["arch"] == picked)
+    c = next((c for c in shortlist["candidates"] if c["arch"] == picked), None)
+    if c is None:
+        raise ValueError(f"score_pick: {picked} is not in the shortlist {shortlist['label']}")
     acc, ms, base_ms = c["retrained"], c.get("bench_ms"), shortlist.get("baseline_ms")
     out = {"retrained": acc, "best": max(ret), "regret_pts": max(ret) - acc, "rank": 1 + sum(r > acc for r in ret),
            "vs_random_best_pts": None if shortlist["random_best"] is None else acc - shortlist["random_best"],
            "vs_baseline_pts": None if shortlist["baseline_acc"] is None else acc - shortlist["baseline_acc"],
-           "latency_ms": ms, "vs_baseline_latency": None if ms is None or not base_ms else ms / base_ms}
+           "latency_ms": ms, "vs_baseline_latency": None if ms is None or not base_ms else ms / base_ms,
+           "over_budget": ms is not None and ms > shortlist["budget_ms"]}
     if first_rung is not None:
-        out["tau_first_rung"] = float(kendalltau(first_rung, ret)[0])
+        tau = float(kendalltau(first_rung, ret)[0])
+        out["tau_first_rung"] = None if math.isnan(tau) else tau  # constant scores: undefined
     return out
 
 
@@ -111,18 +122,19 @@ def _replay(shortlist: dict[str, Any], ft, out: Path, progress: bool) -> dict[st
     from search.records import TrialRecord
 
     cfg = SearchConfig.from_dict({**shortlist["config"], "finetune_top": ft.top, "finetune_epochs": ft.epochs,
-                                  "finetune_init": ft.init, "out": str(out)})
+                                  "finetune_init": ft.init, "out": str(out), "backend": "optuna"})  # in process
     data = load_data(cfg.data, image_size=cfg.input_size, val_fraction=cfg.val_fraction)
     run = SimpleNamespace(config=cfg, data=data, device="cpu", run_dir=out, sn_key="none", progress=progress)
     picks = [TrialRecord(number=i, arch=c["arch"], acc=c["acc"], measured_ms=c["latency_ms"], evaluated=True,
                          feasible=True) for i, c in enumerate(shortlist["candidates"])]
-    if ft.init != "scratch":
-        raise ValueError("--init: only 'scratch' replays without the run's supernet")
-    t0 = time.perf_counter()
-    sh, k, _ = pipeline._finetune(run, None, picks, ft, {c["arch"]: c["latency_ms"] for c in shortlist["candidates"]})
     spent = out / "seconds.json"  # over every invocation: a resumed or reprinted pick keeps its training time
-    seconds = (json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0) + time.perf_counter() - t0
-    spent.write_text(json.dumps({"seconds": seconds}))
+    seconds = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0
+    t0 = time.perf_counter()
+    try:
+        sh, k, _ = pipeline._finetune(run, None, picks, ft, {c["arch"]: c["latency_ms"] for c in shortlist["candidates"]})
+    finally:  # an interrupted pick keeps the time it trained
+        seconds += time.perf_counter() - t0
+        spent.write_text(json.dumps({"seconds": seconds}))
     r0 = ft.first_rung
     first = [r["finetune_acc"][r0 - 1] for r in sh]
     return {"records": sh, "picked": picks[k].arch, "epochs_trained": sum(r["epochs"] for r in sh),
@@ -138,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="nas_vs_baseline.py result JSONs with retrained shortlists")
     ap.add_argument("--epochs", type=int, default=6, help="each candidate's schedule (--finetune-epochs; default 6)")
-    ap.add_argument("--reduction-factor", type=int, default=2, help="eta of successive halving (default 2)")
+    ap.add_argument("--reduction-factor", type=int, default=2,
+                    help="eta of successive halving (default 2, the search's, which has no flag for it)")
     ap.add_argument("--init", default="scratch", choices=("scratch",),
                     help="what candidates start from (scratch: inherited weights need the run's supernet)")
     ap.add_argument("--out", default="results/final_pick", help="checkpoints, one folder per shortlist")
@@ -160,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     for s in shortlists:
         out = Path(args.out) / f"{s['label']}-{args.init}-e{ft.epochs}-eta{ft.reduction_factor}"
         out.mkdir(parents=True, exist_ok=True)
-        new = _replay(s, ft, out, progress=not args.quiet)
+        try:
+            new = _replay(s, ft, out, progress=not args.quiet)
+        except ValueError as e:  # e.g. a checkpoint of other settings in --out: nothing is lost, say so
+            print(f"error: {s['label']}: {e}", file=sys.stderr)
+            return 2
         old = score_pick(s, s["picked"])
         rows.append({"label": s["label"], "budget_ms": s["budget_ms"], "n": len(s["candidates"]),
                      "baseline": s["baseline"], "search_pick": old, "replayed": new})
-        print(f"  {s['label']}: picks {new['retrained']:.2f}% (rank {new['rank']}/{len(s['candidates'])}, regret "
+        print(f"  {s['label']}: picks {new['retrained']:.2f}%{' (over budget in the benchmark)' if new['over_budget'] else ''} (rank {new['rank']}/{len(s['candidates'])}, regret "
               f"{new['regret_pts']:.2f}) in {new['epochs_trained']} epochs, {new['seconds']:.0f} s; the search "
               f"picked {old['retrained']:.2f}% (rank {old['rank']}, regret {old['regret_pts']:.2f})", flush=True)
     head = ("| shortlist | n | best retrained | search's pick: top-1 / rank / regret | replayed pick: top-1 / rank / "
@@ -174,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         o, n = r["search_pick"], r["replayed"]
         print(f"| {r['label']} | {r['n']} | {n['best']:.2f}% | {o['retrained']:.2f}% / {o['rank']} / {o['regret_pts']:.2f} "
-              f"| {n['retrained']:.2f}% / {n['rank']} / {n['regret_pts']:.2f} | {n['tau_first_rung']:.3f} "
+              f"| {n['retrained']:.2f}% / {n['rank']} / {n['regret_pts']:.2f} | {_fmt(n['tau_first_rung'], '.3f')} "
               f"| {_fmt(o['vs_random_best_pts'])} / {_fmt(n['vs_random_best_pts'])} "
               f"| {_fmt(o['vs_baseline_pts'])} at {_fmt(o['vs_baseline_latency'], '.2f')}x / {_fmt(n['vs_baseline_pts'])} at {_fmt(n['vs_baseline_latency'], '.2f')}x | {n['epochs_trained']} | {n['seconds']:.0f} |")
     hits = {w: sum(r[w]["vs_random_best_pts"] is not None and r[w]["vs_random_best_pts"] >= 0 for r in rows)

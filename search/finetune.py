@@ -15,7 +15,7 @@ asynchronous one (ASHA, Li et al., MLSys 2020; Optuna's ``SuccessiveHalvingPrune
 Ray Tune's ``ASHAScheduler``) exists for parallel workers; run one candidate after
 another, it compares each candidate only with the ones before it at a rung, so the
 first always trains every epoch and the outcome depends on the order (this module
-used Optuna's pruner so until session 16). The Ray backend's final pick, whose
+used Optuna's pruner until session 16). The Ray backend's final pick, whose
 candidates train in parallel trials, stays ASHA (:func:`search.backends.ray.finetune_asha`).
 
 Each candidate starts either from a fresh initialisation (``init="scratch"``, the
@@ -102,7 +102,9 @@ class FinetuneConfig:
     def planned_epochs(self, n: int) -> int:
         """Epochs trained in all by :func:`successive_halving` over ``n`` candidates (for a progress
         bar): every candidate to the first rung, then the best ``max(1, k // eta)`` of the ``k``
-        still in to the next one, and so on to ``epochs``."""
+        still in to the next one, and so on to ``epochs``. 0 for ``n`` < 1."""
+        if n < 1:
+            return 0
         total, at, k = 0, 0, n
         for r in (*self.rungs, self.epochs):
             total += k * (r - at)
@@ -112,7 +114,8 @@ class FinetuneConfig:
 
 def scratch_recipe(epochs: int, seed: int):
     """The recipe a from-scratch candidate trains with: ``search.retrain``'s (lr 0.05, batch 128,
-    a 2-epoch warm-up, then cosine) over ``epochs`` epochs, a complete short schedule."""
+    a warm-up of ``min(2, epochs - 1)`` epochs, then cosine) over ``epochs`` epochs, a complete
+    short schedule."""
     from search.retrain import retrain_recipe
 
     return retrain_recipe(epochs, seed, 0.05, 128)
@@ -193,7 +196,7 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     Returns ``(step, models)``: ``models[k]`` is candidate k's model as last trained (eval mode).
 
     Raises (from ``step``):
-        ValueError: a checkpoint of another supernet, arch, init, schedule or cut in ``ckpt_dir``.
+        ValueError: a checkpoint of another supernet, arch, init or schedule in ``ckpt_dir``.
     """
     import torch
 

@@ -456,7 +456,8 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
     truth) or 2 epochs from scratch (0.70-0.72) rank networks well within a stem, but both put
     the small-stem networks, three of the four best retrained, below the best ImageNet-stem ones
     (they learn slower in the first epochs), while the one-shot score places them mid-pack.
-    ``--pick`` there replays this rule on random shortlists of the truth.
+    ``--pick`` there replays this rule on random shortlists of the truth; ``benchmarks/final_pick.py``
+    replays the whole pick on the retrained shortlists of ``benchmarks/nas_vs_baseline.py``.
 
     Returns (records in ``picks`` order, each with its ``stem``; the winner's index in ``picks``;
     its trained model)."""
@@ -485,7 +486,9 @@ def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
 
     cfg = run.config
     archs = [Arch.parse(r.arch) for r in picks]
-    ckpt_dir = run.run_dir / ("finetune" if ft.init == "inherited" else f"finetune-{ft.init}")
+    # from scratch the folder names the schedule: a run folder of an older version (a 15-epoch schedule
+    # cut short, in finetune-scratch/) or another --finetune-epochs on resume starts afresh, not refused
+    ckpt_dir = run.run_dir / ("finetune" if ft.init == "inherited" else f"finetune-{ft.init}-e{ft.epochs}")
     step, models = finetune_step(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
                                  ckpt_dir=ckpt_dir, supernet_id=run.sn_key)
     if cfg.backend == "ray":  # ASHA in Ray Tune: the candidates fine-tune in parallel trials

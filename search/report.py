@@ -126,7 +126,7 @@ def _finetune_lines(finetune: list[dict]) -> list[str]:
     if finetune:
         init = finetune[0].get("init", "inherited")  # runs before finetune_init fine-tuned
         how = ("fine-tuned from their inherited weights" if init == "inherited" else
-               "trained from scratch (the retrain recipe, cut short)")
+               "trained from scratch (the retrain recipe over a short schedule)")
         ships = ("the exported model is the winner's fine-tuned weights" if init == "inherited" else
                  "the winner is then fine-tuned from its inherited weights for as many epochs, and the exported "
                  "model carries its most accurate weights on the validation split (fine-tuned, from scratch or "

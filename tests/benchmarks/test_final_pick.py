@@ -45,11 +45,16 @@ def test_load_shortlist_and_score_pick(tmp_path):
     assert [c["bench_ms"] for c in s["candidates"]] == [2.0, 2.5, 3.0, 3.5]  # the benchmark's session, not the pick's
     best = fp.score_pick(s, ARCHS[1])
     assert best == {"retrained": 64.5, "best": 64.5, "regret_pts": 0.0, "rank": 1, "vs_random_best_pts": 1.0,
-                    "vs_baseline_pts": 2.5, "latency_ms": 2.5, "vs_baseline_latency": 0.625}
+                    "vs_baseline_pts": 2.5, "latency_ms": 2.5, "vs_baseline_latency": 0.625, "over_budget": False}
     worst = fp.score_pick(s, ARCHS[2], first_rung=[40.0, 45.0, 41.0, 44.0])
     assert worst["regret_pts"] == pytest.approx(4.5) and worst["rank"] == 4
     assert worst["vs_random_best_pts"] == pytest.approx(-3.5) and worst["vs_baseline_pts"] == pytest.approx(-2.0)
     assert worst["tau_first_rung"] == pytest.approx(kendalltau([40, 45, 41, 44], RETRAINED)[0]) == pytest.approx(2 / 3)
+    assert fp.score_pick(s, ARCHS[0], first_rung=[9.75] * 4)["tau_first_rung"] is None  # constant: undefined, not NaN
+    s["budget_ms"] = 2.9
+    assert [fp.score_pick(s, a)["over_budget"] for a in ARCHS] == [False, False, True, True]
+    with pytest.raises(ValueError, match="score_pick: x is not in the shortlist nas_vs_baseline_tiny"):
+        fp.score_pick(s, "x")
 
 
 def test_a_shortlist_not_all_retrained_or_without_a_pick_is_refused(tmp_path):
@@ -83,10 +88,13 @@ def test_the_replay_runs_the_search_s_final_pick_and_resumes(tmp_path, capsys):
     assert r["replayed"]["retrained"] == RETRAINED[k] and r["replayed"]["regret_pts"] == pytest.approx(64.5 - RETRAINED[k])
     assert r["search_pick"]["retrained"] == 64.5 and r["search_pick"]["rank"] == 1
     ckpts = sorted(out.rglob("*.pt"))
-    assert len(ckpts) == 4
+    assert len(ckpts) == 4 and {c.parent.name for c in ckpts} == {"finetune-scratch-e2"}
+    spent = json.loads(next(out.rglob("seconds.json")).read_text())["seconds"]
+    assert spent == r["replayed"]["seconds"] > 0
     stamps = [c.stat().st_mtime_ns for c in ckpts]
     assert fp.main(argv) == 0  # a second run trains nothing and reports the same pick
     again = json.loads(js.read_text())["shortlists"][0]["replayed"]
     assert [c.stat().st_mtime_ns for c in ckpts] == stamps
     assert (again["picked"], again["records"]) == (r["replayed"]["picked"], recs)
+    assert again["seconds"] > spent  # the training time of the first run, plus the reprint's
     assert "| nas_vs_baseline_tiny | 4 | 64.50% |" in capsys.readouterr().out

@@ -65,6 +65,11 @@ def test_rungs_and_planned_epochs():
     assert FinetuneConfig(init="scratch", epochs=8).rungs == (2, 4)
     assert FinetuneConfig(init="scratch", epochs=8).planned_epochs(3) == 3 * 2 + 1 * 2 + 1 * 4
     assert FinetuneConfig(init="inherited", epochs=1).rungs == () and FinetuneConfig(epochs=1).planned_epochs(5) == 5
+    assert FinetuneConfig(init="scratch", epochs=6).planned_epochs(1) == 6 and FinetuneConfig().planned_epochs(0) == 0
+    # one candidate passes every rung alone and trains the whole schedule
+    calls = []
+    (one,) = successive_halving(ARCHS[:1], _step(calls), FinetuneConfig(top=1, epochs=4))
+    assert (one["epochs"], one["pruned"], one["final"]) == (4, False, 80) and len(calls) == 4
 
 
 def test_no_candidates_is_an_error():
@@ -138,7 +143,7 @@ def test_the_real_fine_tune_step_trains_from_inherited_weights_and_resumes(tmp_p
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
 
 
-def test_the_from_scratch_step_is_the_retrain_recipe_cut_short_and_resumes(tmp_path):
+def test_the_from_scratch_step_is_the_retrain_recipe_over_its_schedule_and_resumes(tmp_path):
     """``init="scratch"``: candidate k is ``ShuffleNet(arch)`` drawn under the seed, trained with the
     retrain recipe over ``epochs`` and stopped after each epoch; it needs no supernet, and a new
     process resumes it from its checkpoint without training again."""

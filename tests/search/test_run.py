@@ -50,7 +50,7 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     shipped_acc = max(accs.values())
     assert accs[w["weights"]] == shipped_acc and m.meta["weights"] == w["weights"]
     assert acc == pytest.approx(shipped_acc, abs=1e-9)
-    assert len(list((run / "finetune-scratch").glob("*.pt"))) == 4 and len(list((run / "finetune").glob("*.pt"))) == 1
+    assert len(list((run / "finetune-scratch-e6").glob("*.pt"))) == 4 and len(list((run / "finetune").glob("*.pt"))) == 1
     assert f"Shipped weights: **{ {'scratch': 'from scratch'}.get(w['weights'], w['weights'])}**" in (
         run / "report.md").read_text()
     ts = load_artefact(run, "torchscript")
