@@ -94,6 +94,10 @@ def main() -> None:
                     help="no supernet: train every truth network from scratch with its own recipe (the seed: "
                          "--seed), stop after K epochs, and rank by the top-1 after each epoch (a truncated-"
                          "training estimate; --seed 0 repeats the truth's own first epochs)")
+    ap.add_argument("--scratch-schedule", choices=["truth", "complete"], default="truth",
+                    help="the schedule --scratch-epochs trains: the first K epochs of the truth's own schedule "
+                         "(truth), or a complete K-epoch schedule, warm-up and cosine to zero, as the search's "
+                         "final pick trains its candidates from scratch (complete: search.finetune.scratch_recipe)")
     ap.add_argument("--pairs", nargs="+", default=None, metavar="RESULT",
                     help="train nothing: for these result JSONs, the share of latency-matched pairs (measured "
                          "latencies within --pair-tolerance) that each score orders as the retrained top-1 does")
@@ -374,7 +378,10 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
     """The truncated-training estimate: every network of ``rows`` trained from scratch with the
     recipe of its first truth run (seed replaced by ``args.seed``), stopped after
     ``args.scratch_epochs`` epochs of that schedule; ``scratch_e{k}`` is its top-1 (%) after
-    epoch k. Reduced training as a ranking proxy: Zhou et al., "EcoNAS", CVPR 2020; Abdelfattah
+    epoch k. With ``args.scratch_schedule == "complete"`` each network instead trains the final
+    pick's own recipe (``search.finetune.scratch_recipe``: the truth's recipe over a complete
+    ``scratch_epochs``-epoch schedule, whose last epochs anneal), in its own folders and files
+    (``scratch_complete_*``). Reduced training as a ranking proxy: Zhou et al., "EcoNAS", CVPR 2020; Abdelfattah
     et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021, section 3 (reduced-training
     proxies). Prints and writes tau per epoch, beside the tau of the truth's own run at the same
     epoch (``truth_e{k}``: the same trajectory as the final top-1, so it shares its noise), and
@@ -387,18 +394,23 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
     from supernet import ShuffleNet
     from supernet.train import train_model
 
+    from search.finetune import scratch_recipe
+
     k_max = args.scratch_epochs
-    work = Path("results/ranking") / f"scratch_seed{args.seed}"
+    complete = getattr(args, "scratch_schedule", "truth") == "complete"
+    tag = "scratch_complete" if complete else "scratch"
+    work = Path("results/ranking") / f"{tag}_seed{args.seed}"
     if args.seed in {r["seed"] for n in rows for r in n["runs"][:1]}:
-        print(f"note: --seed {args.seed} is the truth's own seed: the first epochs repeat its runs (use another "
-              f"seed for an independent estimate)")
+        shared = ("its initial weights and data order" if complete else "the first epochs repeat its runs")
+        print(f"note: --seed {args.seed} is the truth's own seed: {shared} (use another seed for an independent "
+              f"estimate)")
     for r in rows:  # before anything trains
         if k_max > r["runs"][0]["recipe"]["epochs"]:
             raise ValueError(f"--scratch-epochs: {k_max} is longer than {r['name']}'s "
                              f"{r['runs'][0]['recipe']['epochs']}-epoch run")
     for i, r in enumerate(rows):
         run = r["runs"][0]
-        recipe = Recipe(**dict(run["recipe"], seed=args.seed))
+        recipe = scratch_recipe(k_max, args.seed) if complete else Recipe(**dict(run["recipe"], seed=args.seed))
         t = time.perf_counter()
         hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=False,
                            desc=r["name"], checkpoint=work / r["name"] / "checkpoint.pt", resume=True,
@@ -418,7 +430,7 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
     matched = {k: matched_pairs(rows, k, args.pair_tolerance) for k in _score_keys(rows)}
     _print_baselines(sizes)
     _print_pairs(matched, args.pair_tolerance)
-    out = Path("results/ranking") / f"scratch_e{k_max}_seed{args.seed}_stem{args.small_input}.json"
+    out = Path("results/ranking") / f"{tag}_e{k_max}_seed{args.seed}_stem{args.small_input}.json"
     result = {"variant": out.stem, "args": vars(args), "truth": args.truth, "per_epoch": per_epoch,
               "baselines": sizes, "matched_pairs": {"tolerance": args.pair_tolerance, **matched},
               "networks": [{k: v for k, v in r.items() if k in ("name", "role", "arch", "retrained")

@@ -282,6 +282,19 @@ def test_scratch_estimate_trains_each_network_with_its_truth_recipe_and_another_
     assert list(res["matched_pairs"])[:3] == ["tolerance", "scratch_e1", "scratch_e2"]
     out = capsys.readouterr().out
     assert "epoch 2: seed 1 from scratch all tau" in out and "note: --seed" not in out
+    # --scratch-schedule complete: the final pick's own recipe, a complete 6-epoch schedule, in its own folders
+    from search.finetune import scratch_recipe
+
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--small-input", "both",
+                                      "--scratch-epochs", "6", "--scratch-schedule", "complete", "--seed", "1"])
+    sr.main()
+    assert [(c[1], c[2]) for c in calls] == [(scratch_recipe(6, 1), 6)] * len(truth["networks"])
+    assert scratch_recipe(6, 1).epochs == 6 and scratch_recipe(6, 1).warmup_epochs == 2
+    assert all(c[3] == Path("results/ranking/scratch_complete_seed1") / n["name"] / "checkpoint.pt"
+               for c, n in zip(calls, truth["networks"]))
+    res = json.loads((tmp_path / "results" / "ranking" / "scratch_complete_e6_seed1_stemboth.json").read_text())
+    assert [n["scratch_e6"] for n in res["networks"]] == [16.0, 26.0, 36.0, 46.0, 56.0, 66.0]
     calls.clear()
     monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--scratch-epochs", "16"])
     with pytest.raises(SystemExit) as e:
