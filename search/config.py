@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "OBJECTIVES",
-           "LEGACY_OBJECTIVE", "run_settings"]
+           "LEGACY_OBJECTIVE", "STEM_SEARCHES", "LEGACY_STEM_SEARCH", "run_settings"]
 
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
@@ -28,8 +28,15 @@ LEGACY_FINETUNE_INIT = "inherited"
 OBJECTIVES = ("accuracy", "pareto")
 # the search of runs written before ``objective`` existed: a two-objective study
 LEGACY_OBJECTIVE = "pareto"
+# how the stem variant is searched when the space declares both: one more parameter of one study (joint,
+# the default), or each variant its own search with its share of the trials and of the final pick's
+# shortlist (stratified: the one-shot score does not compare networks across stems, so one study drifts
+# to one stem; measured once at matched latency in session 17, no gain for 3x the search time)
+STEM_SEARCHES = ("stratified", "joint")
+# the stem search of runs written before ``stem_search`` existed: one study over both stems
+LEGACY_STEM_SEARCH = "joint"
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
-            "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES}
+            "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES, "stem_search": STEM_SEARCHES}
 
 
 def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +96,10 @@ class SearchConfig:
     objectives: trials spread over the accuracy/latency front, most of them far below the budget);
     ``finetune_top``/``finetune_epochs``/``finetune_init``: the multi-fidelity final pick (0 = the
     one-shot score decides; ``finetune_init``: candidates start from their inherited weights or
-    from scratch, :mod:`search.finetune`). Build one with
+    from scratch, :mod:`search.finetune`); ``stem_search``: ``"joint"`` (default) makes the stem
+    variant one more parameter of one study, ``"stratified"`` searches each variant the space
+    declares on its own (its share of ``trials`` and of ``finetune_top``;
+    :func:`search.pipeline.stem_strata`). Build one with
     :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).
     """
 
@@ -117,6 +127,7 @@ class SearchConfig:
     train_workers: int = 1
     sandwich: int = 0
     objective: str = "accuracy"
+    stem_search: str = "joint"
 
     def __post_init__(self) -> None:
         validate_config(self.to_dict())
@@ -171,6 +182,10 @@ class SearchConfig:
         if before.get("backend", "optuna") != self.backend:
             raise ValueError(f"backend: {resume} was searched with {before.get('backend', 'optuna')!r}; "
                              f"resume it with the same backend (drop --backend {self.backend})")
+        if before.get("stem_search", LEGACY_STEM_SEARCH) != self.stem_search:
+            raise ValueError(f"stem_search: {resume} was searched with stem_search "
+                             f"{before.get('stem_search', LEGACY_STEM_SEARCH)!r}; resume it with the same one "
+                             f"(drop --stem-search {self.stem_search}, or stem_search: in --config)")
         if before.get("objective", LEGACY_OBJECTIVE) != self.objective:
             raise ValueError(f"objective: {resume} was searched with objective {before.get('objective', LEGACY_OBJECTIVE)!r}; "
                              f"resume it with the same objective (drop --objective {self.objective}, or objective: in --config)")
@@ -202,11 +217,13 @@ def _read_yaml(p: Path) -> dict[str, Any]:
 def run_settings(run_yaml: Mapping[str, Any] | None) -> dict[str, Any]:
     """The settings a run folder's ``run.yaml`` (parsed) records, with what older runs left
     implicit made explicit: a run written before ``finetune_init`` existed fine-tuned its
-    final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), and one written before
-    ``objective`` existed searched two objectives (:data:`LEGACY_OBJECTIVE`); each keeps doing
-    so when it is loaded or resumed."""
+    final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), one written before
+    ``objective`` existed searched two objectives (:data:`LEGACY_OBJECTIVE`), and one written
+    before ``stem_search`` existed searched the stem in one study (:data:`LEGACY_STEM_SEARCH`);
+    each keeps doing so when it is loaded or resumed."""
     cfg = dict((run_yaml or {}).get("config", {}))
     if cfg:
         cfg.setdefault("finetune_init", LEGACY_FINETUNE_INIT)
         cfg.setdefault("objective", LEGACY_OBJECTIVE)
+        cfg.setdefault("stem_search", LEGACY_STEM_SEARCH)
     return cfg

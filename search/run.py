@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from search.config import DEFAULTS, FINETUNE_INITS, OBJECTIVES, SearchConfig
+from search.config import DEFAULTS, FINETUNE_INITS, OBJECTIVES, STEM_SEARCHES, SearchConfig
 from search.pipeline import NOISY_REL_IQR, SearchInterrupted, SearchResult, run_search
 from search.report import supernet_line
 
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accuracy: the most accurate one-shot score under the budget (one objective; MnasNet's "
                          "hard constraint); pareto: accuracy and latency as two objectives, trials spread over the "
                          f"front (default {DEFAULTS['objective']}; a resumed run keeps its own)")
+    ap.add_argument("--stem-search", choices=STEM_SEARCHES, default=None,
+                    help="joint: the stem variant one more parameter of one study; stratified: each stem variant "
+                         "(ImageNet, small-input) searched on its own with half the trials and half the final "
+                         "pick's shortlist, since the one-shot score does not compare stems (measured once: no "
+                         f"gain, 3x the search time) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",

@@ -399,11 +399,19 @@ class SearchSpace:
             return min(v2, key=lambda b: (abs(b.split - 0.5), b.split))
         return valid[0]
 
-    def params_from_arch(self, arch: Arch) -> dict[str, Any]:
-        """Optuna parameters that make :meth:`suggest` return ``arch`` (for enqueueing seeds)."""
+    def params_from_arch(self, arch: Arch, *, small_input: bool | None = None) -> dict[str, Any]:
+        """Optuna parameters that make :meth:`suggest` (with the same ``small_input``) return ``arch``
+        (for enqueueing seeds): ``small_input=None`` makes the stem variant a parameter when the
+        space declares both; a fixed variant is not one.
+
+        Raises:
+            ValueError: ``arch`` is not in the space, or its stem variant is not ``small_input``."""
         self.validate(arch)
+        if small_input is not None and arch.small_input is not bool(small_input):
+            raise ValueError(f"small_input: {arch} has small_input={arch.small_input}, but the search fixes "
+                             f"small_input={bool(small_input)}; seed it into a search of its own stem variant")
         params: dict[str, Any] = {"stem": arch.stem, "last_conv": arch.last_conv}
-        if len(self.small_input) > 1:
+        if small_input is None and len(self.small_input) > 1:
             params["small_input"] = arch.small_input
         for i, st in enumerate(arch.stages):
             p = STAGE_NAMES[i]

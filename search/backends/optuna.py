@@ -99,7 +99,7 @@ def run(
     if recovered:
         log.info("resume: %d interrupted trial(s) will be re-run", recovered)
     for name, arch in seeds:
-        study.enqueue_trial(space.params_from_arch(arch), user_attrs={"source": name}, skip_if_exists=True)
+        study.enqueue_trial(space.params_from_arch(arch, small_input=task.small_input), user_attrs={"source": name}, skip_if_exists=True)
 
     def _objective(trial: optuna.Trial) -> tuple[float, float] | float:
         arch = space.suggest(trial, num_classes=task.num_classes, small_input=task.small_input)

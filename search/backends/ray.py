@@ -211,7 +211,7 @@ def _experiment(run_dir: Path, resume: bool) -> tuple[str, Path | None]:
 def _searcher(space: SearchSpace, task: Task, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
               storage, pareto: bool = False):
     """Optuna's TPE behind Tune (top-1; with ``pareto`` latency too), with the presets as its first points."""
-    points = [space.params_from_arch(a) for _, a in seeds]
+    points = [space.params_from_arch(a, small_input=task.small_input) for _, a in seeds]
     return ConstrainedOptunaSearch(
         space=_DefineByRun(space, task, {str(a): n for n, a in seeds}),
         metric=["acc", "latency_ms"] if pareto else "acc", mode=["max", "min"] if pareto else "max",

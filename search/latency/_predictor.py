@@ -204,8 +204,9 @@ class LatencyPredictor:
         (``search.pipeline`` does) instead of trusting the prediction."""
         return float(np.dot(self.coef, self.features(arch)))
 
-    def fastest(self, space: SearchSpace) -> tuple[Arch, float]:
-        """A fastest architecture of ``space`` and its predicted latency (ms).
+    def fastest(self, space: SearchSpace, small_input: bool | None = None) -> tuple[Arch, float]:
+        """A fastest architecture of ``space`` and its predicted latency (ms); with ``small_input``
+        (``True``/``False``), a fastest of that stem variant only (it must be one the table covers).
 
         An exact DP over the table at minimum depths finds, per stem variant, stem width and
         last conv, the blocks with the smallest table sum; of those candidates the one with the
@@ -221,7 +222,8 @@ class LatencyPredictor:
 
         best: Arch | None = None
         best_ms = math.inf
-        for small, stem in itertools.product(task.stem_variants(space.small_input), space.stem_channels):
+        variants = task.stem_variants(space.small_input) if small_input is None else (bool(small_input),)
+        for small, stem in itertools.product(variants, space.stem_channels):
             sizes = probe_arch(space, task, small).spatial_sizes(size)
             states = {stem: (self.lut.get(stem_key(stem, small, size), math.inf), [])}
             for i, ss in enumerate(space.stages):

@@ -235,6 +235,10 @@ def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
         alone = LatencyPredictor(key=dict(both.key, small_input=s), lut=both.lut, coef=both.coef)
         assert ms <= alone.fastest(TINY)[1] + 1e-12
         assert alone.fastest(TINY)[0].small_input is s
+        # one variant of the both-stem table (a stratified stem search): that variant's fastest, as
+        # the one-variant predictor finds it
+        assert both.fastest(TINY, small_input=s) == alone.fastest(TINY)
+    assert min(both.fastest(TINY, small_input=s)[1] for s in (False, True)) == ms
 
 
 def _stalled_build(tmp_path, monkeypatch, stalls_ms):

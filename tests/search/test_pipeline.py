@@ -74,6 +74,27 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
         SearchConfig.resolve({"objective": "pareto"}, resume=run)
     with pytest.raises(ValueError, match="is not a ShuffleNAS run folder"):
         SearchConfig.resolve({}, resume=tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"stem_search: unknown stem_search 'both'; available: \['stratified', 'joint'\]"):
+        SearchConfig(latency_ms=5.0, stem_search="both")
+    assert DEFAULTS["stem_search"] == "joint"
+    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'; resume it with "
+                                         r"the same one \(drop --stem-search stratified, or stem_search: in --config\)"):
+        SearchConfig.resolve({"stem_search": "stratified"}, resume=run)
+    # a run folder written before stem_search existed searched the stem in one study, and keeps doing so
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.yaml").write_text(yaml.safe_dump({"config": {k: v for k, v in {**DEFAULTS, "latency_ms": 4}.items()
+                                                             if k != "stem_search"}}))
+    assert SearchConfig.resolve({}, resume=old).stem_search == "joint"
+    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'"):
+        SearchConfig.resolve({"stem_search": "stratified"}, resume=old)
+    strat = tmp_path / "strat"
+    strat.mkdir()
+    (strat / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "stem_search": "stratified"}}))
+    assert SearchConfig.resolve({}, resume=strat).stem_search == "stratified"  # a resumed run keeps its own
+    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'stratified'; resume it with "
+                                         r"the same one \(drop --stem-search joint, or stem_search: in --config\)"):
+        SearchConfig.resolve({"stem_search": "joint"}, resume=strat)
     # run_search(config, resume=...) checks it too, for a config not built by resolve()
     with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'"):
         r.replace(backend="ray").check_resume(run)
@@ -175,3 +196,85 @@ def test_a_run_folder_from_before_finetune_init_loads_and_resumes_as_the_fine_tu
     cfg = SearchConfig.resolve({}, resume=run)
     assert (cfg.finetune_init, cfg.finetune_epochs) == ("inherited", 8)
     assert SearchConfig.resolve({"finetune_init": "scratch", "finetune_epochs": 4}, resume=run).finetune_init == "scratch"
+
+
+def _strata_run(tmp_path, stem_search="stratified", trials=9, fastest=None, stems=(False, True)):
+    from types import SimpleNamespace
+
+    from search_space import SearchSpace, Task
+
+    fastest = fastest or {False: 1.0, True: 3.0}
+    space = SearchSpace.from_dict({**TINY, "stem": {**TINY.get("stem", {}), "small_input": list(stems)}})
+    predictor = SimpleNamespace(fastest=lambda sp, small_input=None: ("arch", fastest[small_input]))
+    cfg = SearchConfig(latency_ms=4.0, trials=trials, stem_search=stem_search)
+    return SimpleNamespace(config=cfg, space=space, task=Task(10, 32, None), predictor=predictor, run_dir=tmp_path)
+
+
+def test_a_stratified_stem_search_gives_each_stem_that_fits_its_share_of_the_trials(tmp_path):
+    """Issue 10: the one-shot score does not compare stems, so a stratified search runs one
+    search per stem variant, the trials split evenly (ImageNet takes the remainder)."""
+    from search.pipeline import stem_strata
+
+    got = stem_strata(_strata_run(tmp_path))
+    assert [(t.small_input, n, f) for t, n, f in got] == [(False, 5, tmp_path / "search-imagenet"),
+                                                           (True, 4, tmp_path / "search-small")]
+    assert all(f.is_dir() and (t.num_classes, t.image_size) == (10, 32) for t, _, f in got)
+    # the small stem's fastest network (4.2 ms) is over the 4 ms budget: every trial goes to the ImageNet stem
+    got = stem_strata(_strata_run(tmp_path, fastest={False: 1.0, True: 4.2}))
+    assert [(t.small_input, n) for t, n, _ in got] == [(False, 9)]
+    assert [(t.small_input, n) for t, n, _ in stem_strata(_strata_run(tmp_path, fastest={False: 1.0, True: 4.2}),
+                                                          margin=0.1)] == [(False, 5), (True, 4)]  # within the margin
+    # neither predicted to fit (the floor check measured one that does): both stems keep their share
+    assert [n for _, n, _ in stem_strata(_strata_run(tmp_path, fastest={False: 5.0, True: 9.0}))] == [5, 4]
+    # one trial: the ImageNet stem only
+    assert [(t.small_input, n) for t, n, _ in stem_strata(_strata_run(tmp_path, trials=1))] == [(False, 1)]
+    # joint, or a space with one stem variant: one search of the run's task in the run folder
+    for run in (_strata_run(tmp_path, "joint"), _strata_run(tmp_path, stems=(False,))):
+        (task, n, folder), = stem_strata(run)
+        assert (task, n, folder) == (run.task, 9, tmp_path)
+
+
+def test_a_stratified_shortlist_shares_its_places_between_stems_and_passes_on_a_short_stems_places(monkeypatch):
+    """The final pick's shortlist: the best by one-shot score of each stem, half the places each;
+    a stem with too few candidates under the budget leaves its places to the other."""
+    from types import SimpleNamespace
+
+    import search.latency as lat
+    import search.pipeline as pl
+
+    def rec(n, small, acc, ms):
+        arch = f"stem{8 + n}{':small' if small else ''}|16:v2s0.5|32:v1g2|64:v2s0.5|conv0|cls10"
+        return TrialRecord(number=n, arch=arch, acc=acc, pred_ms=ms, evaluated=True, feasible=True)
+
+    ms = {}
+    rounds = []
+
+    def measure_many(models, conditions, **kw):
+        rounds.append(len(models))
+        return [SimpleNamespace(median_ms=ms[str(m.arch)]) for m in models]
+
+    monkeypatch.setattr(lat, "measure_many", measure_many)
+    import supernet
+
+    monkeypatch.setattr(supernet, "ShuffleNet", lambda a: SimpleNamespace(arch=a))
+    # ImageNet stem: one-shot 40..35, small stem 30..25 (lower: the supernet's blind spot)
+    recs = [rec(k, False, 40.0 - k, 1.0) for k in range(6)] + [rec(10 + k, True, 30.0 - k, 3.0) for k in range(6)]
+    ms.update({r.arch: r.pred_ms for r in recs})
+    ms[recs[7].arch] = 4.5  # the second-best small-stem network measures over the 4 ms budget
+    run = SimpleNamespace(config=SearchConfig(latency_ms=4.0, top_k=2, stem_search="stratified"), floor_ms=0.0,
+                          conditions=None)
+    measured, short = pl._shortlist(run, recs, [], 8)
+    assert [r.number for r in short] == [0, 1, 2, 3, 10, 12, 13, 14]  # 4 places each, 11 measured over budget
+    assert set(measured) == {r.arch for r in recs[:4] + recs[6:12]}  # in chunks of top_k = 2
+    # the joint search: the best 8 by one-shot score, all ImageNet stem
+    run.config = SearchConfig(latency_ms=4.0, top_k=2, stem_search="joint")
+    assert [r.number for r in pl._shortlist(run, recs, [], 8)[1]] == [0, 1, 2, 3, 4, 5, 10, 12]
+    # two small-stem networks under the budget: the ImageNet stem takes the 2 places they leave
+    for r in recs[8:]:
+        ms[r.arch] = 5.0
+    run.config = SearchConfig(latency_ms=4.0, top_k=2, stem_search="stratified")
+    assert [r.number for r in pl._shortlist(run, recs, [], 8)[1]] == [0, 1, 2, 3, 4, 5, 10]  # 7: only 7 fit
+    ms[recs[8].arch] = 1.0
+    assert [r.number for r in pl._shortlist(run, recs, [], 8)[1]] == [0, 1, 2, 3, 4, 5, 10, 12]
+    # an odd count: the ImageNet stem takes the remainder
+    assert [r.number for r in pl._shortlist(run, recs, [], 3)[1]] == [0, 1, 10]

@@ -17,7 +17,7 @@ from search_space import Arch
 
 def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     base, out = env
-    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--finetune-top", "4"]) == 0
+    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--finetune-top", "4", "--stem-search", "stratified"]) == 0
     run = (out / "latest").resolve()
     for f in ("model.pt", "model.ts", "arch.yaml", "trials.csv", "pareto.png", "report.md", "run.yaml", "result.json"):
         assert (run / f).is_file(), f
@@ -79,8 +79,18 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     import csv
 
     with open(run / "trials.csv") as f:
-        stems = {Arch.parse(r["arch"]).small_input for r in csv.DictReader(f)}
-    assert stems == {False, True}
+        trials = list(csv.DictReader(f))
+    stems = [Arch.parse(r["arch"]).small_input for r in trials]
+    # searched stratified (--stem-search): one study per stem variant, 3 trials each, numbered as one search
+    assert stems == [False] * 3 + [True] * 3 and [int(r["number"]) for r in trials] == list(range(6))
+    assert (run / "search-imagenet" / "study.journal").is_file() and (run / "search-small" / "study.journal").is_file()
+    assert not (run / "study.journal").exists()
+    # and the final pick's shortlist of 4 holds the best 2 of each stem by one-shot score
+    assert sorted(r["stem"] for r in sh) == ["imagenet", "imagenet", "small", "small"]
+    for small, stem in ((False, "imagenet"), (True, "small")):
+        best = sorted((float(r["acc"]) for r, s in zip(trials, stems) if s is small and r["feasible"] == "True"),
+                      reverse=True)
+        assert sorted((r["acc_inherited"] for r in sh if r["stem"] == stem), reverse=True) == best[:2]  # ties: either
 
 
 def _check_final_pick(w, sh):
@@ -128,26 +138,29 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
 
     def flaky(self, arch):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == 5:  # the ImageNet stem's 3 trials done, the small stem's first done
             raise KeyboardInterrupt
         return real(self, arch)
 
     monkeypatch.setattr(ev.Scorer, "__call__", flaky)
-    assert main(base + ["--latency-ms", "1000", "--trials", "6"]) == 130
+    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--stem-search", "stratified"]) == 130
     run = next(p for p in out.iterdir() if p.is_dir() and p.name != "latest")
     assert not (out / "latest").exists()  # an interrupted run does not become 'latest'
     import optuna
 
     from search.backends.optuna import open_study
 
-    before = {t.number: (t.params, t.values) for t in open_study(run, seed=0).get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
-    assert len(before) == 3
+    def complete(stem):  # each stem variant's own study (stratified)
+        return {t.number: (t.params, t.values) for t in open_study(run / f"search-{stem}", seed=0).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+
+    before = {stem: complete(stem) for stem in ("imagenet", "small")}
+    assert [len(v) for v in before.values()] == [3, 1]
     monkeypatch.setattr(ev.Scorer, "__call__", real)
     assert main(["--resume", str(run), "--quiet"]) == 0
-    after = {t.number: (t.params, t.values) for t in open_study(run, seed=0).get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
-    assert len(after) == 6 and all(after[k] == v for k, v in before.items())
+    for stem in ("imagenet", "small"):
+        after = complete(stem)
+        assert len(after) == 3 and all(after[k] == v for k, v in before[stem].items())
     # a run is never continued with another supernet (its trials' scores would not compare)
     meta = yaml.safe_load((run / "run.yaml").read_text())
     assert len(meta["supernet_key"]) == 16

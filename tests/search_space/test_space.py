@@ -203,3 +203,14 @@ def test_the_stem_variant_is_a_searched_decision():
     t = study.ask()
     assert SPACE.suggest(t, num_classes=10) == small
     assert "small_input" not in fixed.params_from_arch(small)
+    # a search with the stem variant fixed (a stratified stem search): not a parameter, and a seed of
+    # the other variant is refused
+    params = SPACE.params_from_arch(small, small_input=True)
+    assert "small_input" not in params and params == {k: v for k, v in SPACE.params_from_arch(small).items()
+                                                      if k != "small_input"}
+    study.enqueue_trial(params)
+    t = study.ask()
+    assert SPACE.suggest(t, num_classes=10, small_input=True) == small and "small_input" not in t.params
+    with pytest.raises(ValueError, match=r"small_input: .* has small_input=True, but the search fixes "
+                                         r"small_input=False; seed it into a search of its own stem variant"):
+        SPACE.params_from_arch(small, small_input=False)
