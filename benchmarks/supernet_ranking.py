@@ -379,9 +379,11 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
     recipe of its first truth run (seed replaced by ``args.seed``), stopped after
     ``args.scratch_epochs`` epochs of that schedule; ``scratch_e{k}`` is its top-1 (%) after
     epoch k. With ``args.scratch_schedule == "complete"`` each network instead trains the final
-    pick's own recipe (``search.finetune.scratch_recipe``: the truth's recipe over a complete
-    ``scratch_epochs``-epoch schedule, whose last epochs anneal), in its own folders and files
-    (``scratch_complete_*``). Reduced training as a ranking proxy: Zhou et al., "EcoNAS", CVPR 2020; Abdelfattah
+    pick's own recipe (``search.finetune.scratch_recipe``: lr 0.05, batch 128, as the committed
+    truth's, over a complete ``scratch_epochs``-epoch schedule whose last epochs anneal), in its
+    own folders and files (``scratch_complete_*``). Every network's initial weights come from
+    ``torch.manual_seed(args.seed)`` (results written before session 17's review built each network
+    unseeded, from the generator state the previous training left). Reduced training as a ranking proxy: Zhou et al., "EcoNAS", CVPR 2020; Abdelfattah
     et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021, section 3 (reduced-training
     proxies). Prints and writes tau per epoch, beside the tau of the truth's own run at the same
     epoch (``truth_e{k}``: the same trajectory as the final top-1, so it shares its noise), and
@@ -389,17 +391,19 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
 
     Raises:
         ValueError: ``args.scratch_epochs`` longer than a truth run."""
+    import torch
+
     from nas_training.engine import Recipe
+    from search.finetune import scratch_recipe
     from search_space import Arch
     from supernet import ShuffleNet
     from supernet.train import train_model
 
-    from search.finetune import scratch_recipe
-
     k_max = args.scratch_epochs
     complete = getattr(args, "scratch_schedule", "truth") == "complete"
     tag = "scratch_complete" if complete else "scratch"
-    work = Path("results/ranking") / f"{tag}_seed{args.seed}"
+    # a complete schedule depends on K, so its checkpoints are kept per K
+    work = Path("results/ranking") / (f"{tag}_e{k_max}_seed{args.seed}" if complete else f"{tag}_seed{args.seed}")
     if args.seed in {r["seed"] for n in rows for r in n["runs"][:1]}:
         shared = ("its initial weights and data order" if complete else "the first epochs repeat its runs")
         print(f"note: --seed {args.seed} is the truth's own seed: {shared} (use another seed for an independent "
@@ -412,6 +416,7 @@ def scratch(rows: list[dict], data, args: argparse.Namespace, sizes: dict) -> di
         run = r["runs"][0]
         recipe = scratch_recipe(k_max, args.seed) if complete else Recipe(**dict(run["recipe"], seed=args.seed))
         t = time.perf_counter()
+        torch.manual_seed(args.seed)  # the initial weights too, as the final pick seeds before it builds
         hist = train_model(ShuffleNet(Arch.parse(r["arch"])), data, recipe, device="cpu", progress=False,
                            desc=r["name"], checkpoint=work / r["name"] / "checkpoint.pt", resume=True,
                            config={"arch": r["arch"], "init": "scratch"}, stop_after_epoch=k_max)

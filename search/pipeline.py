@@ -296,7 +296,8 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     ``"stratified"``: one search per stem variant whose fastest network (by the predictor)
     fits the budget (+ ``margin``, the scorer's feasibility margin), each with that variant
     fixed, in ``search-<imagenet|small>/`` of the run folder, the trials split evenly (the
-    first variant, ImageNet, takes the remainder), every study under the run's seed (so their
+    first variant, ImageNet, takes the remainder; the variants searched are kept in
+    ``stem_strata.json`` so a resumed run searches the same ones), every study under the run's seed (so their
     random startup trials draw the same blocks and widths in both stems). Why: the one-shot score does not compare
     networks across stems (it scores the small-input stem's networks mid-pack while they
     retrain among the best, README "Which supernet ranks"), so one study drifts to the stem
@@ -304,15 +305,22 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     budget) and the final pick never sees the other; stratified sampling gives each stem its
     share. Measured once (session 17, CIFAR-10 at v1_g8's 4.009 ms, search seed 2,
     ``benchmarks/nas_vs_baseline.py``): no gain (the winner retrained to 53.63% against 53.53%
-    joint) for about 3x the search time, so it is not the default."""
+    joint), and a slower final pick (217 s against 137 s; then the small-stem winner's fine-tune,
+    133 s), so it is not the default."""
     from search_space import Task
 
     cfg = run.config
-    stems = run.task.stem_variants(run.space.small_input)
+    stems = sorted(set(run.task.stem_variants(run.space.small_input)))  # False (ImageNet) first
     if cfg.stem_search == "joint" or len(stems) < 2:
         return [(run.task, cfg.trials, run.run_dir)]
-    fits = [v for v in stems if run.predictor.fastest(run.space, small_input=v)[1] <= cfg.latency_ms * (1 + margin)]
-    fits = fits or list(stems)  # none predicted to fit: the budget floor check measured one that does
+    kept = run.run_dir / "stem_strata.json"  # a resumed run keeps its strata, whatever the predictor says now
+    if kept.is_file():
+        fits = [bool(v) for v in json.loads(kept.read_text())["small_input"]]
+    else:
+        fits = [v for v in stems
+                if run.predictor.fastest(run.space, small_input=v)[1] <= cfg.latency_ms * (1 + margin)]
+        fits = fits or stems  # none predicted to fit: the budget floor check measured one that does
+        kept.write_text(json.dumps({"small_input": fits}) + "\n")
     share, extra = divmod(cfg.trials, len(fits))
     out = []
     for k, v in enumerate(fits):
@@ -410,7 +418,8 @@ def _shortlist(run: _Run, records: list[TrialRecord], presets: list[TrialRecord]
     budget (:func:`_measure_candidates`). A stratified stem search (:func:`stem_strata`) shares the
     ``want`` places evenly between the stem variants (ImageNet first takes the remainder), the best
     of each by its one-shot score, and a variant with too few under the budget leaves its places to
-    the others. Returns (arch -> Measurement, the shortlist: ``want`` or fewer, variant by variant)."""
+    the others (with ``want`` < 2, as for ``finetune_top`` 0 or 1, the best by one-shot score
+    across the variants, as a joint search). Returns (arch -> Measurement, the shortlist: ``want`` or fewer, variant by variant)."""
     from search_space import Arch
 
     cands = _candidates(run, records)
@@ -533,9 +542,12 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
     (they learn slower in the first epochs), while the one-shot score places them mid-pack.
     A complete 6-epoch schedule from scratch (the default candidates' training) ranks the
     24-network truth at tau 0.737 (0.807 within the ImageNet stem) yet still puts three of the
-    four small-stem networks 7th-11th; on shortlists drawn from that truth this rule leaves
-    0.59 / 0.94 points of regret (4 / 8 candidates), the 6-epoch score across stems 1.67 / 2.63
-    (``benchmarks/results/supernet_ranking_pick_k{4,8}_complete6.json``).
+    four small-stem networks 7th-11th. Which score should choose between stems is not settled:
+    on shortlists drawn uniformly from that truth this rule leaves 0.59 / 0.94 points of regret
+    (4 / 8 candidates) against 1.67 / 2.63 for the 6-epoch score, on the shortlists the search
+    would build 0.87 / 2.94 against 0.05 / 1.68
+    (``benchmarks/results/supernet_ranking_pick_k{4,8}_complete6.json``), and in one stratified
+    ``nas_vs_baseline.py`` run it chose the worse finalist (README "Session 17").
     ``--pick`` there replays this rule on random shortlists of the truth; ``benchmarks/final_pick.py``
     replays the whole pick on the retrained shortlists of ``benchmarks/nas_vs_baseline.py``.
 

@@ -26,7 +26,8 @@ class TrialRecord:
     """One trial of the search.
 
     Attributes:
-        number: the trial's number in its study (0-based; -1 until a backend numbers it).
+        number: the trial's number in its study (0-based; -1 until a backend numbers it); a
+            stratified stem search numbers its studies' trials as one search, the ImageNet stem's first.
         arch: the architecture's canonical string (:class:`search_space.Arch`).
         source: ``"sampled"``, or the preset name a seed trial was enqueued under.
         acc: inherited top-1 on the validation split, % (0 when not evaluated).

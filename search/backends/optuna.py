@@ -5,7 +5,8 @@ Objectives (``pareto``): validation accuracy (maximise) alone, or accuracy and l
 (``trial.set_constraint("latency", latency - budget)``, feasible iff <= 0) that TPE takes
 into account (Optuna 5's constrained TPE, single- and multi-objective alike).
 Presets that fit the budget are enqueued as seed trials. The study lives in a
-JournalStorage file inside the run folder, so ``--resume`` continues it
+JournalStorage file inside the folder it is given (the run folder, or its ``search-<stem>/``
+in a stratified stem search), so ``--resume`` continues it
 without losing finished trials; trials left RUNNING by an interrupted process
 are marked FAIL and their parameters enqueued again.
 """

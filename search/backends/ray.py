@@ -9,7 +9,8 @@
 * the search algorithm is Optuna's TPE (top-1, with ``pareto`` also latency) through
   :class:`ConstrainedOptunaSearch`, an ``OptunaSearch`` that forwards the
   latency constraint (``OptunaSearch`` itself never passes constraints on),
-  with its study in a JournalStorage file of the run folder under a unique
+  with its study in a JournalStorage file of the folder it is given (the run folder, or its
+  ``search-<stem>/`` in a stratified stem search) under a unique
   study name, wrapped in a ``ConcurrencyLimiter``;
 * ``address=None`` starts a local cluster with its dashboard on 127.0.0.1
   (the URL is logged); an address joins an existing cluster (``ray start --head``).

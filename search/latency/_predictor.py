@@ -206,7 +206,8 @@ class LatencyPredictor:
 
     def fastest(self, space: SearchSpace, small_input: bool | None = None) -> tuple[Arch, float]:
         """A fastest architecture of ``space`` and its predicted latency (ms); with ``small_input``
-        (``True``/``False``), a fastest of that stem variant only (it must be one the table covers).
+        (``True``/``False``), a fastest of that stem variant only (``ValueError`` when the table
+        does not cover it).
 
         An exact DP over the table at minimum depths finds, per stem variant, stem width and
         last conv, the blocks with the smallest table sum; of those candidates the one with the
@@ -222,7 +223,12 @@ class LatencyPredictor:
 
         best: Arch | None = None
         best_ms = math.inf
-        variants = task.stem_variants(space.small_input) if small_input is None else (bool(small_input),)
+        variants = task.stem_variants(space.small_input)
+        if small_input is not None:
+            if bool(small_input) not in variants:
+                raise ValueError(f"small_input: this predictor's table covers small_input={list(variants)}, not "
+                                 f"{bool(small_input)}; build it for that stem variant (search.latency check)")
+            variants = (bool(small_input),)
         for small, stem in itertools.product(variants, space.stem_channels):
             sizes = probe_arch(space, task, small).spatial_sizes(size)
             states = {stem: (self.lut.get(stem_key(stem, small, size), math.inf), [])}

@@ -258,8 +258,11 @@ def test_scratch_estimate_trains_each_network_with_its_truth_recipe_and_another_
     (tmp_path / "truth.json").write_text(json.dumps(truth))
     calls = []
 
+    weights = []
+
     def train_model(model, data, recipe, **kw):
         calls.append((kw["config"]["arch"], recipe, kw["stop_after_epoch"], kw["checkpoint"]))
+        weights.append(next(iter(model.state_dict().values())).clone())
         base = 10.0 * len(calls)
         return [{"epoch": e, "val_acc": base + e} for e in range(1, kw["stop_after_epoch"] + 1)]
 
@@ -291,8 +294,18 @@ def test_scratch_estimate_trains_each_network_with_its_truth_recipe_and_another_
     sr.main()
     assert [(c[1], c[2]) for c in calls] == [(scratch_recipe(6, 1), 6)] * len(truth["networks"])
     assert scratch_recipe(6, 1).epochs == 6 and scratch_recipe(6, 1).warmup_epochs == 2
-    assert all(c[3] == Path("results/ranking/scratch_complete_seed1") / n["name"] / "checkpoint.pt"
+    assert all(c[3] == Path("results/ranking/scratch_complete_e6_seed1") / n["name"] / "checkpoint.pt"
                for c, n in zip(calls, truth["networks"]))
+    # every network starts from the weights --seed gives it, whatever trained before it
+    import torch
+
+    from search_space import Arch
+    from supernet import ShuffleNet
+
+    for w, n in zip(weights[-len(calls):], truth["networks"]):
+        torch.manual_seed(1)
+        torch.testing.assert_close(w, next(iter(ShuffleNet(Arch.parse(n["arch"])).state_dict().values())),
+                                   rtol=0, atol=0)
     res = json.loads((tmp_path / "results" / "ranking" / "scratch_complete_e6_seed1_stemboth.json").read_text())
     assert [n["scratch_e6"] for n in res["networks"]] == [16.0, 26.0, 36.0, 46.0, 56.0, 66.0]
     calls.clear()

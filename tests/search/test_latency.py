@@ -239,6 +239,9 @@ def test_predictor_for_a_searched_stem_covers_both_variants(tmp_path):
         # the one-variant predictor finds it
         assert both.fastest(TINY, small_input=s) == alone.fastest(TINY)
     assert min(both.fastest(TINY, small_input=s)[1] for s in (False, True)) == ms
+    with pytest.raises(ValueError, match=r"small_input: this predictor's table covers small_input=\[False\], not "
+                                         r"True; build it for that stem variant"):
+        LatencyPredictor(key=dict(both.key, small_input=False), lut=both.lut, coef=both.coef).fastest(TINY, small_input=True)
 
 
 def _stalled_build(tmp_path, monkeypatch, stalls_ms):

@@ -207,7 +207,9 @@ def _strata_run(tmp_path, stem_search="stratified", trials=9, fastest=None, stem
     space = SearchSpace.from_dict({**TINY, "stem": {**TINY.get("stem", {}), "small_input": list(stems)}})
     predictor = SimpleNamespace(fastest=lambda sp, small_input=None: ("arch", fastest[small_input]))
     cfg = SearchConfig(latency_ms=4.0, trials=trials, stem_search=stem_search)
-    return SimpleNamespace(config=cfg, space=space, task=Task(10, 32, None), predictor=predictor, run_dir=tmp_path)
+    run_dir = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"  # a new run folder per call
+    run_dir.mkdir()
+    return SimpleNamespace(config=cfg, space=space, task=Task(10, 32, None), predictor=predictor, run_dir=run_dir)
 
 
 def test_a_stratified_stem_search_gives_each_stem_that_fits_its_share_of_the_trials(tmp_path):
@@ -215,10 +217,17 @@ def test_a_stratified_stem_search_gives_each_stem_that_fits_its_share_of_the_tri
     search per stem variant, the trials split evenly (ImageNet takes the remainder)."""
     from search.pipeline import stem_strata
 
-    got = stem_strata(_strata_run(tmp_path))
-    assert [(t.small_input, n, f) for t, n, f in got] == [(False, 5, tmp_path / "search-imagenet"),
-                                                           (True, 4, tmp_path / "search-small")]
+    run = _strata_run(tmp_path)
+    got = stem_strata(run)
+    assert [(t.small_input, n, f) for t, n, f in got] == [(False, 5, run.run_dir / "search-imagenet"),
+                                                           (True, 4, run.run_dir / "search-small")]
     assert all(f.is_dir() and (t.num_classes, t.image_size) == (10, 32) for t, _, f in got)
+    # a resumed run keeps the variants it searched, whatever the predictor says now
+    assert json.loads((run.run_dir / "stem_strata.json").read_text()) == {"small_input": [False, True]}
+    run.predictor = _strata_run(tmp_path, fastest={False: 1.0, True: 9.0}).predictor
+    assert [(t.small_input, n) for t, n, _ in stem_strata(run)] == [(False, 5), (True, 4)]
+    # the ImageNet stem first, whatever order the space declares the variants in
+    assert [t.small_input for t, _, _ in stem_strata(_strata_run(tmp_path, stems=(True, False)))] == [False, True]
     # the small stem's fastest network (4.2 ms) is over the 4 ms budget: every trial goes to the ImageNet stem
     got = stem_strata(_strata_run(tmp_path, fastest={False: 1.0, True: 4.2}))
     assert [(t.small_input, n) for t, n, _ in got] == [(False, 9)]
@@ -231,7 +240,7 @@ def test_a_stratified_stem_search_gives_each_stem_that_fits_its_share_of_the_tri
     # joint, or a space with one stem variant: one search of the run's task in the run folder
     for run in (_strata_run(tmp_path, "joint"), _strata_run(tmp_path, stems=(False,))):
         (task, n, folder), = stem_strata(run)
-        assert (task, n, folder) == (run.task, 9, tmp_path)
+        assert (task, n, folder) == (run.task, 9, run.run_dir) and not (run.run_dir / "stem_strata.json").exists()
 
 
 def test_a_stratified_shortlist_shares_its_places_between_stems_and_passes_on_a_short_stems_places(monkeypatch):

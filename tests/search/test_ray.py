@@ -232,3 +232,30 @@ def test_ray_search_survives_failures_and_resumes_after_an_interrupt(cluster, tm
     accs = {r.arch: r.acc for r in done}
     for arch, acc in seen.items():
         assert accs[arch] == acc, arch
+
+
+def test_the_ray_searcher_of_one_stem_variant_seeds_and_suggests_that_variant(tmp_path):
+    """A stratified stem search gives Tune one study per stem variant: its seed points carry no
+    ``small_input`` parameter and every suggested network has that variant's stem."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    import search.backends.ray as backend
+    from search_space import SearchSpace, Task, get_preset
+
+    backend.ConstrainedOptunaSearch = backend._make_searcher_class()
+    space = SearchSpace.load("default")
+    seeds = [(n + ":small", get_preset(n, 10, small_input=True)) for n in ("shufflenet_v1_g1", "shufflenet_v2_x1_0")]
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
+    s = backend._searcher(space, Task(10, 32, True), seeds, 0, "study", storage)
+    assert [p for p in s._points_to_evaluate] == [space.params_from_arch(a, small_input=True) for _, a in seeds]
+    assert all("small_input" not in p for p in s._points_to_evaluate)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    define = backend._DefineByRun(space, Task(10, 32, True), {})
+    for _ in range(10):
+        t = study.ask()
+        assert define(t)["arch"].startswith("stem24:small|") and "small_input" not in t.params
+        study.tell(t, 0.0)
+    with pytest.raises(ValueError, match="small_input: .* but the search fixes small_input=False"):
+        backend._searcher(space, Task(10, 32, False), seeds, 0, "study2", storage)

@@ -129,7 +129,8 @@ def test_a_searched_small_stem_is_exported_and_reloads(tmp_path):
     onnx.checker.check_model(str(tmp_path / "model.onnx"))
 
 
-def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
+@pytest.mark.parametrize("stem_search", ["joint", "stratified"])
+def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys, stem_search):
     base, out = env
     import search.evaluate as ev
 
@@ -138,29 +139,37 @@ def test_resume_keeps_every_finished_trial(env, monkeypatch, capsys):
 
     def flaky(self, arch):
         calls["n"] += 1
-        if calls["n"] == 5:  # the ImageNet stem's 3 trials done, the small stem's first done
+        if calls["n"] == 5:  # 4 trials done (stratified: the ImageNet stem's 3, the small stem's first)
             raise KeyboardInterrupt
         return real(self, arch)
 
     monkeypatch.setattr(ev.Scorer, "__call__", flaky)
-    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--stem-search", "stratified"]) == 130
+    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--stem-search", stem_search]) == 130
     run = next(p for p in out.iterdir() if p.is_dir() and p.name != "latest")
     assert not (out / "latest").exists()  # an interrupted run does not become 'latest'
     import optuna
 
     from search.backends.optuna import open_study
 
-    def complete(stem):  # each stem variant's own study (stratified)
-        return {t.number: (t.params, t.values) for t in open_study(run / f"search-{stem}", seed=0).get_trials(
+    folders = {"joint": {"": 6}, "stratified": {"search-imagenet": 3, "search-small": 3}}[stem_search]
+
+    def complete(folder):  # the study of the run (joint), or of each stem variant (stratified)
+        return {t.number: (t.params, t.values) for t in open_study(run / folder, seed=0).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
 
-    before = {stem: complete(stem) for stem in ("imagenet", "small")}
-    assert [len(v) for v in before.values()] == [3, 1]
+    before = {f: complete(f) for f in folders}
+    assert [len(v) for v in before.values()] == {"joint": [4], "stratified": [3, 1]}[stem_search]
+    assert {p.name for p in run.glob("search-*")} == set(folders) - {""}
     monkeypatch.setattr(ev.Scorer, "__call__", real)
     assert main(["--resume", str(run), "--quiet"]) == 0
-    for stem in ("imagenet", "small"):
-        after = complete(stem)
-        assert len(after) == 3 and all(after[k] == v for k, v in before[stem].items())
+    for f, n in folders.items():
+        after = complete(f)
+        assert len(after) == n and all(after[k] == v for k, v in before[f].items())
+    if stem_search == "joint":  # one study over both stems
+        import csv
+
+        with open(run / "trials.csv") as fh:
+            assert {Arch.parse(r["arch"]).small_input for r in csv.DictReader(fh)} == {False, True}
     # a run is never continued with another supernet (its trials' scores would not compare)
     meta = yaml.safe_load((run / "run.yaml").read_text())
     assert len(meta["supernet_key"]) == 16
