@@ -31,7 +31,7 @@ LEGACY_OBJECTIVE = "pareto"
 # how the stem variant is searched when the space declares both: one more parameter of one study (joint,
 # the default), or each variant its own search with its share of the trials and of the final pick's
 # shortlist (stratified: the one-shot score does not compare networks across stems, so one study drifts
-# to one stem; measured once at matched latency in session 17, no gain, a slower final pick)
+# to one stem; session 17 at matched latency: a gain and a tie over two seeds, a slower final pick)
 STEM_SEARCHES = ("stratified", "joint")
 # the stem search of runs written before ``stem_search`` existed: one study over both stems
 LEGACY_STEM_SEARCH = "joint"

@@ -303,10 +303,10 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     retrain among the best, README "Which supernet ranks"), so one study drifts to the stem
     the supernet favours (session 15 at 4.0 ms: 8-9 of 60 trials small-stem, 1-4 of them in
     budget) and the final pick never sees the other; stratified sampling gives each stem its
-    share. Measured once (session 17, CIFAR-10 at v1_g8's 4.009 ms, search seed 2,
-    ``benchmarks/nas_vs_baseline.py``): no gain (the winner retrained to 53.63% against 53.53%
-    joint), and a slower final pick (217 s against 137 s; then the small-stem winner's fine-tune,
-    133 s), so it is not the default."""
+    share. Measured on two search seeds (session 17, CIFAR-10 at v1_g8's 4.009 ms,
+    ``benchmarks/nas_vs_baseline.py``): one gain (the winner retrained to 58.25% against 55.53%
+    joint) and one tie (53.63% against 53.53%), with a final pick 1.6-7x slower, so it is not the
+    default yet."""
     from search_space import Task
 
     cfg = run.config

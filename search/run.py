@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stem-search", choices=STEM_SEARCHES, default=None,
                     help="joint: the stem variant one more parameter of one study; stratified: each stem variant "
                          "(ImageNet, small-input) searched on its own with half the trials and half the final "
-                         "pick's shortlist, since the one-shot score does not compare stems (measured once: no "
-                         f"gain, a slower final pick) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
+                         "pick's shortlist, since the one-shot score does not compare stems (two seeds measured: "
+                         f"a gain and a tie, a slower final pick) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",
