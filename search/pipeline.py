@@ -19,6 +19,7 @@ read the typed :class:`SearchResult` (or :meth:`SearchResult.load` a finished ru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -307,8 +308,6 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     ``benchmarks/nas_vs_baseline.py``): one gain (the winner retrained to 58.25% against 55.53%
     joint) and one tie (53.63% against 53.53%), with a final pick 1.6-7x slower, so it is not the
     default yet."""
-    from search_space import Task
-
     cfg = run.config
     stems = sorted(set(run.task.stem_variants(run.space.small_input)))  # False (ImageNet) first
     if cfg.stem_search == "joint" or len(stems) < 2:
@@ -321,15 +320,19 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
                 if run.predictor.fastest(run.space, small_input=v)[1] <= cfg.latency_ms * (1 + margin)]
         fits = fits or stems  # none predicted to fit: the budget floor check measured one that does
         kept.write_text(json.dumps({"small_input": fits}) + "\n")
-    share, extra = divmod(cfg.trials, len(fits))
     out = []
-    for k, v in enumerate(fits):
-        n = share + (1 if k < extra else 0)
+    for v, n in zip(fits, _split_evenly(cfg.trials, len(fits))):
         if n:
             folder = run.run_dir / f"search-{'small' if v else 'imagenet'}"
             folder.mkdir(exist_ok=True)
-            out.append((Task(run.task.num_classes, run.task.image_size, v), n, folder))
+            out.append((dataclasses.replace(run.task, small_input=v), n, folder))
     return out
+
+
+def _split_evenly(n: int, k: int) -> list[int]:
+    """``n`` split into ``k`` parts that differ by at most one, the first ones larger."""
+    share, extra = divmod(n, k)
+    return [share + (1 if i < extra else 0) for i in range(k)]
 
 
 def search_stage(run: _Run, supernet) -> list[TrialRecord]:
@@ -430,8 +433,7 @@ def _shortlist(run: _Run, records: list[TrialRecord], presets: list[TrialRecord]
         measured, under = _measure_candidates(run, cands, presets, want)
         return measured, under[:max(want, 1)]
     stems = sorted(by_stem)  # False (ImageNet) first
-    share, extra = divmod(want, len(stems))
-    places = {s: share + (1 if k < extra else 0) for k, s in enumerate(stems)}
+    places = dict(zip(stems, _split_evenly(want, len(stems))))
     measured: dict[str, Any] = {}
     under = {}
     for k, s in enumerate(stems):
