@@ -66,7 +66,8 @@ RETRAIN_ORDER = ("searched", "preset", "random", "ranked", "candidate")
 DEFAULT_LATENCY_MS = 2.4
 # the search settings a re-run must repeat to reuse the search kept in --out
 _SEARCH_KEYS = ("latency_ms", "data", "epochs", "trials", "seed", "space", "threads", "val_fraction",
-                "min_latency_frac", "objective", "finetune_top", "finetune_epochs", "finetune_init", "stem_search")
+                "min_latency_frac", "objective", "finetune_top", "finetune_epochs", "finetune_init", "stem_search",
+                "max_rejections")
 _DATA_KEYS = ("spec", "train", "val")  # what must match for a retrain to be reused
 
 

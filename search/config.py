@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "OBJECTIVES",
-           "LEGACY_OBJECTIVE", "STEM_SEARCHES", "LEGACY_STEM_SEARCH", "run_settings"]
+           "LEGACY_OBJECTIVE", "STEM_SEARCHES", "LEGACY_STEM_SEARCH", "LEGACY_MAX_REJECTIONS", "run_settings"]
 
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
@@ -35,6 +35,9 @@ LEGACY_OBJECTIVE = "pareto"
 STEM_SEARCHES = ("stratified", "joint")
 # the stem search of runs written before ``stem_search`` existed: one study over both stems
 LEGACY_STEM_SEARCH = "joint"
+# runs written before ``max_rejections`` existed counted every suggestion as a trial, the ones the
+# predictor put over the budget (never scored) included
+LEGACY_MAX_REJECTIONS = 0
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
             "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES, "stem_search": STEM_SEARCHES}
 
@@ -59,7 +62,7 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{k}: must be a positive integer, got {v!r}")
-    for k in ("seed", "finetune_top", "sandwich"):
+    for k in ("seed", "finetune_top", "sandwich", "max_rejections"):
         if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < 0:
             raise ValueError(f"{k}: must be an integer >= 0, got {out[k]!r}")
     for k in _STRINGS:
@@ -99,7 +102,10 @@ class SearchConfig:
     from scratch, :mod:`search.finetune`); ``stem_search``: ``"joint"`` (default) makes the stem
     variant one more parameter of one study, ``"stratified"`` searches each variant the space
     declares on its own (its share of ``trials`` and of ``finetune_top``;
-    :func:`search.pipeline.stem_strata`). Build one with
+    :func:`search.pipeline.stem_strata`); ``max_rejections``: rejection sampling, a suggestion the
+    latency predictor puts over the budget (+5%) is told to the sampler as infeasible and drawn again
+    instead of counting as a trial, up to that many times in a row (0: every suggestion is a trial,
+    scored or not; :mod:`search.backends`). Build one with
     :meth:`from_dict` or :meth:`resolve`: both validate (``ValueError`` naming the setting).
     """
 
@@ -128,6 +134,7 @@ class SearchConfig:
     sandwich: int = 0
     objective: str = "accuracy"
     stem_search: str = "joint"
+    max_rejections: int = 20
 
     def __post_init__(self) -> None:
         validate_config(self.to_dict())
@@ -219,11 +226,13 @@ def run_settings(run_yaml: Mapping[str, Any] | None) -> dict[str, Any]:
     implicit made explicit: a run written before ``finetune_init`` existed fine-tuned its
     final pick from inherited weights (:data:`LEGACY_FINETUNE_INIT`), one written before
     ``objective`` existed searched two objectives (:data:`LEGACY_OBJECTIVE`), and one written
-    before ``stem_search`` existed searched the stem in one study (:data:`LEGACY_STEM_SEARCH`);
-    each keeps doing so when it is loaded or resumed."""
+    before ``stem_search`` existed searched the stem in one study (:data:`LEGACY_STEM_SEARCH`),
+    and one written before ``max_rejections`` existed counted every suggestion as a trial
+    (:data:`LEGACY_MAX_REJECTIONS`); each keeps doing so when it is loaded or resumed."""
     cfg = dict((run_yaml or {}).get("config", {}))
     if cfg:
         cfg.setdefault("finetune_init", LEGACY_FINETUNE_INIT)
         cfg.setdefault("objective", LEGACY_OBJECTIVE)
         cfg.setdefault("stem_search", LEGACY_STEM_SEARCH)
+        cfg.setdefault("max_rejections", LEGACY_MAX_REJECTIONS)
     return cfg

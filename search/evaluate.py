@@ -25,7 +25,7 @@ from .records import TrialRecord
 if TYPE_CHECKING:
     from .latency import Conditions
 
-__all__ = ["EvalConfig", "evaluate_arch", "calibration_batches", "Scorer"]
+__all__ = ["EvalConfig", "evaluate_arch", "calibration_batches", "BudgetFilter", "Scorer"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,37 @@ def evaluate_arch(
     return acc, model
 
 
+@dataclass(frozen=True)
+class BudgetFilter:
+    """The search's pre-filter by predicted latency: ``filter(arch)`` is the record of an
+    architecture the predictor puts above ``budget_ms`` by more than ``margin`` (a fraction),
+    which the supernet does not score (top-1 0, ``evaluated=False``, infeasible), or ``None``
+    for one that must be scored. Light and picklable (no supernet), so the Ray backend's
+    searcher can reject such suggestions before they become Tune trials."""
+
+    predictor: object
+    budget_ms: float
+    margin: float = 0.05
+    min_latency_ms: float = 0.0
+    input_size: int = 32
+
+    def __call__(self, arch: Arch) -> TrialRecord | None:
+        pred = float(self.predictor.predict(arch))
+        if pred <= self.budget_ms * (1 + self.margin):
+            return None
+        return self.record(arch, pred, acc=0.0, measured=None, evaluated=False)
+
+    def record(self, arch: Arch, pred: float, *, acc: float, measured: float | None, evaluated: bool) -> TrialRecord:
+        """The trial record of ``arch`` (``number`` -1) from its predicted (and measured) latency, ms."""
+        from search_space import count_flops, count_params
+
+        latency = measured if measured is not None else pred
+        constraint = max(latency - self.budget_ms, self.min_latency_ms - latency)
+        return TrialRecord(number=-1, arch=str(arch), acc=acc, pred_ms=pred, measured_ms=measured, evaluated=evaluated,
+                           feasible=constraint <= 0, params=count_params(arch),
+                           mflops=count_flops(arch, self.input_size) / 1e6, constraint=constraint)
+
+
 class Scorer:
     """The search objective, shared by every backend: one architecture -> its record.
 
@@ -80,6 +111,9 @@ class Scorer:
     a weight-sharing supernet tends to rate small networks above their trained
     accuracy, and the most accurate network under a budget nearly always uses
     most of it. SPOS trains and searches inside a FLOPs window for the same reason.
+
+    ``reject``: the pre-filter alone (:class:`BudgetFilter`); the backends draw a suggestion it
+    rejects again instead of counting it as a trial (``max_rejections``, :mod:`search.backends`).
     """
 
     def __init__(self, supernet: SuperNet, data: Data, predictor, conditions: Conditions, *, budget_ms: float,
@@ -98,29 +132,24 @@ class Scorer:
             raise ValueError(f"min_latency_ms: must lie in [0, budget {self.budget_ms:g}), got {min_latency_ms}")
         self._calib: list[torch.Tensor] | None = None
         self.cache: dict[str, TrialRecord] = {}
+        self.reject = BudgetFilter(predictor, self.budget_ms, margin, self.min_latency_ms, self.input_size)
 
     def __call__(self, arch: Arch) -> TrialRecord:
         """The trial record of ``arch`` (``number`` -1: the backend numbers it); cached by arch string."""
         key = str(arch)
         if key in self.cache:
             return self.cache[key]
-        from search_space import count_flops, count_params
-
         from .latency import measure
 
-        pred = float(self.predictor.predict(arch))
-        acc, evaluated, measured = 0.0, False, None
-        if pred <= self.budget_ms * (1 + self.margin):
+        rec = self.reject(arch)
+        if rec is None:
+            pred = float(self.predictor.predict(arch))
             if self._calib is None:
                 self._calib = calibration_batches(self.data, self.cfg, self.device, self.device.type == "cpu")
             acc, _ = evaluate_arch(self.supernet, arch, self.data, self.cfg, device=self.device, calib=self._calib)
-            evaluated = True
+            measured = None
             if abs(pred - self.budget_ms) <= self.margin * self.budget_ms:
                 measured = measure(ShuffleNet(arch), self.conditions, samples=100, warmup_s=0.2).median_ms
-        latency = measured if measured is not None else pred
-        constraint = max(latency - self.budget_ms, self.min_latency_ms - latency)
-        rec = TrialRecord(number=-1, arch=key, acc=acc, pred_ms=pred, measured_ms=measured, evaluated=evaluated,
-                          feasible=constraint <= 0, params=count_params(arch),
-                          mflops=count_flops(arch, self.input_size) / 1e6, constraint=constraint)
+            rec = self.reject.record(arch, pred, acc=acc, measured=measured, evaluated=True)
         self.cache[key] = rec
         return rec

@@ -367,7 +367,8 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
         own = [(n, a) for n, a in seeds if task.small_input is None or a.small_input is task.small_input]
         got = get_backend(cfg.backend)(objective, run.space, run_dir=folder, n_trials=n_trials, seed=cfg.seed,
                                        task=task, seeds=own, on_trial=on_trial, resume=run.resume,
-                                       pareto=cfg.objective == "pareto", **options)
+                                       pareto=cfg.objective == "pareto", reject=objective.reject,
+                                       max_rejections=cfg.max_rejections, **options)
         offset = max((r.number for r in records), default=-1) + 1  # one numbering over the strata
         records += [r.replace(number=r.number + offset) for r in got]
     if bar is not None:
@@ -705,12 +706,15 @@ def publish(run: _Run, supernet, ckpt: Path, records: list[TrialRecord], picked:
                 winner=winner, floor_ms=run.floor_ms,
                 title=f"{cfg.data} | {run.predictor.key['device_name']} | {cfg.runtime} | {cfg.input_size}x{cfg.input_size}")
     run.timings["total"] = time.perf_counter() - run.t_start
-    n_done = sum(r.state == "complete" for r in records)
+    n_done = sum(r.state == "complete" and not r.rejected for r in records)
+    n_rejected = sum(r.rejected for r in records)
     (run.run_dir / "result.json").write_text(json.dumps(
-        {"winner": winner, "baseline": baseline, "timings": run.timings, "n_trials": n_done,
-         "n_failed": len(records) - n_done, "fastest_predicted_ms": run.fastest_ms, "finetune": picked.finetune,
+        {"winner": winner, "baseline": baseline, "timings": run.timings, "n_trials": n_done, "n_rejected": n_rejected,
+         "n_failed": sum(r.state == "failed" for r in records), "fastest_predicted_ms": run.fastest_ms,
+         "finetune": picked.finetune,
          "files": files, "supernet": str(ckpt)}, indent=1, default=str))
     write_report(run.run_dir / "report.md", config=cfg.to_dict(), winner=winner, baseline=baseline, n_trials=n_done,
+                 n_rejected=n_rejected,
                  timings=run.timings, files=files, finetune=picked.finetune)
     latest = Path(cfg.out) / "latest"
     if latest.is_symlink() or latest.exists():

@@ -38,6 +38,8 @@ class TrialRecord:
         params, mflops: parameter count and MFLOPs at the run's input size.
         constraint: Optuna's constraint value (<= 0 feasible): distance to the nearer bound, ms.
         state: ``"complete"`` or ``"failed"``; a failed trial keeps its ``error`` line.
+        rejected: a suggestion the pre-filter rejected and the sampler drew again (rejection
+            sampling, ``max_rejections``): told to the sampler, not counted among the trials.
     """
 
     number: int
@@ -53,6 +55,7 @@ class TrialRecord:
     constraint: float | None = None
     state: str = "complete"
     error: str | None = None
+    rejected: bool = False
 
     def __post_init__(self) -> None:
         if self.state not in _STATES:
@@ -88,9 +91,9 @@ class TrialRecord:
 
 
 CSV_COLUMNS = ["number", "source", "arch", "acc", "latency_ms", "pred_ms", "measured_ms", "feasible", "evaluated",
-               "params", "mflops", "constraint", "state", "error"]
+               "params", "mflops", "constraint", "state", "error", "rejected"]
 _FLOATS = ("acc", "pred_ms", "measured_ms", "mflops", "constraint")
-_OPTIONAL = ("constraint",)  # trials.csv files written before it was a column still load
+_OPTIONAL = ("constraint", "rejected")  # trials.csv files written before they were columns still load
 
 
 def write_trials_csv(records: Iterable[TrialRecord], path: Path) -> None:
@@ -122,7 +125,7 @@ def read_trials_csv(path: Path) -> list[TrialRecord]:
             for k in ("number", "params"):
                 if d.get(k) is not None:
                     d[k] = int(d[k])
-            for k in ("feasible", "evaluated"):
+            for k in ("feasible", "evaluated", "rejected"):
                 d[k] = d.get(k) == "True"
             out.append(TrialRecord.from_dict(d))
     return out

@@ -71,7 +71,7 @@ def supernet_line(config: dict[str, Any]) -> str:
 
 
 def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
-                 timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
+                 n_rejected: int = 0, timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
     lat = winner["latency"]
     lines = [
         f"# ShuffleNAS run: {config['latency_ms']:g} ms budget",
@@ -79,7 +79,9 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         f"- data `{config['data']}`, space `{config['space']}`, input {config['input_size']}x{config['input_size']}, "
         f"device `{lat['env']['device_name']}`, runtime `{lat['env']['runtime']}`, threads {lat['env']['threads']}, "
         f"batch {lat['env']['batch']}, {lat['env']['dtype']}, {lat['env']['memory_format']}, torch {lat['env']['torch']}",
-        f"- backend `{config['backend']}`, {n_trials} trials, seed {config['seed']}, objective: "
+        f"- backend `{config['backend']}`, {n_trials} trials"
+        + (f" (and {n_rejected} suggestions rejected: predicted over the budget, drawn again)" if n_rejected else "")
+        + f", seed {config['seed']}, objective: "
         + {"accuracy": "top-1 under the budget", "pareto": "top-1 and latency (two objectives)"}.get(
             config.get("objective", "pareto"), str(config.get("objective")))
         + (f", search floor {config.get('min_latency_frac', 0):g} x budget" if config.get("min_latency_frac") else ""),

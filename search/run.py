@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(ImageNet, small-input) searched on its own with half the trials and half the final "
                          "pick's shortlist, since the one-shot score does not compare stems (two seeds measured: "
                          f"a gain and a tie, a slower final pick) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
+    ap.add_argument("--max-rejections", type=_number, default=None, metavar="N",
+                    help="rejection sampling: a suggestion predicted over the budget (+5%%) is told to the sampler "
+                         "as infeasible and drawn again instead of counting as a trial, up to N times in a row, so "
+                         f"--trials counts networks the supernet scored (default {DEFAULTS['max_rejections']}; 0: every "
+                         "suggestion counts)")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",

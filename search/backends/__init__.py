@@ -24,11 +24,17 @@ class Backend(Protocol):
     def __call__(self, objective: Callable[[Arch], TrialRecord], space: SearchSpace, *, run_dir: Path,
                  n_trials: int, seed: int, task: Task, seeds: Sequence[tuple[str, Arch]] = (),
                  on_trial: Callable[[TrialRecord], None] | None = None, resume: bool = False,
-                 pareto: bool = False, **options) -> list[TrialRecord]:
+                 pareto: bool = False, reject: Callable[[Arch], TrialRecord | None] | None = None,
+                 max_rejections: int = 0, **options) -> list[TrialRecord]:
         """Search ``space`` until ``n_trials`` trials finished (continuing ``run_dir``'s study when
         ``resume``) for networks of ``task`` (classes; its stem variant, ``None`` = searched); ``seeds`` (name, arch) are evaluated first; ``on_trial`` sees each record (for
         progress: Ray numbers them in the order Tune returns them, the returned records by study trial);
         ``pareto``: latency is a second objective (else top-1 alone; the budget is a constraint either way).
+        Rejection sampling: a suggestion for which ``reject`` returns a record (the objective's
+        pre-filter, :class:`search.evaluate.BudgetFilter`: predicted far over the budget, not scored)
+        is told to the sampler as that infeasible trial, marked ``rejected`` and drawn again, up to
+        ``max_rejections`` times in a row; rejected trials do not count towards ``n_trials`` and
+        ``on_trial`` does not see them (0: every suggestion is a trial).
         Backend-specific ``options``: Ray's ``concurrency``, ``address``, ``verbose``, ``max_failures``."""
 
 

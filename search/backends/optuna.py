@@ -4,6 +4,8 @@ Objectives (``pareto``): validation accuracy (maximise) alone, or accuracy and l
 (minimise) as two; either way the budget is an Optuna constraint
 (``trial.set_constraint("latency", latency - budget)``, feasible iff <= 0) that TPE takes
 into account (Optuna 5's constrained TPE, single- and multi-objective alike).
+A suggestion the latency predictor puts over the budget is told to TPE as infeasible and
+drawn again without counting as a trial (rejection sampling, ``max_rejections`` in a row at most).
 Presets that fit the budget are enqueued as seed trials. The study lives in a
 JournalStorage file inside the folder it is given (the run folder, or its ``search-<stem>/``
 in a stratified stem search), so ``--resume`` continues it
@@ -86,13 +88,20 @@ def run(
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
     pareto: bool = False,
+    reject: Callable[[Arch], TrialRecord | None] | None = None,
+    max_rejections: int = 0,
 ) -> list[TrialRecord]:
-    """Run (or continue) the study until it holds ``n_trials`` finished trials; every trial's record.
-    ``pareto``: latency is a second objective (else top-1 alone, under the constraint).
+    """Run (or continue) the study until it holds ``n_trials`` finished trials that count; every
+    trial's record, the rejected ones included. ``pareto``: latency is a second objective (else
+    top-1 alone, under the constraint).
 
-    The backend protocol (:class:`search.backends.Backend`). The study always continues what
-    ``run_dir`` holds, so ``resume`` changes nothing here; it is accepted for the protocol.
-    An exception raised by ``objective`` stops the search (in-process: it is a bug, not a lost worker).
+    The backend protocol (:class:`search.backends.Backend`), rejection sampling included: a
+    suggestion ``reject`` returns a record for is told to TPE as that infeasible trial (so its
+    constraint model learns the budget) with the user attribute ``rejected``, and does not count;
+    after ``max_rejections`` in a row the next suggestion counts whatever it is. The study always
+    continues what ``run_dir`` holds, so ``resume`` changes nothing here; it is accepted for the
+    protocol. An exception raised by ``objective`` marks its trial FAIL and stops the search
+    (in-process: it is a bug, not a lost worker).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir, seed=seed, pareto=pareto, n_seeds=len(seeds))
@@ -102,21 +111,31 @@ def run(
     for name, arch in seeds:
         study.enqueue_trial(space.params_from_arch(arch, small_input=task.small_input), user_attrs={"source": name}, skip_if_exists=True)
 
-    def _objective(trial: optuna.Trial) -> tuple[float, float] | float:
-        arch = space.suggest(trial, num_classes=task.num_classes, small_input=task.small_input)
-        rec = objective(arch).replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"))
+    counted = sum(not t.user_attrs.get("rejected", False)
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    in_a_row = 0
+    while counted < n_trials:
+        trial = study.ask()
+        try:
+            arch = space.suggest(trial, num_classes=task.num_classes, small_input=task.small_input)
+            rec = reject(arch) if reject is not None and in_a_row < max_rejections else None
+            rejected = rec is not None
+            if not rejected:
+                rec = objective(arch)
+        except (Exception, KeyboardInterrupt):  # as study.optimize does
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        rec = rec.replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"), rejected=rejected)
         for k, v in rec.to_dict().items():
             if k != "number":
                 trial.set_user_attr(k, v)
         trial.set_constraint("latency", float(rec.constraint))
-        if on_trial is not None:
-            on_trial(rec)
-        return (float(rec.acc), float(rec.latency_ms)) if pareto else float(rec.acc)
-
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    remaining = max(0, n_trials - done)
-    if remaining:
-        study.optimize(_objective, n_trials=remaining, gc_after_trial=False)
+        study.tell(trial, [float(rec.acc), float(rec.latency_ms)] if pareto else float(rec.acc))
+        in_a_row = in_a_row + 1 if rejected else 0
+        if not rejected:
+            counted += 1
+            if on_trial is not None:
+                on_trial(rec)
     return records(study)
 
 

@@ -8,7 +8,8 @@
   workers through ``tune.with_parameters`` (one object-store copy, not one per trial);
 * the search algorithm is Optuna's TPE (top-1, with ``pareto`` also latency) through
   :class:`ConstrainedOptunaSearch`, an ``OptunaSearch`` that forwards the
-  latency constraint (``OptunaSearch`` itself never passes constraints on),
+  latency constraint (``OptunaSearch`` itself never passes constraints on) and rejects
+  suggestions predicted over the budget before they become trials (rejection sampling),
   with its study in a JournalStorage file of the folder it is given (the run folder, or its
   ``search-<stem>/`` in a stratified stem search) under a unique
   study name, wrapped in a ``ConcurrencyLimiter``;
@@ -50,7 +51,32 @@ def _make_searcher_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class _Constrained(OptunaSearch):
-        """OptunaSearch that forwards the latency constraint and the trial record to Optuna."""
+        """OptunaSearch that forwards the latency constraint and the trial record to Optuna, and
+        draws a suggestion ``reject`` returns a record for (predicted far over the budget) again,
+        up to ``max_rejections`` times in a row, telling Optuna that record with the user attribute
+        ``rejected`` (it never becomes a Tune trial, so it does not count towards ``num_samples``)."""
+
+        def __init__(self, *args, reject=None, max_rejections: int = 0, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.reject, self.max_rejections = reject, max_rejections
+
+        def suggest(self, trial_id: str):
+            reject = getattr(self, "reject", None)  # a searcher pickled before rejection sampling has none
+            for _ in range(getattr(self, "max_rejections", 0) if reject is not None else 0):
+                params = super().suggest(trial_id)
+                if not isinstance(params, dict) or "arch" not in params:
+                    return params  # Searcher.FINISHED and the like
+                rec = reject(Arch.parse(params["arch"]))
+                if rec is None:
+                    return params
+                ot_trial = self._ot_trials.pop(trial_id)  # the next super().suggest asks a new one
+                rec = rec.replace(number=ot_trial.number, source=params.get("source", "sampled"), rejected=True)
+                for k, v in rec.to_dict().items():
+                    if k in _METRICS:
+                        ot_trial.set_user_attr(k, v)
+                ot_trial.set_constraint("latency", float(rec.constraint))
+                self._ot_study.tell(ot_trial, [rec.acc, rec.latency_ms] if isinstance(self.metric, list) else rec.acc)
+            return super().suggest(trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             ot_trial = self._ot_trials.get(trial_id)
@@ -129,6 +155,8 @@ def run(
     on_trial: Callable[[TrialRecord], None] | None = None,
     resume: bool = False,
     pareto: bool = False,
+    reject: Callable[[Arch], TrialRecord | None] | None = None,
+    max_rejections: int = 0,
     concurrency: int = 2,
     address: str | None = None,
     verbose: int = 1,
@@ -140,6 +168,9 @@ def run(
     ``objective`` must pickle: it travels to the trial actors once, through ``tune.with_parameters``.
     ``on_trial`` sees each finished trial after the search (Tune's own table shows them live).
     ``pareto``: latency is a second objective of the study (else top-1 alone, under the constraint).
+    ``reject``/``max_rejections``: rejection sampling in the searcher (:class:`ConstrainedOptunaSearch`
+    draws a rejected suggestion again before it becomes a Tune trial), so ``n_trials`` Tune trials
+    are scored networks; ``reject`` must pickle (Tune checkpoints the searcher).
 
     ``verbose=1`` prints Tune's trial table as trials report (accuracy, latency, constraint),
     the same metrics the Ray dashboard shows while the run goes on.
@@ -173,7 +204,7 @@ def run(
     if exp is not None:
         tuner = tune.Tuner.restore(str(exp), trainable=trainable)
     else:
-        searcher = _searcher(space, task, seeds, seed, study_name, storage, pareto)
+        searcher = _searcher(space, task, seeds, seed, study_name, storage, pareto, reject, max_rejections)
         tuner = _new_tuner(trainable, searcher, run_dir, study_name, n_trials, concurrency, verbose, max_failures)
     results = tuner.fit()
     errors = {}
@@ -210,15 +241,16 @@ def _experiment(run_dir: Path, resume: bool) -> tuple[str, Path | None]:
 
 
 def _searcher(space: SearchSpace, task: Task, seeds: Sequence[tuple[str, Arch]], seed: int, study_name: str,
-              storage, pareto: bool = False):
-    """Optuna's TPE behind Tune (top-1; with ``pareto`` latency too), with the presets as its first points."""
+              storage, pareto: bool = False, reject=None, max_rejections: int = 0):
+    """Optuna's TPE behind Tune (top-1; with ``pareto`` latency too), with the presets as its first
+    points, rejecting what ``reject`` rejects (``max_rejections`` in a row at most)."""
     points = [space.params_from_arch(a, small_input=task.small_input) for _, a in seeds]
     return ConstrainedOptunaSearch(
         space=_DefineByRun(space, task, {str(a): n for n, a in seeds}),
         metric=["acc", "latency_ms"] if pareto else "acc", mode=["max", "min"] if pareto else "max",
         points_to_evaluate=points or None,
         sampler=optuna_backend.sampler(seed, len(points)),
-        study_name=study_name, storage=storage)
+        study_name=study_name, storage=storage, reject=reject, max_rejections=max_rejections)
 
 
 def _new_tuner(trainable, searcher, run_dir: Path, study_name: str, n_trials: int, concurrency: int, verbose: int,

@@ -1,5 +1,7 @@
 """The Optuna backend's resume: every trial comes back as an uninterrupted run would have it."""
 
+import pytest
+
 from search.backends.optuna import open_study, records, run
 from search.records import TrialRecord
 from search_space import SearchSpace, Task, get_preset
@@ -86,3 +88,92 @@ def test_a_two_objective_study_resumes_with_its_trials(tmp_path):
     both = run(score, SPACE, run_dir=tmp_path, n_trials=4, seed=0, task=Task(10, 32, None), pareto=True, resume=True)
     assert [r.arch for r in both[:2]] == [r.arch for r in first] and len(both) == 4
     assert [len(t.values) for t in open_study(tmp_path, seed=0, pareto=True).get_trials(deepcopy=False)] == [2] * 4
+
+
+class _ParamsPredictor:
+    """A latency predictor that reads the parameter count: 1 ms per 10,000 parameters."""
+
+    def predict(self, arch) -> float:
+        from search_space import count_params
+
+        return count_params(arch) / 1e4
+
+
+def test_rejection_sampling_counts_only_scored_trials_and_tells_tpe_the_rejected_ones(tmp_path):
+    """``max_rejections``: a suggestion the budget filter rejects (predicted over the budget + 5%) is
+    told to TPE as an infeasible trial and drawn again; ``n_trials`` counts the scored ones, the
+    objective and ``on_trial`` never see a rejected one, and after ``max_rejections`` in a row the
+    next suggestion counts whatever it is. A resumed study goes on counting the same way."""
+    from search.evaluate import BudgetFilter
+    from search_space import count_params
+
+    budget = 200.0  # ms: about half of the default space's random networks go over it (74-567 ms)
+    reject = BudgetFilter(_ParamsPredictor(), budget, input_size=32)
+    seen, shown = [], []
+
+    def score(arch):
+        seen.append(str(arch))
+        return reject.record(arch, count_params(arch) / 1e4, acc=50.0, measured=None, evaluated=True)
+
+    recs = run(score, SPACE, run_dir=tmp_path, n_trials=6, seed=0, task=Task(10, 32, None), reject=reject,
+               max_rejections=20, on_trial=shown.append)
+    counted = [r for r in recs if not r.rejected]
+    rejected = [r for r in recs if r.rejected]
+    assert len(counted) == 6 and len(rejected) >= 1 and [r.number for r in recs] == list(range(len(recs)))
+    assert seen == [r.arch for r in counted] and [r.arch for r in shown] == seen
+    assert all(r.pred_ms <= budget * 1.05 and r.evaluated for r in counted)
+    for r in rejected:
+        assert r.pred_ms > budget * 1.05 and (r.acc, r.evaluated, r.feasible) == (0.0, False, False)
+        assert r.constraint == pytest.approx(r.pred_ms - budget, abs=1e-9)
+    import optuna
+
+    study = open_study(tmp_path, seed=0)
+    trials = study.get_trials(deepcopy=False)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.user_attrs["rejected"] for t in trials] == [r.rejected for r in recs]
+    assert [t.constraints["latency"] for t in trials] == [r.constraint for r in recs]  # TPE learns the budget
+    assert [t.value for t in trials] == [r.acc for r in recs]
+    # resumed with a larger n_trials: the earlier trials stay as they were, 4 more scored ones follow
+    again = run(score, SPACE, run_dir=tmp_path, n_trials=10, seed=0, task=Task(10, 32, None), reject=reject,
+                max_rejections=20)
+    assert again[:len(recs)] == recs and sum(not r.rejected for r in again) == 10 and len(seen) == 10
+
+
+def test_rejection_sampling_stops_rejecting_after_max_rejections_in_a_row(tmp_path):
+    """A budget no network meets: each counted trial follows exactly ``max_rejections`` rejected
+    ones, so the search ends; with 0 every suggestion counts, as before rejection sampling."""
+    from search.evaluate import BudgetFilter
+
+    reject = BudgetFilter(_ParamsPredictor(), 1e-3, input_size=32)
+    calls = []
+
+    def score(arch):
+        calls.append(str(arch))
+        return reject(arch).replace(acc=1.0)  # over the budget: the objective's own unscored record
+
+    (tmp_path / "a").mkdir()
+    recs = run(score, SPACE, run_dir=tmp_path / "a", n_trials=2, seed=0, task=Task(10, 32, None), reject=reject,
+               max_rejections=3)
+    assert [r.rejected for r in recs] == [True, True, True, False] * 2 and len(calls) == 2
+    (tmp_path / "b").mkdir()
+    recs = run(score, SPACE, run_dir=tmp_path / "b", n_trials=2, seed=0, task=Task(10, 32, None), reject=reject,
+               max_rejections=0)
+    assert [r.rejected for r in recs] == [False, False] and len(calls) == 4
+
+
+def test_a_study_from_before_rejection_sampling_counts_every_trial(tmp_path):
+    """Trials written before the ``rejected`` attribute existed all count towards ``n_trials``."""
+    study = open_study(tmp_path, seed=0)
+    for _ in range(3):  # as the backend wrote them before: the record's fields without 'rejected'
+        t = study.ask()
+        rec = _score(SPACE.suggest(t, num_classes=10, small_input=None)).replace(acc=0.0, evaluated=False)
+        for k, v in rec.to_dict().items():
+            if k not in ("number", "rejected"):
+                t.set_user_attr(k, v)
+        t.set_constraint("latency", 5.0)
+        study.tell(t, 0.0)
+    calls = []
+    run(lambda a: calls.append(a) or _score(a), SPACE, run_dir=tmp_path, n_trials=4, seed=0,
+        task=Task(10, 32, None))
+    assert len(calls) == 1 and len(open_study(tmp_path, seed=0).get_trials(deepcopy=False)) == 4
+    assert [r.rejected for r in records(open_study(tmp_path, seed=0))] == [False] * 4

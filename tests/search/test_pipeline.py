@@ -17,9 +17,18 @@ def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu",
                        out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1,
                        finetune_init="inherited")
+    import search.backends.optuna as optuna_backend
+    from search.evaluate import BudgetFilter
+
+    calls, real = [], optuna_backend.run
+    monkeypatch.setattr(optuna_backend, "run", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     res = run_search(cfg)
     run = res.run_dir
     assert (tmp_path / "results" / "latest").resolve() == run.resolve()
+    # rejection sampling: the backend gets the scorer's budget filter and the config's max_rejections
+    (kw,) = calls
+    assert isinstance(kw["reject"], BudgetFilter) and kw["reject"].budget_ms == 1000.0 and kw["max_rejections"] == 20
+    assert json.loads((run / "result.json").read_text())["n_rejected"] == 0
     # the typed result is the run folder, field by field
     assert res == SearchResult.load(run)
     assert list(res.trials) == read_trials_csv(run / "trials.csv")
@@ -77,6 +86,9 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     with pytest.raises(ValueError, match=r"stem_search: unknown stem_search 'both'; available: \['stratified', 'joint'\]"):
         SearchConfig(latency_ms=5.0, stem_search="both")
     assert DEFAULTS["stem_search"] == "joint"
+    assert DEFAULTS["max_rejections"] == 20 and SearchConfig(latency_ms=5.0, max_rejections=0).max_rejections == 0
+    with pytest.raises(ValueError, match="max_rejections: must be an integer >= 0, got -1"):
+        SearchConfig(latency_ms=5.0, max_rejections=-1)
     with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'; resume it with "
                                          r"the same one \(drop --stem-search stratified, or stem_search: in --config\)"):
         SearchConfig.resolve({"stem_search": "stratified"}, resume=run)
@@ -84,8 +96,11 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     (old / "run.yaml").write_text(yaml.safe_dump({"config": {k: v for k, v in {**DEFAULTS, "latency_ms": 4}.items()
-                                                             if k != "stem_search"}}))
+                                                             if k not in ("stem_search", "max_rejections")}}))
     assert SearchConfig.resolve({}, resume=old).stem_search == "joint"
+    # and counted every suggestion as a trial (no rejection sampling), unless told otherwise on resume
+    assert SearchConfig.resolve({}, resume=old).max_rejections == 0
+    assert SearchConfig.resolve({"max_rejections": 5}, resume=old).max_rejections == 5
     with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'"):
         SearchConfig.resolve({"stem_search": "stratified"}, resume=old)
     strat = tmp_path / "strat"

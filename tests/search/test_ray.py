@@ -259,3 +259,42 @@ def test_the_ray_searcher_of_one_stem_variant_seeds_and_suggests_that_variant(tm
         study.tell(t, 0.0)
     with pytest.raises(ValueError, match="small_input: .* but the search fixes small_input=False"):
         backend._searcher(space, Task(10, 32, False), seeds, 0, "study2", storage)
+
+
+def test_the_ray_searcher_rejects_over_budget_suggestions_before_they_become_tune_trials(tmp_path):
+    """Rejection sampling on Ray: ``suggest`` tells Optuna a suggestion the budget filter rejects
+    (user attribute ``rejected``, its constraint) and draws again, so Tune only ever runs scored
+    networks and ``num_samples`` counts them; after ``max_rejections`` in a row it returns one anyway.
+    The searcher pickles with its filter (Tune checkpoints it)."""
+    import pickle
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    import search.backends.ray as backend
+    from search.backends.optuna import records
+    from search.evaluate import BudgetFilter
+    from search_space import Arch, SearchSpace, Task
+    from tests.search.test_optuna_backend import _ParamsPredictor
+
+    backend.ConstrainedOptunaSearch = backend._make_searcher_class()
+    space = SearchSpace.load("default")
+    reject = BudgetFilter(_ParamsPredictor(), 200.0, input_size=32)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
+    s = backend._searcher(space, Task(10, 32, None), [], 0, "study", storage, reject=reject, max_rejections=20)
+    for k in range(6):
+        params = s.suggest(f"t{k}")
+        assert reject(Arch.parse(params["arch"])) is None  # Tune gets only networks within the budget
+        s.on_trial_complete(f"t{k}", {"acc": 50.0, "constraint": -1.0, "latency_ms": 100.0, "rejected": False})
+    recs = records(optuna.load_study(study_name="study", storage=storage))
+    rejected = [r for r in recs if r.rejected]
+    assert sum(not r.rejected for r in recs) == 6 and len(rejected) >= 1
+    for r in rejected:
+        assert r.pred_ms > 210.0 and (r.acc, r.evaluated, r.feasible) == (0.0, False, False)
+        assert r.constraint == r.pred_ms - 200.0
+    assert pickle.loads(pickle.dumps(s)).max_rejections == 20
+    never = backend._searcher(space, Task(10, 32, None), [], 0, "study2",
+                              storage, reject=BudgetFilter(_ParamsPredictor(), 1e-3, input_size=32), max_rejections=3)
+    never.suggest("u0")
+    assert [r.rejected for r in records(optuna.load_study(study_name="study2", storage=storage))] == [True] * 3

@@ -340,6 +340,7 @@ def test_config_yaml_settings_are_validated_like_flags(tmp_path, capsys, key, va
 
 @pytest.mark.parametrize("flag,value,msg", [("--threads", "0", "threads: must be a positive integer, got 0"),
                                             ("--trials", "0", "trials: must be a positive integer, got 0"),
+                                            ("--max-rejections", "-1", "max_rejections: must be an integer >= 0, got -1"),
                                             ("--latency-ms", "-5", "latency_ms: must be a positive finite"),
                                             ("--latency-ms", "nan", "latency_ms: must be a positive finite")])
 def test_flags_get_the_same_one_line_error(capsys, flag, value, msg):
