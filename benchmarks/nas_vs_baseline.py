@@ -323,7 +323,8 @@ def _search(args: argparse.Namespace, out: Path, data_spec: str) -> SearchResult
         diff = {k: (getattr(old, k), getattr(config, k)) for k in _SEARCH_KEYS if getattr(old, k) != getattr(config, k)}
         if diff:  # the rows, filters and headline would use this run's settings with another run's winner
             raise ValueError(f"--out {out} holds a search with other settings ({', '.join(f'{k} {a!r}, now {b!r}' for k, (a, b) in diff.items())}; "
-                             f"state.json -> {run_dir}); repeat its flags or use another --out")
+                             f"state.json -> {run_dir}); repeat its flags (settings without a flag here, such as max_rejections, "
+                             f"go in --search-config) or use another --out")
         print(f"[1/4] search: reusing {run_dir} ({config.latency_ms:g} ms, seed {config.seed})")
         return result
     print(f"[1/4] search: run_search({config})", flush=True)

@@ -4,8 +4,9 @@ TPE and uniform random draws, each given the same number of trials on one supern
 Every arm scores architectures with the main job's objective (:class:`search.evaluate.Scorer`:
 inherited weights, recalibrated BN, the validation split; the latency predictor, and a
 measurement near the budget, decide feasibility). The TPE arms are the Optuna backend itself
-(:func:`search.backends.optuna.run`, the presets in budget enqueued first, as the main job does)
-with ``pareto`` on and off; the random arm draws from the space uniformly (both stems), the
+(:func:`search.backends.optuna.run`, the presets in budget enqueued first, with the main job's rejection sampling)
+with ``pareto`` on and off; the random arm draws from the space uniformly (both stems; a draw predicted over the budget is
+drawn again, as the TPE arms' suggestions are, up to ``max_rejections`` in a row), the
 random-search control of Li and Talwalkar (UAI 2019). Each arm gets its own scorer, so its
 seconds include every evaluation it asked for. The figure of merit is the one-shot top-1 of the
 best feasible networks: the best one and the mean of the ``--top`` best (the final pick's
@@ -42,13 +43,16 @@ def summarize(records: Sequence[Any], top: int) -> dict[str, Any]:
     ``feasible``: distinct evaluated architectures within the budget; ``best`` and ``top_mean``:
     top-1 % of the best one and mean of the ``top`` best of them (None when there are none);
     ``top_latency_ms`` and ``top_small_stem``: their latencies (ms) and how many use the small
-    stem; ``median_latency_ms``: over all trials, feasible or not."""
+    stem; ``median_latency_ms``: over all trials that count (scored or not), feasible or not;
+    ``rejected``: the draws rejection sampling drew again (predicted over the budget)."""
     from search.pipeline import by_score
     from search_space import Arch
 
+    rejected = sum(r.rejected for r in records)
+    records = [r for r in records if not r.rejected]
     ranked = by_score([r for r in records if r.evaluated and r.feasible])  # the final pick's order
     best = ranked[:top]
-    return {"trials": len(records), "feasible": len(ranked), "best": best[0].acc if best else None,
+    return {"trials": len(records), "rejected": rejected, "feasible": len(ranked), "best": best[0].acc if best else None,
             "top_mean": statistics.fmean(r.acc for r in best) if best else None,
             "top_latency_ms": [round(r.latency_ms, 3) for r in best],
             "top_small_stem": sum(Arch.parse(r.arch).small_input for r in best),
@@ -63,12 +67,20 @@ def _arm(kind: str, seed: int, run, supernet, n_trials: int) -> list:
     from search.pipeline import _seeds
 
     scorer = Scorer(supernet, run.data, run.predictor, run.conditions, budget_ms=run.config.latency_ms)
+    cap = run.config.max_rejections  # rejection sampling as the main job does it (0: every draw counts)
     if kind == "random":
         rng = np.random.default_rng([seed, 99])
-        return [scorer(run.space.sample(rng, num_classes=run.task.num_classes)) for _ in range(n_trials)]
+        out, in_a_row = [], 0
+        while sum(not r.rejected for r in out) < n_trials:
+            arch = run.space.sample(rng, num_classes=run.task.num_classes)
+            rec = scorer.reject(arch) if in_a_row < cap else None
+            out.append(scorer(arch) if rec is None else rec.replace(rejected=True))
+            in_a_row = in_a_row + 1 if rec is not None else 0
+        return out
     with tempfile.TemporaryDirectory() as d:
         return optuna_run(scorer, run.space, run_dir=Path(d), n_trials=n_trials, seed=seed, task=run.task,
-                          seeds=_seeds(run, scorer.margin), pareto=kind == "pareto")
+                          seeds=_seeds(run, scorer.margin), pareto=kind == "pareto", reject=scorer.reject,
+                          max_rejections=cap)
 
 
 def main(argv: list[str] | None = None) -> int:

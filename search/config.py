@@ -156,11 +156,11 @@ class SearchConfig:
         """defaults < ``resume``'s ``run.yaml`` < ``config_file`` < ``flags`` (``None`` values unset).
 
         A resumed run keeps its backend and objective (its study has them), and a Ray run its trial
-        count (``Tuner.restore`` keeps it).
+        count and ``max_rejections`` (``Tuner.restore`` keeps them).
 
         Raises:
             ValueError: not a run folder, an unreadable or unknown-keyed YAML, a changed backend,
-                objective or Ray trial count on resume, or any invalid setting (one line naming it).
+                objective, Ray trial count or Ray max_rejections on resume, or any invalid setting (one line naming it).
         """
         cfg: dict[str, Any] = dict(DEFAULTS)
         before: dict[str, Any] = {}
@@ -180,7 +180,7 @@ class SearchConfig:
 
     def check_resume(self, resume: str | Path) -> None:
         """A run folder continues only with its own backend and objective (its study has them), and
-        a Ray run with its own trial count (``Tuner.restore`` keeps it). Raises ``ValueError``
+        a Ray run with its own trial count and ``max_rejections`` (``Tuner.restore`` keeps them). Raises ``ValueError``
         naming the setting and the fix."""
         f = Path(resume) / "run.yaml"
         if not f.is_file():
@@ -196,6 +196,10 @@ class SearchConfig:
         if before.get("objective", LEGACY_OBJECTIVE) != self.objective:
             raise ValueError(f"objective: {resume} was searched with objective {before.get('objective', LEGACY_OBJECTIVE)!r}; "
                              f"resume it with the same objective (drop --objective {self.objective}, or objective: in --config)")
+        if self.backend == "ray" and before.get("max_rejections", LEGACY_MAX_REJECTIONS) != self.max_rejections:
+            raise ValueError(f"max_rejections: a Ray run resumes with its own "
+                             f"{before.get('max_rejections', LEGACY_MAX_REJECTIONS)} (Tune restores its searcher); "
+                             f"drop --max-rejections {self.max_rejections}")
         if self.backend == "ray" and before.get("trials") != self.trials:
             raise ValueError(f"trials: a Ray run resumes with its own {before.get('trials')} trials; "
                              f"drop --trials {self.trials}")

@@ -81,10 +81,14 @@ class BudgetFilter:
     input_size: int = 32
 
     def __call__(self, arch: Arch) -> TrialRecord | None:
+        return self.judge(arch)[1]
+
+    def judge(self, arch: Arch) -> tuple[float, TrialRecord | None]:
+        """(predicted latency in ms, the rejected record or ``None``)."""
         pred = float(self.predictor.predict(arch))
         if pred <= self.budget_ms * (1 + self.margin):
-            return None
-        return self.record(arch, pred, acc=0.0, measured=None, evaluated=False)
+            return pred, None
+        return pred, self.record(arch, pred, acc=0.0, measured=None, evaluated=False)
 
     def record(self, arch: Arch, pred: float, *, acc: float, measured: float | None, evaluated: bool) -> TrialRecord:
         """The trial record of ``arch`` (``number`` -1) from its predicted (and measured) latency, ms."""
@@ -141,9 +145,8 @@ class Scorer:
             return self.cache[key]
         from .latency import measure
 
-        rec = self.reject(arch)
+        pred, rec = self.reject.judge(arch)
         if rec is None:
-            pred = float(self.predictor.predict(arch))
             if self._calib is None:
                 self._calib = calibration_batches(self.data, self.cfg, self.device, self.device.type == "cpu")
             acc, _ = evaluate_arch(self.supernet, arch, self.data, self.cfg, device=self.device, calib=self._calib)

@@ -65,7 +65,9 @@ class SearchResult:
     ``latency`` = the final interleaved measurement in ms with its
     conditions, ``shipped`` = each artefact's latency as shipped, params, mflops, mac).
     ``baseline``: the best preset measured under the budget, or None. ``trials``: every trial,
-    failed ones with ``state="failed"``. ``finetune``: the successive-halving records.
+    failed ones with ``state="failed"`` and the suggestions rejection sampling drew again with
+    ``rejected=True`` (never scored; :attr:`counted` leaves them out). ``finetune``: the
+    successive-halving records.
     """
 
     run_dir: Path
@@ -80,7 +82,13 @@ class SearchResult:
 
     @property
     def completed(self) -> list[TrialRecord]:
+        """Finished trials, rejected ones included."""
         return [r for r in self.trials if r.state == "complete"]
+
+    @property
+    def counted(self) -> list[TrialRecord]:
+        """Finished trials that count towards ``config.trials`` (rejected suggestions left out)."""
+        return [r for r in self.completed if not r.rejected]
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -375,7 +383,7 @@ def search_stage(run: _Run, supernet) -> list[TrialRecord]:
         bar.close()
     run.timings["search"] = time.perf_counter() - t
     failed = [r for r in records if r.state == "failed"]
-    if failed and len(failed) == len(records):
+    if failed and len(failed) == sum(not r.rejected for r in records):  # rejected suggestions never ran
         raise ValueError(f"search: every trial failed (first: {failed[0].arch}: {failed[0].error})")
     if failed:  # now, not in the summary: a final pick that fails must not hide them
         print(f"warning: {len(failed)} trial(s) failed and are recorded in trials.csv (state 'failed'); "

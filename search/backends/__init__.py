@@ -3,7 +3,7 @@
 Every backend is a module with a ``run`` function of the :class:`Backend` protocol (anchor:
 NNI's ``Strategy``, which explores a space with an evaluator it is handed): it receives the
 objective (an architecture -> its :class:`~search.records.TrialRecord`) and returns every
-trial's record, failed ones included. :func:`get_backend` resolves a backend by name.
+trial's record, failed ones and rejected suggestions (rejection sampling) included. :func:`get_backend` resolves a backend by name.
 """
 
 from __future__ import annotations

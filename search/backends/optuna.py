@@ -27,20 +27,44 @@ from optuna.trial import TrialState
 from search.records import TrialRecord
 from search_space import Arch, SearchSpace, Task
 
-__all__ = ["run", "open_study", "records", "sampler", "STUDY_FILE", "RANDOM_STARTUP_TRIALS"]
+__all__ = ["run", "open_study", "records", "sampler", "ScoredStartupTPESampler", "STUDY_FILE", "RANDOM_STARTUP_TRIALS"]
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.journal"
-# random trials before TPE models the history. Optuna counts enqueued trials (the preset seeds) as
+# random scored trials (rejected ones not counted) before TPE models the history. Optuna counts enqueued trials (the preset seeds) as
 # startup trials too, so they come on top: with up to 18 presets in budget TPE would otherwise start
 # at once from a history of hand-designed networks only
 RANDOM_STARTUP_TRIALS = 10
 
 
-def sampler(seed: int, n_seeds: int = 0) -> optuna.samplers.TPESampler:
-    """The search's TPE: multivariate, ``RANDOM_STARTUP_TRIALS`` random trials after the
-    ``n_seeds`` enqueued preset seeds (both backends use it)."""
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=RANDOM_STARTUP_TRIALS + n_seeds)
+class ScoredStartupTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE whose random startup counts scored trials only: a trial with the user
+    attribute ``rejected`` (rejection sampling, :func:`run`) still tells TPE where the budget
+    lies, but does not end the random phase (Optuna counts every finished trial towards
+    ``n_startup_trials``, so at a budget few networks meet TPE would start from one or two
+    scored networks)."""
+
+    def __init__(self, *, n_startup_trials: int, **kwargs) -> None:
+        super().__init__(n_startup_trials=n_startup_trials, **kwargs)
+        self.scored_startup_trials = n_startup_trials
+
+    def _count_scored_only(self, study: optuna.Study) -> None:
+        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True)
+        self._n_startup_trials = self.scored_startup_trials + sum(t.user_attrs.get("rejected", False) for t in done)
+
+    def sample_relative(self, study, trial, search_space):
+        self._count_scored_only(study)
+        return super().sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self._count_scored_only(study)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def sampler(seed: int, n_seeds: int = 0) -> ScoredStartupTPESampler:
+    """The search's TPE: multivariate, ``RANDOM_STARTUP_TRIALS`` random scored trials after the
+    ``n_seeds`` enqueued preset seeds (rejected trials not counted; both backends use it)."""
+    return ScoredStartupTPESampler(seed=seed, multivariate=True, n_startup_trials=RANDOM_STARTUP_TRIALS + n_seeds)
 
 
 def open_study(run_dir: Path, *, seed: int, pareto: bool = False, n_seeds: int = 0) -> optuna.Study:
@@ -101,7 +125,9 @@ def run(
     after ``max_rejections`` in a row the next suggestion counts whatever it is. The study always
     continues what ``run_dir`` holds, so ``resume`` changes nothing here; it is accepted for the
     protocol. An exception raised by ``objective`` marks its trial FAIL and stops the search
-    (in-process: it is a bug, not a lost worker).
+    (in-process: it is a bug, not a lost worker); a Ctrl-C (``KeyboardInterrupt``) leaves its trial
+    RUNNING, as a dead process would, so a resumed search runs it again with its parameters (a
+    preset seed with its name; study.optimize marked it FAIL, and a preset seed was then lost).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir, seed=seed, pareto=pareto, n_seeds=len(seeds))
@@ -122,15 +148,18 @@ def run(
             rejected = rec is not None
             if not rejected:
                 rec = objective(arch)
-        except (Exception, KeyboardInterrupt):  # as study.optimize does
-            study.tell(trial, state=TrialState.FAIL)
+        except Exception:  # a bug, not a lost worker: recorded FAIL, and the search stops (as study.optimize did);
+            study.tell(trial, state=TrialState.FAIL)  # Ctrl-C is no Exception: its trial stays RUNNING (_recover)
             raise
         rec = rec.replace(number=trial.number, source=trial.user_attrs.get("source", "sampled"), rejected=rejected)
         for k, v in rec.to_dict().items():
             if k != "number":
                 trial.set_user_attr(k, v)
         trial.set_constraint("latency", float(rec.constraint))
-        study.tell(trial, [float(rec.acc), float(rec.latency_ms)] if pareto else float(rec.acc))
+        told = study.tell(trial, [float(rec.acc), float(rec.latency_ms)] if pareto else float(rec.acc))
+        if told.state != TrialState.COMPLETE:  # Optuna refused the values (NaN) and recorded the trial FAIL
+            raise ValueError(f"trial {trial.number}: the objective returned top-1 {rec.acc!r}, latency "
+                             f"{rec.latency_ms!r} ms for {rec.arch}; Optuna recorded it {told.state.name}")
         in_a_row = in_a_row + 1 if rejected else 0
         if not rejected:
             counted += 1
@@ -143,7 +172,8 @@ _FIELDS = {f for f in TrialRecord.__dataclass_fields__} - {"number", "state", "e
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Every finished (``state="complete"``) and failed (``state="failed"``) trial of a study, by number.
+    """Every finished (``state="complete"``) and failed (``state="failed"``) trial of a study, by number,
+    the suggestions rejection sampling drew again included (``rejected=True``).
 
     A failed trial is listed when its architecture is known (the Ray backend records it when it
     is suggested); its error comes from the study user attribute ``trial_errors`` (by arch).

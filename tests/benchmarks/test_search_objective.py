@@ -25,8 +25,11 @@ def test_summarize_counts_distinct_feasible_networks_and_their_best():
             rec(G3, 40.0, 6.0, feasible=False), rec(G3, 0.0, 9.0, feasible=False, evaluated=False),
             rec(G3, 10.0, 1.0)]
     s = so.summarize(recs, top=2)
-    assert s == {"trials": 6, "feasible": 3, "best": 30.0, "top_mean": 25.0, "top_latency_ms": [4.5, 3.0],
-                 "top_small_stem": 1, "median_latency_ms": 4.5}
+    assert s == {"trials": 6, "rejected": 0, "feasible": 3, "best": 30.0, "top_mean": 25.0,
+                 "top_latency_ms": [4.5, 3.0], "top_small_stem": 1, "median_latency_ms": 4.5}
+    # rejected draws (rejection sampling: predicted over the budget, drawn again) are counted apart
+    over = rec(G3, 0.0, 12.0, feasible=False, evaluated=False).replace(rejected=True)
+    assert so.summarize(recs + [over, over], top=2) == {**s, "rejected": 2}
     assert so.summarize(recs, top=8)["top_mean"] == 20.0  # all three feasible ones
     empty = so.summarize([rec(G3, 40.0, 6.0, feasible=False)], top=8)
     assert (empty["feasible"], empty["best"], empty["top_mean"], empty["top_latency_ms"]) == (0, None, None, [])

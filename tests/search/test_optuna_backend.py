@@ -177,3 +177,74 @@ def test_a_study_from_before_rejection_sampling_counts_every_trial(tmp_path):
         task=Task(10, 32, None))
     assert len(calls) == 1 and len(open_study(tmp_path, seed=0).get_trials(deepcopy=False)) == 4
     assert [r.rejected for r in records(open_study(tmp_path, seed=0))] == [False] * 4
+
+
+def test_rejected_trials_do_not_end_tpes_random_startup(tmp_path):
+    """Optuna counts every finished trial towards ``n_startup_trials``; the search's sampler counts
+    scored ones only, so 12 rejected and 2 scored trials still leave TPE in its random phase (10
+    scored trials), and it models the history once 10 are scored."""
+    from search.backends.optuna import RANDOM_STARTUP_TRIALS, ScoredStartupTPESampler
+
+    study = open_study(tmp_path, seed=0)
+    assert isinstance(study.sampler, ScoredStartupTPESampler)
+
+    def add(n, rejected):
+        for _ in range(n):
+            t = study.ask()
+            SPACE.suggest(t, num_classes=10, small_input=None)
+            t.set_user_attr("rejected", rejected)
+            t.set_constraint("latency", 1.0 if rejected else -1.0)
+            study.tell(t, 0.0 if rejected else 50.0)
+
+    random_calls = []
+    real = study.sampler._random_sampler.sample_independent
+    study.sampler._random_sampler.sample_independent = lambda *a: random_calls.append(a[2]) or real(*a)
+    add(12, True)
+    add(2, False)
+    random_calls.clear()
+    add(1, False)  # the 15th trial, 3rd scored: still random
+    assert study.sampler._n_startup_trials == RANDOM_STARTUP_TRIALS + 12 and len(random_calls) > 0
+    add(7, False)  # 10 scored now
+    random_calls.clear()
+    add(1, False)  # TPE proper: multivariate, no independent random draws
+    assert study.sampler._n_startup_trials == RANDOM_STARTUP_TRIALS + 12 and random_calls == []
+
+
+def test_rejection_sampling_with_two_objectives_tells_the_predicted_latency(tmp_path):
+    from search.evaluate import BudgetFilter
+
+    reject = BudgetFilter(_ParamsPredictor(), 200.0, input_size=32)
+    recs = run(lambda a: reject.record(a, 100.0, acc=50.0, measured=None, evaluated=True), SPACE, run_dir=tmp_path,
+               n_trials=4, seed=0, task=Task(10, 32, None), reject=reject, max_rejections=20, pareto=True)
+    trials = open_study(tmp_path, seed=0, pareto=True).get_trials(deepcopy=False)
+    assert sum(not r.rejected for r in recs) == 4 and any(r.rejected for r in recs)
+    assert [t.values for t in trials] == [[0.0, r.pred_ms] if r.rejected else [50.0, 100.0] for r in recs]
+
+
+def test_an_objective_error_fails_its_trial_and_ctrl_c_leaves_a_preset_to_run_again(tmp_path):
+    """A bug in the objective: its trial is recorded FAIL and the error stops the search. Ctrl-C:
+    the trial stays RUNNING, and on resume a preset seed runs again under its name (study.optimize
+    marked it FAIL, and the preset was then skipped for good)."""
+    import optuna
+
+    def broken(arch):
+        raise RuntimeError("injected")
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError, match="injected"):
+        run(broken, SPACE, run_dir=tmp_path / "a", n_trials=2, seed=0, task=Task(10, 32, None))
+    states = [t.state for t in open_study(tmp_path / "a", seed=0).get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.FAIL]
+
+    seeds = [("shufflenet_v1_g1", get_preset("shufflenet_v1_g1", 10))]
+
+    def interrupted(arch):
+        raise KeyboardInterrupt
+
+    (tmp_path / "b").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, SPACE, run_dir=tmp_path / "b", n_trials=2, seed=0, task=Task(10, 32, None), seeds=seeds)
+    assert [t.state for t in open_study(tmp_path / "b", seed=0).get_trials(deepcopy=False)] == [
+        optuna.trial.TrialState.RUNNING]
+    recs = run(_score, SPACE, run_dir=tmp_path / "b", n_trials=2, seed=0, task=Task(10, 32, None), seeds=seeds)
+    assert [(r.source, r.arch) for r in recs][0] == ("shufflenet_v1_g1", str(seeds[0][1])) and len(recs) == 2

@@ -101,6 +101,13 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     # and counted every suggestion as a trial (no rejection sampling), unless told otherwise on resume
     assert SearchConfig.resolve({}, resume=old).max_rejections == 0
     assert SearchConfig.resolve({"max_rejections": 5}, resume=old).max_rejections == 5
+    ray_run = tmp_path / "ray_run"  # Tune restores a Ray run's searcher with its own max_rejections
+    ray_run.mkdir()
+    (ray_run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "backend": "ray"}}))
+    assert SearchConfig.resolve({}, resume=ray_run).max_rejections == 20
+    with pytest.raises(ValueError, match=r"max_rejections: a Ray run resumes with its own 20 \(Tune restores its "
+                                         r"searcher\); drop --max-rejections 5"):
+        SearchConfig.resolve({"max_rejections": 5}, resume=ray_run)
     with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'"):
         SearchConfig.resolve({"stem_search": "stratified"}, resume=old)
     strat = tmp_path / "strat"

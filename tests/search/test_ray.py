@@ -293,7 +293,9 @@ def test_the_ray_searcher_rejects_over_budget_suggestions_before_they_become_tun
     for r in rejected:
         assert r.pred_ms > 210.0 and (r.acc, r.evaluated, r.feasible) == (0.0, False, False)
         assert r.constraint == r.pred_ms - 200.0
-    assert pickle.loads(pickle.dumps(s)).max_rejections == 20
+    back = pickle.loads(pickle.dumps(s))
+    assert back.max_rejections == 20 and (back.reject.budget_ms, back.reject.margin) == (200.0, 0.05)
+    assert back.reject(Arch.parse(recs[0].arch)) == reject(Arch.parse(recs[0].arch))  # the predictor travels too
     never = backend._searcher(space, Task(10, 32, None), [], 0, "study2",
                               storage, reject=BudgetFilter(_ParamsPredictor(), 1e-3, input_size=32), max_rejections=3)
     never.suggest("u0")

@@ -11,13 +11,14 @@ def rec(i, lat, acc=50.0, **kw):
 
 
 def test_trials_csv_round_trip(tmp_path):
-    recs = [rec(0, 1.5, 61.25), rec(1, 2.5, 0.0, feasible=False, evaluated=False), rec(2, 1.0, measured_ms=1.1),
+    recs = [rec(0, 1.5, 61.25), rec(1, 2.5, 0.0, feasible=False, evaluated=False, rejected=True), rec(2, 1.0, measured_ms=1.1),
             TrialRecord(number=3, arch="a3", source="bad", state="failed", error="RuntimeError: boom")]
     write_trials_csv(reversed(recs), tmp_path / "t.csv")  # written by number whatever the order
     back = read_trials_csv(tmp_path / "t.csv")
     assert [r.arch for r in back] == ["a0", "a1", "a2", "a3"]
     assert back[0].acc == 61.25 and back[0].latency_ms == 1.5 and back[0].params == 1000
     assert back[1].feasible is False and back[1].evaluated is False and back[0].feasible is True
+    assert [r.rejected for r in back] == [False, True, False, False]
     assert back[0].measured_ms is None and back[2].measured_ms == 1.1
     assert back[3].state == "failed" and back[3].error == "RuntimeError: boom" and back[3].latency_ms is None
     assert recs == back  # every field survives exactly

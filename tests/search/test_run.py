@@ -422,3 +422,37 @@ def test_report_flags_every_shipped_artefact_over_the_budget():
     rows = {line.split("`")[1]: line.rsplit("|", 2)[1].strip() for line in _shipped_lines(shipped, 5.0)
             if line.startswith("| `")}
     assert rows["model.pt"] == "**budget checked on this one**; **over the 5 ms budget**"
+
+
+def test_the_trial_count_leaves_rejected_suggestions_out_end_to_end(env, monkeypatch):
+    """Rejection sampling through the main job: a suggestion the budget filter rejects (here: every
+    network with a 64-channel last conv) is in trials.csv as ``rejected``, never scored, and
+    ``--trials`` counts the others; result.json and report.md say how many were rejected."""
+    import csv
+
+    import search.evaluate as ev
+
+    real = ev.BudgetFilter.judge
+
+    def judge(self, arch):
+        pred, rec = real(self, arch)
+        if arch.last_conv == 64:
+            return pred, self.record(arch, pred, acc=0.0, measured=None, evaluated=False)
+        return pred, rec
+
+    monkeypatch.setattr(ev.BudgetFilter, "judge", judge)
+    base, out = env
+    assert main(base + ["--latency-ms", "1000", "--trials", "6"]) == 0
+    run = (out / "latest").resolve()
+    with open(run / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    rejected = [r for r in rows if r["rejected"] == "True"]
+    counted = [r for r in rows if r["rejected"] == "False"]
+    assert len(counted) == 6 and rejected and all(r["evaluated"] == "False" and r["acc"] == "0.0" for r in rejected)
+    assert all("conv64" in r["arch"] for r in rejected) and all(r["evaluated"] == "True" for r in counted)
+    assert [int(r["number"]) for r in rows] == list(range(len(rows)))
+    res = json.loads((run / "result.json").read_text())
+    assert (res["n_trials"], res["n_rejected"], res["n_failed"]) == (6, len(rejected), 0)
+    assert "conv64" not in res["winner"]["arch"]
+    assert f"6 trials (and {len(rejected)} suggestions rejected: predicted over the budget, drawn again)" in (
+        run / "report.md").read_text()
