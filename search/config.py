@@ -31,7 +31,8 @@ LEGACY_OBJECTIVE = "pareto"
 # how the stem variant is searched when the space declares both: one more parameter of one study (joint,
 # the default), or each variant its own search with its share of the trials and of the final pick's
 # shortlist (stratified: the one-shot score does not compare networks across stems, so one study drifts
-# to one stem; session 17 at matched latency: a gain and a tie over two seeds, a slower final pick)
+# to one stem; sessions 17-18 at matched latency: above joint on three seeds, +2.72/+0.36/+0.10 points,
+# but a final pick slow enough to take the main job over its 10 minutes)
 STEM_SEARCHES = ("stratified", "joint")
 # the stem search of runs written before ``stem_search`` existed: one study over both stems
 LEGACY_STEM_SEARCH = "joint"

@@ -312,10 +312,10 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     retrain among the best, README "Which supernet ranks"), so one study drifts to the stem
     the supernet favours (session 15 at 4.0 ms: 8-9 of 60 trials small-stem, 1-4 of them in
     budget) and the final pick never sees the other; stratified sampling gives each stem its
-    share. Measured on two search seeds (session 17, CIFAR-10 at v1_g8's 4.009 ms,
-    ``benchmarks/nas_vs_baseline.py``): one gain (the winner retrained to 58.25% against 55.53%
-    joint) and one tie (53.63% against 53.53%), with a final pick 1.6-7x slower, so it is not the
-    default yet."""
+    share. Measured on three search seeds (sessions 17-18, CIFAR-10 at v1_g8's 4.009 ms,
+    ``benchmarks/nas_vs_baseline.py``): the winner retrained above joint's on all three (58.25 /
+    56.05 / 53.63% against 55.53 / 55.69 / 53.53%), but the final pick is slower (1.6-7x there;
+    the main job on digits: about 834 s cold against 580 s), so it is not the default."""
     cfg = run.config
     stems = sorted(set(run.task.stem_variants(run.space.small_input)))  # False (ImageNet) first
     if cfg.stem_search == "joint" or len(stems) < 2:

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stem-search", choices=STEM_SEARCHES, default=None,
                     help="joint: the stem variant one more parameter of one study; stratified: each stem variant "
                          "(ImageNet, small-input) searched on its own with half the trials and half the final "
-                         "pick's shortlist, since the one-shot score does not compare stems (two seeds measured: "
-                         f"a gain and a tie, a slower final pick) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
+                         "pick's shortlist, since the one-shot score does not compare stems (CIFAR-10 at matched "
+                         "latency: above joint on three seeds; a slower final pick that takes the main job over 10 "
+                         f"minutes) (default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
     ap.add_argument("--max-rejections", type=_number, default=None, metavar="N",
                     help="rejection sampling: a suggestion predicted over the budget (+5%%) is told to the sampler "
                          "as infeasible and drawn again instead of counting as a trial, up to N times in a row, so "
