@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-rejections", type=_number, default=None, metavar="N",
                     help="rejection sampling: a suggestion predicted over the budget (+5%%) is told to the sampler "
                          "as infeasible and drawn again instead of counting as a trial, up to N times in a row, so "
-                         f"--trials counts networks the supernet scored (default {DEFAULTS['max_rejections']}; 0: every "
-                         "suggestion counts)")
+                         f"--trials counts networks the supernet scored, e.g. 20 (default {DEFAULTS['max_rejections']}: "
+                         "every suggestion counts; measured in session 18: no better winners, up to 4.4x the search time)")
     ap.add_argument("--min-latency-frac", type=_number, default=None, metavar="F",
                     help="search only networks predicted at >= F x budget (0 <= F < 1; default 0: off)")
     ap.add_argument("--finetune-top", type=_number, default=None, metavar="N",

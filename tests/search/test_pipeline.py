@@ -14,7 +14,7 @@ from tests.search.conftest import TINY
 def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu",
+    cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu", max_rejections=20,
                        out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1,
                        finetune_init="inherited")
     import search.backends.optuna as optuna_backend
@@ -86,7 +86,7 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     with pytest.raises(ValueError, match=r"stem_search: unknown stem_search 'both'; available: \['stratified', 'joint'\]"):
         SearchConfig(latency_ms=5.0, stem_search="both")
     assert DEFAULTS["stem_search"] == "joint"
-    assert DEFAULTS["max_rejections"] == 20 and SearchConfig(latency_ms=5.0, max_rejections=0).max_rejections == 0
+    assert DEFAULTS["max_rejections"] == 0 and SearchConfig(latency_ms=5.0, max_rejections=20).max_rejections == 20
     with pytest.raises(ValueError, match="max_rejections: must be an integer >= 0, got -1"):
         SearchConfig(latency_ms=5.0, max_rejections=-1)
     with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'; resume it with "
@@ -103,7 +103,8 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
     assert SearchConfig.resolve({"max_rejections": 5}, resume=old).max_rejections == 5
     ray_run = tmp_path / "ray_run"  # Tune restores a Ray run's searcher with its own max_rejections
     ray_run.mkdir()
-    (ray_run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "backend": "ray"}}))
+    (ray_run / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "backend": "ray",
+                                                                 "max_rejections": 20}}))
     assert SearchConfig.resolve({}, resume=ray_run).max_rejections == 20
     with pytest.raises(ValueError, match=r"max_rejections: a Ray run resumes with its own 20 \(Tune restores its "
                                          r"searcher\); drop --max-rejections 5"):

@@ -442,7 +442,7 @@ def test_the_trial_count_leaves_rejected_suggestions_out_end_to_end(env, monkeyp
 
     monkeypatch.setattr(ev.BudgetFilter, "judge", judge)
     base, out = env
-    assert main(base + ["--latency-ms", "1000", "--trials", "6"]) == 0
+    assert main(base + ["--latency-ms", "1000", "--trials", "6", "--max-rejections", "20"]) == 0
     run = (out / "latest").resolve()
     with open(run / "trials.csv") as f:
         rows = list(csv.DictReader(f))
