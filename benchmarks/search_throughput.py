@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, flags in configs.items():
             d = out / f"{name.replace(' ', '').replace(',', '_')}-{r}"
             res = run_search(base.replace(trials=args.trials, out=str(d), **flags))
-            s, n = res.timings["search"], sum(not r.rejected for r in res.completed)  # rejected ones cost ~nothing
+            s, n = res.timings["search"], len(res.counted)  # rejected suggestions cost ~nothing and do not count
             rates[name].append(n / s * 60)
             print(f"round {r + 1} {name}: {n} trials in {s:.1f} s = {rates[name][-1]:.1f} trials/min", flush=True)
     print(f"\nmedian trials per minute over {args.rounds} round(s), {args.trials} trials each, warm caches:")
