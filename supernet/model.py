@@ -10,6 +10,8 @@ pure-v2 arch with split 0.5, the standard stem and a last 1x1 conv, the
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import Tensor, nn
 
 from search_space import Arch
@@ -24,9 +26,15 @@ class ShuffleNet(nn.Module):
 
     Args:
         arch: the architecture (``Arch`` or its canonical string).
+        unit_factory: builds each unit from ``(block, in_channels, out_channels, stride,
+            first_grouped=...)``; default :func:`supernet.units.make_unit`. The supernet's
+            structure-only templates pass a cache of units on the meta device.
+
+    Raises:
+        ValueError: ``arch`` is neither an ``Arch`` nor an arch string.
     """
 
-    def __init__(self, arch: Arch | str) -> None:
+    def __init__(self, arch: Arch | str, *, unit_factory: Callable[..., nn.Module] = make_unit) -> None:
         super().__init__()
         if isinstance(arch, str):
             arch = Arch.parse(arch)
@@ -42,7 +50,7 @@ class ShuffleNet(nn.Module):
         self.maxpool = nn.Identity() if arch.small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         stages: list[list[nn.Module]] = [[] for _ in arch.stages]
         for s in arch.sites():
-            stages[s.stage].append(make_unit(s.block, s.in_channels, s.out_channels, s.stride,
+            stages[s.stage].append(unit_factory(s.block, s.in_channels, s.out_channels, s.stride,
                                              first_grouped=s.first_grouped))
         self.stage2, self.stage3, self.stage4 = (nn.Sequential(*s) for s in stages)
         c = arch.stages[-1].channels

@@ -52,6 +52,7 @@ from torch.func import functional_call
 from search_space import STAGE_NAMES, Arch, Block, SearchSpace, Site
 
 from .model import ShuffleNet
+from .units import make_unit
 
 __all__ = ["SuperNet", "extract", "get_active_filter", "block_diagonal"]
 
@@ -252,6 +253,7 @@ class _SharedV1(nn.Module):
 
 _TEMPLATES = threading.local()
 _TEMPLATE_CACHE_SIZE = 128
+_UNIT_CACHE_SIZE = 4096
 
 
 def _template(arch: Arch, training: bool) -> ShuffleNet:
@@ -260,15 +262,33 @@ def _template(arch: Arch, training: bool) -> ShuffleNet:
     One cache per thread: ``functional_call`` swaps the subnet's tensors into the
     template for the duration of a call, so two threads sharing one template
     would run each other's weights (wrong outputs, NaNs, or "tensor on device
-    meta" errors)."""
+    meta" errors). Units are cached too (per thread, per mode) and shared between
+    the templates that hold the same unit at the same geometry: building a
+    network's modules costs about 25 ms, mostly parameter initialisation that a
+    template never uses, and every supernet step meets a new architecture."""
     cache = getattr(_TEMPLATES, "cache", None)
     if cache is None:
         cache = _TEMPLATES.cache = OrderedDict()
+        _TEMPLATES.units = OrderedDict()
     key = (arch, training)
     model = cache.get(key)
     if model is None:
+        units, calls = _TEMPLATES.units, iter(range(sum(arch.depths)))
+
+        def unit(block: Block, inp: int, oup: int, stride: int, *, first_grouped: bool = True) -> nn.Module:
+            # keyed by the unit's ordinal too: one module object twice in one network would share its weights
+            k = (next(calls), block, inp, oup, stride, first_grouped, training)
+            m = units.get(k)
+            if m is None:
+                m = units[k] = make_unit(block, inp, oup, stride, first_grouped=first_grouped).train(training)
+                if len(units) > _UNIT_CACHE_SIZE:
+                    units.popitem(last=False)
+            else:
+                units.move_to_end(k)
+            return m
+
         with torch.device("meta"):
-            model = cache[key] = ShuffleNet(arch).train(training)
+            model = cache[key] = ShuffleNet(arch, unit_factory=unit).train(training)
         if len(cache) > _TEMPLATE_CACHE_SIZE:
             cache.popitem(last=False)
     else:

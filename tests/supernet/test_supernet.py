@@ -329,3 +329,25 @@ def _knob_round_trips(space, tmp_path, knob: str, value: str) -> None:
     assert getattr(again, knob) == value and again.state_dict().keys() == net.state_dict().keys()
     for k, v in net.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_templates_reuse_units_across_networks_but_never_within_one():
+    """The meta-device templates cache units by position and geometry: two networks that differ
+    only in their head share every unit object, one network never holds a unit twice (the
+    weights of its positions would collapse into one), and the modes never mix."""
+    import dataclasses
+
+    from supernet.supernet import _template
+
+    a = get_preset("shufflenet_v2_x1_0", 7)
+    b = dataclasses.replace(a, last_conv=2048)
+    ta, tb, tt = _template(a, False), _template(b, False), _template(a, True)
+
+    def units(t):
+        return [m for st in (t.stage2, t.stage3, t.stage4) for m in st]
+
+    assert len({id(m) for m in units(ta)}) == len(units(ta)) == 16
+    assert all(x is y for x, y in zip(units(ta), units(tb), strict=True)) and ta.conv5 is not tb.conv5
+    assert not any(x is y for x, y in zip(units(ta), units(tt)))
+    assert not any(m.training for m in ta.modules()) and all(m.training for m in tt.modules())
+    assert ta.stage3[1].branch2[0].weight.device.type == "meta"
