@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -80,15 +80,17 @@ class Replica:
         j = i + sizes[self.rank]
         return x[i:j], y[i:j], sizes[self.rank] * self.world_size / n
 
-    def all_reduce_grads(self, model: nn.Module) -> None:
-        """Sum every existing gradient over the workers, then divide by ``world_size`` (one
-        flattened all-reduce; with loss weights ``b / B * N`` this is the global batch's
-        gradient). Every worker must hold gradients for the same parameters (the same path)."""
+    def all_reduce_grads(self, model: nn.Module | Iterable[torch.Tensor]) -> None:
+        """Sum every existing gradient of ``model``'s parameters (or of the given tensors) over
+        the workers, then divide by ``world_size`` (one flattened all-reduce; with loss weights
+        ``b / B * N`` this is the global batch's gradient). Every worker must hold gradients
+        for the same parameters (the same path)."""
         if not self.distributed:
             return
         import torch.distributed as dist
 
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        params = model.parameters() if isinstance(model, nn.Module) else model
+        grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
         flat = torch.cat([g.reshape(-1) for g in grads])

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -148,31 +149,59 @@ def training_setup(model: nn.Module, data: Data, recipe: Recipe, dev: torch.devi
 def sgd_step(forward: Callable[[], torch.Tensor], y: torch.Tensor, crit: nn.Module, model: nn.Module,
              opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
              use_amp: bool, after_step: Callable[[], None] | None = None, *, replica: Replica = LOCAL,
-             loss_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+             loss_weight: float = 1.0, update: ParamUpdate | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step (AMP on CUDA, gradient clipping, LR schedule); returns ``(logits, loss)``.
-    ``after_step`` runs right after the optimizer step (the path-only update restores there).
+    ``after_step`` runs right after the optimizer step (the masked path-only update restores there).
     On a data-parallel ``replica``, ``y`` is this worker's shard and ``loss_weight`` its weight
-    (:meth:`Replica.shard`): BatchNorm uses the global batch and the gradients are averaged."""
+    (:meth:`Replica.shard`): BatchNorm uses the global batch and the gradients are averaged.
+    ``update``: see :func:`finish_step`."""
     opt.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp), replica.synced_batch_norm():
         out = forward()
         loss = shard_loss(crit, out, y)
     scaler.scale(loss * loss_weight if loss_weight != 1.0 else loss).backward()
-    finish_step(model, opt, sched, scaler, recipe, after_step, replica)
+    finish_step(model, opt, sched, scaler, recipe, after_step, replica, update=update)
     return out, loss
 
 
+class ParamUpdate(Protocol):
+    """An update that replaces the optimizer step: the gradients live on ``params()`` (not on
+    the model's parameters) and ``step()`` applies them (``supernet.path_update.PathOnlyUpdate``)."""
+
+    def params(self) -> list[torch.Tensor]: ...
+
+    def step(self) -> None: ...
+
+
 def finish_step(model: nn.Module, opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, recipe: Recipe,
-                 after_step: Callable[[], None] | None, replica: Replica = LOCAL) -> None:
-    replica.all_reduce_grads(model)  # before clipping: every worker clips and steps the same gradient
+                after_step: Callable[[], None] | None, replica: Replica = LOCAL, *,
+                update: ParamUpdate | None = None) -> None:
+    """All-reduce the gradients (data-parallel), clip them, step, schedule. With ``update``, its
+    ``params()`` hold the gradients and ``update.step()`` replaces the optimizer step.
+
+    Raises:
+        ValueError: ``update`` with an enabled AMP scaler (its gradients are not the optimizer's)."""
+    if update is not None and scaler.is_enabled():
+        raise ValueError("update: a custom parameter update does not support AMP; use the optimizer step")
+    params = list(update.params()) if update is not None else list(model.parameters())
+    replica.all_reduce_grads(params)  # before clipping: every worker clips and steps the same gradient
     if recipe.grad_clip:
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-    scaler.step(opt)
+        if update is None:
+            scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+    if update is None:
+        scaler.step(opt)
+    else:
+        update.step()
     if after_step is not None:
         after_step()
     scaler.update()
-    sched.step()
+    if update is None:
+        sched.step()
+        return
+    with warnings.catch_warnings():  # the update stands in for opt.step(), which the scheduler checks for
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        sched.step()
 
 
 def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:

@@ -482,8 +482,12 @@ class SuperNet(nn.Module):
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:
         """Run exactly ``arch`` with the shared weights (train or eval mode as set on the supernet)."""
-        s = self._state(arch)
-        out = functional_call(_template(arch, self.training), dict(s), (x,))
+        return self._run(x, arch, self._state(arch))
+
+    def _run(self, x: Tensor, arch: Arch, s: _State, params: dict[str, Tensor] | None = None) -> Tensor:
+        """Run ``arch`` on the subnet state ``s`` (:meth:`_state`), its parameters replaced by
+        ``params`` where given (the leaves of :class:`supernet.path_update.PathOnlyUpdate`)."""
+        out = functional_call(_template(arch, self.training), {**s, **params} if params else dict(s), (x,))
         if self.training:
             s.write_back()  # BN statistics gathered by label go back to the shared buffers
         return out

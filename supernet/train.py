@@ -29,6 +29,7 @@ from nas_training.distributed import LOCAL, Replica
 from nas_training.engine import Recipe, StepFn, finish_step, fit, read_checkpoint, sgd_step, shard_loss
 from search_space import Arch, SearchSpace
 
+from .path_update import MaskedPathUpdate, PathOnlyUpdate
 from .sampling import in_family, make_path_sampler
 from .supernet import SuperNet
 
@@ -68,41 +69,6 @@ def sandwich_step(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, paths: l
 
 
 UPDATES = ("full", "path")
-
-
-class _PathOnly:
-    """Optimizer update restricted to the sampled path: the elements of the shared tensors
-    the path does not read keep their value and their momentum bit for bit (no weight decay,
-    no stale momentum on them). Parameters the path does not touch at all have no gradient
-    and are skipped by SGD already."""
-
-    def __init__(self, supernet: SuperNet, opt: torch.optim.Optimizer) -> None:
-        self.supernet, self.opt = supernet, opt
-        self.params = dict(supernet.named_parameters())
-
-    def freeze(self, archs: list[Arch]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Save what none of ``archs`` (the paths of one step) reads."""
-        masks: dict[str, torch.Tensor] = {}
-        for arch in archs:
-            for name, mask in self.supernet.path_masks(arch).items():
-                masks[name] = mask | masks[name] if name in masks else mask
-        saved = []
-        for name, mask in masks.items():
-            if bool(mask.all()):
-                continue
-            p = self.params[name]
-            keep = ~mask
-            buf = self.opt.state.get(p, {}).get("momentum_buffer")
-            saved.append((p, keep, p.detach()[keep].clone(), None if buf is None else buf[keep].clone()))
-        return saved
-
-    def restore(self, saved) -> None:
-        with torch.no_grad():
-            for p, keep, value, buf in saved:
-                p[keep] = value
-                mb = self.opt.state.get(p, {}).get("momentum_buffer")
-                if mb is not None:
-                    mb[keep] = 0.0 if buf is None else buf
 
 
 def _config(space: SearchSpace, data: Data, recipe: Recipe, num_classes: int, small_input: bool,
@@ -177,7 +143,9 @@ def train_supernet(
             ground truth (20 epochs, V1 labels): fair 0.36, uniform -0.03.
         update: ``full`` (plain SGD on the shared tensors: weight decay and momentum move
             every element each step) or ``path`` (only the elements the sampled path reads
-            change; the rest keep value and momentum bit for bit).
+            change; the rest keep value and momentum bit for bit; ``supernet.path_update``:
+            on gradients of the path's size for one path per step, by masks with the sandwich
+            rule or AMP).
         sandwich: 0 (default) trains one sampled path per step (SPOS). n >= 1 trains, per step,
             the largest and the smallest network of the space and n sampled paths, the others
             distilled from the largest (:func:`sandwich_step`; BigNAS uses n = 2). About
@@ -244,15 +212,20 @@ def train_supernet(
     crit = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     def make_step(opt, sched, scaler, use_amp) -> StepFn:
-        path_only = _PathOnly(supernet, opt) if update == "path" else None
+        # the path-only update: on path-sized gradients for one path per step, by masks for several or AMP
+        sparse = PathOnlyUpdate(supernet, opt) if update == "path" and not sandwich and not use_amp else None
+        masked = MaskedPathUpdate(supernet, opt) if update == "path" and sparse is None else None
 
         def step(x, y, weight, rng, k):  # SPOS: the sampler picks the path(s) this step trains
             paths = [sample(rng, k)] if not sandwich else extremes + [sample(rng, k * sandwich + r) for r in range(sandwich)]
-            saved = path_only.freeze(paths) if path_only is not None else None
-            after = None if saved is None else lambda: path_only.restore(saved)
+            saved = masked.freeze(paths) if masked is not None else None
+            after = None if saved is None else lambda: masked.restore(saved)
             if sandwich:
                 return sandwich_step(supernet, x, y, paths, crit, opt, sched, scaler, recipe, use_amp, after,
                                      replica=replica, loss_weight=weight)[2]
+            if sparse is not None:
+                return sgd_step(lambda: sparse.forward(x, paths[0]), y, crit, supernet, opt, sched, scaler, recipe,
+                                use_amp, replica=replica, loss_weight=weight, update=sparse)
             return sgd_step(lambda: supernet(x, paths[0]), y, crit, supernet, opt, sched, scaler, recipe, use_amp,
                             after_step=after, replica=replica, loss_weight=weight)
         return step
@@ -400,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="path sampling: fair (FairNAS strict fairness per position; the default) or uniform "
                          "(SPOS; the default with a FLOPs window)")
     ap.add_argument("--update", choices=list(UPDATES), default="full",
-                    help="full: SGD on whole shared tensors; path: only what the sampled path reads changes")
+                    help="full: SGD on whole shared tensors; path: only what the sampled path reads changes "
+                         "(value and momentum; gradients of the path's size)")
     ap.add_argument("--sandwich", type=int, default=0, metavar="N",
                     help="BigNAS sandwich rule: per step the largest, the smallest and N sampled paths, "
                          "distilled from the largest (0 = off, single path)")

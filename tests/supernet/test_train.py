@@ -142,30 +142,49 @@ def test_training_on_one_image_says_so():
                     device="cpu", progress=False)
 
 
-def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical():
-    """Issue 10: no weight decay or stale momentum on what the sampled path did not read."""
+def _two_paths(space):
     import numpy as np
 
+    rng = np.random.default_rng(0)
+    a, b = (space.sample(rng, num_classes=10, small_input=False) for _ in range(2))
+    while str(b) == str(a):
+        b = space.sample(rng, num_classes=10, small_input=False)
+    return a, b
+
+
+def _sparse_step(upd, x, arch, clip=None):
+    upd.forward(x, arch).square().mean().backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(upd.params(), clip)
+    upd.step()
+
+
+def _masked_step(net, opt, upd, x, arch, clip=None):
+    saved = upd.freeze([arch])
+    opt.zero_grad(set_to_none=True)
+    net(x, arch).square().mean().backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+    opt.step()
+    upd.restore(saved)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "masked"])
+def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(kind):
+    """Issue 10: no weight decay or stale momentum on what the sampled path did not read."""
     from nas_training.engine import make_optimizer
     from supernet import SuperNet
-    from supernet.train import _PathOnly
+    from supernet.path_update import MaskedPathUpdate, PathOnlyUpdate
 
     torch.manual_seed(0)
     net = SuperNet(TINY, num_classes=10).train()
     opt = make_optimizer(net, Recipe(lr=0.1, weight_decay=0.01))
-    po = _PathOnly(net, opt)
-    rng = np.random.default_rng(0)
-    a, b = (TINY.sample(rng, num_classes=10, small_input=False) for _ in range(2))
-    while str(b) == str(a):
-        b = TINY.sample(rng, num_classes=10, small_input=False)
+    upd = (PathOnlyUpdate if kind == "sparse" else MaskedPathUpdate)(net, opt)
+    a, b = _two_paths(TINY)
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
     def step(arch):
-        saved = po.freeze([arch])
-        opt.zero_grad(set_to_none=True)
-        net(x, arch).square().mean().backward()
-        opt.step()
-        po.restore(saved)
+        _sparse_step(upd, x, arch) if kind == "sparse" else _masked_step(net, opt, upd, x, arch)
 
     step(a)  # momentum now exists on a's slices
     params = dict(net.named_parameters())
@@ -190,6 +209,72 @@ def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(
     moved = sum(int((p.detach()[~masks.get(n, torch.zeros_like(p, dtype=torch.bool))] != p0[n][
         ~masks.get(n, torch.zeros_like(p, dtype=torch.bool))]).sum()) for n, p in params.items())
     assert moved > 0
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_path_sized_update_equals_torch_sgd_restricted_to_the_path(nesterov, channels_last):
+    """PathOnlyUpdate (gradients of path size, no supernet-sized tensor) computes what torch's
+    SGD step followed by restoring the unused elements computes: weights and momentum equal to
+    1e-5 after three steps with clipping, on paths that gather by label and by block diagonal."""
+    from nas_training.engine import make_optimizer
+    from supernet import SuperNet
+    from supernet.path_update import MaskedPathUpdate, PathOnlyUpdate
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    nets = [SuperNet(TINY, num_classes=10).to(memory_format=fmt).train() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    recipe = Recipe(lr=0.1, weight_decay=0.01, nesterov=nesterov)
+    opts = [make_optimizer(n, recipe) for n in nets]
+    sparse, masked = PathOnlyUpdate(nets[0], opts[0]), MaskedPathUpdate(nets[1], opts[1])
+    a, b = _two_paths(TINY)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=fmt)
+    for arch in (a, b, a):
+        _sparse_step(sparse, x, arch, clip=0.5)
+        _masked_step(nets[1], opts[1], masked, x, arch, clip=0.5)
+    s0, s1 = nets[0].state_dict(), nets[1].state_dict()
+    for k in s0:
+        torch.testing.assert_close(s0[k], s1[k], rtol=0, atol=1e-5, msg=k)
+    p0, p1 = dict(nets[0].named_parameters()), dict(nets[1].named_parameters())
+    assert {n for n in p0 if p0[n] in opts[0].state} == {n for n in p1 if p1[n] in opts[1].state}
+    for n in p0:
+        if p1[n] in opts[1].state:
+            torch.testing.assert_close(opts[0].state[p0[n]]["momentum_buffer"], opts[1].state[p1[n]]["momentum_buffer"],
+                                       rtol=0, atol=1e-5, msg=n)
+
+
+def test_path_sized_update_reads_each_shared_element_at_most_once():
+    """The update scatters each subnet element to its own shared element: no two subnet
+    elements of a path (of any sharing variant) read the same one, so nothing is summed."""
+    import numpy as np
+
+    from nas_training.engine import make_optimizer
+    from supernet import SuperNet
+    from supernet.path_update import PathOnlyUpdate
+
+    space = SearchSpace.load("default")
+    rng = np.random.default_rng(0)
+    for v1_sharing in ("labels", "dense", "per_group"):
+        net = SuperNet(space, num_classes=10, v1_sharing=v1_sharing).train()
+        upd = PathOnlyUpdate(net, make_optimizer(net, Recipe()))
+        for _ in range(3):
+            arch = space.sample(rng, num_classes=10, small_input=None)
+            upd.forward(torch.zeros(2, 3, 32, 32), arch)
+            seen: dict[int, list[torch.Tensor]] = {}
+            for leaf, p, where in upd._items:
+                if where.dtype == torch.int64:
+                    seen.setdefault(id(p), []).append(where)
+                else:  # a view: its storage positions
+                    base = torch.arange(p.numel()).as_strided(p.shape, p.stride())
+                    seen.setdefault(id(p), []).append(base.as_strided(where.shape, where.stride(),
+                                                                      where.storage_offset() - p.storage_offset())
+                                                      .reshape(-1))
+            for idx in seen.values():
+                cat = torch.cat(idx)
+                assert cat.numel() == cat.unique().numel()
+            assert sum(leaf.numel() for leaf, _, _ in upd._items) == sum(
+                int(m.sum()) for m in net.path_masks(arch).values())
 
 
 def test_path_masks_match_the_extracted_subnet():
