@@ -216,20 +216,26 @@ def test_path_only_update_leaves_unused_slices_and_their_momentum_bit_identical(
 def test_path_sized_update_equals_torch_sgd_restricted_to_the_path(nesterov, channels_last):
     """PathOnlyUpdate (gradients of path size, no supernet-sized tensor) computes what torch's
     SGD step followed by restoring the unused elements computes: weights and momentum equal to
-    1e-5 after three steps with clipping, on paths that gather by label and by block diagonal."""
+    1e-5 after three steps with clipping, on paths that gather by label and by block diagonal.
+
+    In float64: the two updates convolve with weights of different sizes, so channels_last
+    kernels sum in a different order (one that also varies by CPU); in float32 a BatchNorm
+    running_var over 4 samples at 1x1 amplified that past 1e-5 on the CI machine. The check
+    is about the update's arithmetic, not float32 rounding."""
     from nas_training.engine import make_optimizer
     from supernet import SuperNet
     from supernet.path_update import MaskedPathUpdate, PathOnlyUpdate
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    nets = [SuperNet(TINY, num_classes=10).to(memory_format=fmt).train() for _ in range(2)]
+    nets = [SuperNet(TINY, num_classes=10).double().to(memory_format=fmt).train() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     recipe = Recipe(lr=0.1, weight_decay=0.01, nesterov=nesterov)
     opts = [make_optimizer(n, recipe) for n in nets]
     sparse, masked = PathOnlyUpdate(nets[0], opts[0]), MaskedPathUpdate(nets[1], opts[1])
     a, b = _two_paths(TINY)
-    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=fmt)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = x.contiguous(memory_format=fmt)
     for arch in (a, b, a):
         _sparse_step(sparse, x, arch, clip=0.5)
         _masked_step(nets[1], opts[1], masked, x, arch, clip=0.5)
