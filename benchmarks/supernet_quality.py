@@ -11,7 +11,7 @@ whether the supernet separates good from bad architectures.
     python benchmarks/supernet_quality.py --data digits --epochs 100
     # the main job's supernet (digits at 32x32, both stems, 25 epochs); presets only:
     python benchmarks/supernet_quality.py --data digits --image-size 32 --small-input both --epochs 25 \
-        --archs 0 --standalone 0 [--batch-size 32] [--lr 0.2]
+        --archs 0 --standalone 0 [--batch-size 32] [--lr 0.2] [--update path]
     python benchmarks/supernet_quality.py --data imagefolder:../shared/data/cifar10/train@500 --epochs 30
 """
 
@@ -49,6 +49,8 @@ def main() -> None:
                          "then scored with each stem)")
     ap.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     ap.add_argument("--lr", type=float, default=Recipe.lr)
+    ap.add_argument("--update", choices=["full", "path"], default=None,
+                    help="the supernet's optimizer update (train_supernet's update; default its default)")
     ap.add_argument("--out", default=None, help="JSON with every figure (default results/bench_supernet_<data>.json)")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -58,7 +60,9 @@ def main() -> None:
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     print(f"data {data.describe()}\nrecipe {recipe}")
     t0 = time.perf_counter()
-    sup, state = train_supernet(space, data, recipe, device="cpu", progress=False, small_input=None if both else False)
+    kw = {} if args.update is None else {"update": args.update}
+    sup, state = train_supernet(space, data, recipe, device="cpu", progress=False, small_input=None if both else False,
+                                **kw)
     train_s = time.perf_counter() - t0
     print(f"supernet: {args.epochs} epochs in {train_s:.0f} s ({train_s / args.epochs:.1f} s/epoch), "
           f"last-epoch train loss {state['metrics']['train_loss']:.3f} acc {state['metrics']['train_acc']:.1f}%")
