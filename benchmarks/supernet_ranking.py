@@ -11,9 +11,9 @@ Spearman rho against the retrained top-1 (mean over seeds): overall, within
 the presets and within the sampled networks. ``--supernet PATH`` scores an
 existing checkpoint instead of training one.
 
-    python benchmarks/supernet_ranking.py --epochs 40                      # uniform SPOS
-    python benchmarks/supernet_ranking.py --epochs 40 --update path        # path-only optimizer update
-    python benchmarks/supernet_ranking.py --epochs 40 --sampler fair       # FairNAS strict fairness
+    python benchmarks/supernet_ranking.py --epochs 20                      # the default: fair, path-only update
+    python benchmarks/supernet_ranking.py --epochs 20 --update full        # plain SGD on the shared tensors
+    python benchmarks/supernet_ranking.py --epochs 20 --sampler uniform    # uniform SPOS, not FairNAS fairness
     python benchmarks/supernet_ranking.py --epochs 40 --v1-sharing labels  # V1 hidden channels keep their weights
     python benchmarks/supernet_ranking.py --epochs 10 --sandwich 2         # BigNAS sandwich rule (~4 paths a step)
     python benchmarks/supernet_ranking.py --epochs 40 --curve-every 10 --finetune-epochs 2   # tau vs epochs; fine-tuned tau
@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument("--truth", default=str(Path(__file__).with_name("ground_truth.json")),
                     help="ground-truth JSON (benchmarks/ground_truth.py)")
     ap.add_argument("--sampler", default="fair", choices=["uniform", "fair"])
-    ap.add_argument("--update", default="full", choices=["full", "path"])
+    ap.add_argument("--update", default=None, choices=["full", "path"],
+                    help="the supernet's optimizer update (default: train_supernet's on a CPU, path; full "
+                         "with --sandwich)")
     ap.add_argument("--supernet", default=None, help="score this supernet checkpoint instead of training one")
     ap.add_argument("--conv0-head", default="shared", choices=["shared", "per_width"],
                     help="classifier of conv0 networks (SuperNet conv0_head)")
@@ -209,6 +211,7 @@ def main() -> None:
         curve = [(state["epoch"], score(sup))]
     else:
         recipe = Recipe(epochs=args.epochs, seed=args.seed)
+        args.update = st.resolve_update(args.update, args.sandwich, "cpu")  # the variant names what trained
         variant = (f"{args.sampler}_{args.update}_{args.conv0_head}_v1{args.v1_sharing}"
                    f"{f'_sandwich{args.sandwich}' if args.sandwich else ''}_stem{args.small_input}"
                    f"_e{args.epochs}{f'_seed{args.seed}' if args.seed else ''}")

@@ -171,11 +171,16 @@ def run_search(config: SearchConfig, *, resume: str | Path | None = None, progre
 
 def supernet_key(space, data, recipe, device, sandwich: int = 0) -> str:
     """Identity of the supernet a run searches with: space, data and split, recipe, device kind,
-    the stem variants it trains (both: the stem is searched) and the sandwich rule (a key without
-    it, as before the setting existed, when off)."""
+    the stem variants it trains (both: the stem is searched), the sandwich rule (a key without
+    it, as before the setting existed, when off) and the optimizer update
+    (``supernet.train.resolve_update``; absent when ``full``, the update before the setting)."""
+    from supernet.train import resolve_update
+
+    update = resolve_update(None, sandwich, device)
     return hashlib.sha1(json.dumps({"space": space.to_dict(), "data": data.spec, "size": data.image_size,
                                     "recipe": asdict(recipe), "device": device.type, "small_input": "searched",
                                     "v1_sharing": "labels", "sampler": "fair",
+                                    **({"update": update} if update != "full" else {}),
                                     "split": [int(data.train_y.numel()), int(data.val_y.numel())],
                                     **({"sandwich": sandwich} if sandwich else {})},
                                    sort_keys=True).encode()).hexdigest()[:16]

@@ -218,19 +218,27 @@ def test_sandwich_flag_trains_the_searched_supernet_with_the_sandwich_rule(env, 
         ((out / "latest").resolve() / "report.md").read_text()
 
 
-def test_supernet_key_without_the_sandwich_is_the_key_of_before_the_setting():
-    """Cached supernets and resumable runs of earlier versions stay valid: the value below is
-    what ``supernet_key`` of commit 457a2f2 (before ``sandwich`` existed) returned."""
+def test_supernet_key_changes_only_where_the_supernet_trains_differently():
+    """Cached supernets and resumable runs of earlier versions stay valid where the supernet
+    trains as it did: with the sandwich rule or on CUDA (the full update, as before the
+    path-only default). On a CPU without the sandwich the default update is now ``path``, so
+    the key differs from the one of commit 457a2f2 ("9a95e7dca64e4d02") and a supernet cached
+    with the full update is not reused. The other values: ``supernet_key`` of 457a2f2 and of
+    commit 311be4e for CUDA."""
     from types import SimpleNamespace
 
     from nas_training.engine import Recipe
     from search.pipeline import supernet_key
     from search_space import SearchSpace
+    from supernet.train import resolve_update
 
     data = SimpleNamespace(spec="digits", image_size=32, train_y=torch.zeros(1617), val_y=torch.zeros(180))
-    args = (SearchSpace.load("default"), data, Recipe(epochs=25), torch.device("cpu"))
-    assert supernet_key(*args) == supernet_key(*args, 0) == "9a95e7dca64e4d02"
-    assert supernet_key(*args, 2) == "008e3a9a385bf0ec"
+    args = (SearchSpace.load("default"), data, Recipe(epochs=25))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [resolve_update(None, s, d) for d in (cpu, cuda) for s in (0, 2)] == ["path", "full", "full", "full"]
+    assert supernet_key(*args, cpu) == supernet_key(*args, cpu, 0) == "d244977bb3307027" != "9a95e7dca64e4d02"
+    assert supernet_key(*args, cpu, 2) == "008e3a9a385bf0ec"
+    assert supernet_key(*args, cuda) == "b4e49e2700054337" and supernet_key(*args, cuda, 2) == "726e24d7efdf81eb"
 
 
 @pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "fast"])

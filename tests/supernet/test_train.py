@@ -343,6 +343,14 @@ def test_supernet_training_with_fair_sampling_and_path_update_resumes_exactly(di
                        update="path", sampler="uniform")
     with pytest.raises(ValueError, match="update: expected one of"):
         train_supernet(TINY, digits, recipe, device="cpu", progress=False, update="sparse")
+    # on a CPU, one path a step, the default update is the path-only one: the checkpoint resumes
+    # (finished: nothing to train) without the flag, and not with the full update
+    _, again = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, device="cpu",
+                              progress=False, sampler="fair")
+    assert again["config"]["update"] == "path" and again["epoch"] == 2
+    with pytest.raises(ValueError, match="different update"):
+        train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, device="cpu", progress=False,
+                       sampler="fair", update="full")
 
 
 def test_extreme_archs_are_the_largest_and_smallest_of_the_space():
