@@ -726,8 +726,10 @@ def publish(run: _Run, supernet, ckpt: Path, records: list[TrialRecord], picked:
          "n_failed": sum(r.state == "failed" for r in records), "fastest_predicted_ms": run.fastest_ms,
          "finetune": picked.finetune,
          "files": files, "supernet": str(ckpt)}, indent=1, default=str))
+    from supernet.train import resolve_update
+
     write_report(run.run_dir / "report.md", config=cfg.to_dict(), winner=winner, baseline=baseline, n_trials=n_done,
-                 n_rejected=n_rejected,
+                 n_rejected=n_rejected, update=resolve_update(None, cfg.sandwich, run.device),
                  timings=run.timings, files=files, finetune=picked.finetune)
     latest = Path(cfg.out) / "latest"
     if latest.is_symlink() or latest.exists():

@@ -62,16 +62,18 @@ def _code(arch: str) -> str:
     return "`" + arch.replace("|", "\\|") + "`"  # a bare | would split the Markdown table cell
 
 
-def supernet_line(config: dict[str, Any]) -> str:
-    """How the searched supernet was trained, in one phrase (report and console)."""
+def supernet_line(config: dict[str, Any], update: str = "full") -> str:
+    """How the searched supernet was trained, in one phrase (report and console); ``update`` is
+    its optimizer update (``supernet.train.resolve_update``)."""
     n = config.get("sandwich", 0)
     return (f"{config['epochs']} epochs, FairNAS fair sampling"
             + (f", BigNAS sandwich rule ({n} sampled paths a step + the largest and smallest, "
-               f"distilled from the largest)" if n else ", one path a step"))
+               f"distilled from the largest)" if n else ", one path a step")
+            + (", path-only optimizer update" if update == "path" else ""))
 
 
 def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: dict | None, n_trials: int,
-                 n_rejected: int = 0, timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
+                 n_rejected: int = 0, update: str = "full", timings: dict[str, float], files: dict[str, str], finetune: list[dict] | None = None) -> None:
     lat = winner["latency"]
     lines = [
         f"# ShuffleNAS run: {config['latency_ms']:g} ms budget",
@@ -85,7 +87,7 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
         + {"accuracy": "top-1 under the budget", "pareto": "top-1 and latency (two objectives)"}.get(
             config.get("objective", "pareto"), str(config.get("objective")))
         + (f", search floor {config.get('min_latency_frac', 0):g} x budget" if config.get("min_latency_frac") else ""),
-        f"- supernet: {supernet_line(config)}",
+        f"- supernet: {supernet_line(config, update)}",
         "",
         "| model | arch | top-1 (inherited) | latency median (IQR) | params | MFLOPs |",
         "| --- | --- | --- | --- | --- | --- |",

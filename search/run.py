@@ -149,7 +149,10 @@ def print_summary(result: SearchResult) -> None:
     if result.baseline is not None:
         b = result.baseline
         print(f"best preset in budget: {b['source']} {b['acc']:.2f}% at {b['latency']['median_ms']:.3f} ms")
-    print(f"supernet: {supernet_line(cfg.to_dict())}")
+    from nas_common import resolve_device
+    from supernet.train import resolve_update
+
+    print(f"supernet: {supernet_line(cfg.to_dict(), resolve_update(None, cfg.sandwich, resolve_device(cfg.device)))}")
     print(f"run folder: {result.run_dir} (report.md, {', '.join(result.files.values())}, pareto.png); "
           f"{result.timings['total']:.0f} s")
 

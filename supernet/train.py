@@ -77,10 +77,12 @@ def resolve_update(update: str | None, sandwich: int, device: str | torch.device
 
     The default is ``path`` where the path-only update runs on path-sized gradients (one path
     per step, no AMP: ``sandwich == 0`` on a CPU) and ``full`` elsewhere (the sandwich rule, or
-    CUDA, which trains with AMP), where it would work by masks: 8.1x the static step on this
-    CPU against 1.8x for ``full`` and 1.4x for ``path`` (``benchmarks/supernet_overhead.py``).
+    CUDA, which trains with AMP), where it would work by masks: 10.6x the static step on this
+    CPU against 1.9x for ``full`` and 1.5x for ``path`` (medians over 20 architectures,
+    ``benchmarks/supernet_overhead.py``, session 19).
     On the committed ground truth (20 epochs, fair, three seeds) ``path`` ranked at Kendall tau
-    0.43-0.54 against 0.36-0.45 for ``full`` (README, "Which supernet ranks").
+    0.364-0.537 (mean 0.443) against 0.364-0.449 (mean 0.392) for ``full`` (README, "Which
+    supernet ranks").
 
     Raises:
         ValueError: ``update`` not None and not one of ``UPDATES``.

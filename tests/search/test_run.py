@@ -206,15 +206,18 @@ def test_sandwich_flag_trains_the_searched_supernet_with_the_sandwich_rule(env, 
     from nas_common import cache_root
 
     _, state = load_supernet(cache_root("supernets") / meta["supernet_key"] / "supernet.pt", device="cpu")
-    assert state["config"]["sandwich"] == 1 and state["epoch"] == 1
+    assert state["config"]["sandwich"] == 1 and state["epoch"] == 1 and "update" not in state["config"]  # full
     assert "- supernet: 1 epochs, FairNAS fair sampling, BigNAS sandwich rule (1 sampled paths a step" in \
         (run / "report.md").read_text()
+    assert "distilled from the largest)\n" in (run / "report.md").read_text()
     # without the flag: another supernet (trained again, not the sandwich one reused)
     assert main(base + ["--latency-ms", "1000", "--trials", "2"]) == 0
     assert seen == [1, 0]
     other = yaml.safe_load(((out / "latest").resolve() / "run.yaml").read_text())
     assert other["config"]["sandwich"] == 0 and other["supernet_key"] != meta["supernet_key"]
-    assert "- supernet: 1 epochs, FairNAS fair sampling, one path a step\n" in \
+    _, state = load_supernet(cache_root("supernets") / other["supernet_key"] / "supernet.pt", device="cpu")
+    assert state["config"]["update"] == "path"  # the default for one path a step on a CPU
+    assert "- supernet: 1 epochs, FairNAS fair sampling, one path a step, path-only optimizer update\n" in \
         ((out / "latest").resolve() / "report.md").read_text()
 
 
