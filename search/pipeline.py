@@ -223,7 +223,8 @@ def prepare(config: SearchConfig, *, resume: str | Path | None = None, progress:
         if before != sn_key:
             raise ValueError(
                 f"resume: {resume} was searched with another supernet ({before or 'an older ShuffleNAS'}; "
-                f"now {sn_key}: space, data, split, recipe, stem variants or sandwich rule differ); start a new run")
+                f"now {sn_key}: space, data, split, recipe, stem variants, sandwich rule or the supernet's "
+                f"optimizer update differ); start a new run")
     t = time.perf_counter()
     task = data.task(small_input=None)  # the stem is searched
     conditions = Conditions(task.input_shape(), device=device, runtime=config.runtime, threads=config.threads)

@@ -72,6 +72,17 @@ def sandwich_step(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor, paths: l
 UPDATES = ("full", "path")
 
 
+def _stored_update(path: Path) -> str | None:
+    """The update a supernet checkpoint trained with (None: no such checkpoint; ``read_checkpoint``
+    then says what is wrong with the file). Absent from the config = ``full``, as before the setting."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT or not isinstance(state.get("config"), dict):
+        return None
+    return state["config"].get("update", "full")
+
+
 def resolve_update(update: str | None, sandwich: int, device: str | torch.device) -> str:
     """The optimizer update a supernet trains with: ``update`` itself, or for None the default.
 
@@ -168,8 +179,10 @@ def train_supernet(
             every element each step) or ``path`` (only the elements the sampled path reads
             change; the rest keep value and momentum bit for bit; ``supernet.path_update``:
             on gradients of the path's size for one path per step, by masks with the sandwich
-            rule or AMP). None (default): :func:`resolve_update`, ``path`` for one path per
-            step on a CPU, else ``full``.
+            rule or AMP). None (default): when resuming, the checkpoint's own update (so a
+            checkpoint of either kind, from a GPU or from before this default, resumes without
+            the flag); otherwise :func:`resolve_update`, ``path`` for one path per step on a
+            CPU, else ``full``.
         sandwich: 0 (default) trains one sampled path per step (SPOS). n >= 1 trains, per step,
             the largest and the smallest network of the space and n sampled paths, the others
             distilled from the largest (:func:`sandwich_step`; BigNAS uses n = 2). About
@@ -203,6 +216,8 @@ def train_supernet(
         return _on_workers(train_supernet, kw, dev, workers, address, "supernet",
                            load=lambda p: load_supernet(p, device=dev))
     small = None if small_input is None else bool(small_input)
+    if update is None and resume and checkpoint is not None:  # a resume continues the training it resumes
+        update = _stored_update(Path(checkpoint))
     update = resolve_update(update, sandwich, dev)
     if sampler is None:  # the fair sampler's plan is fixed per step: it takes no FLOPs window or family filter
         windowed = recipe.flops_min is not None or recipe.flops_max is not None

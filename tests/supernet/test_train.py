@@ -351,6 +351,13 @@ def test_supernet_training_with_fair_sampling_and_path_update_resumes_exactly(di
     with pytest.raises(ValueError, match="different update"):
         train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "b.pt", resume=True, device="cpu", progress=False,
                        sampler="fair", update="full")
+    # a checkpoint of the full update (a GPU's default, or a CPU's before the path-only default)
+    # resumes without the flag and keeps training with the full update
+    train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "c.pt", stop_after_epoch=1, device="cpu",
+                   progress=False, sampler="fair", update="full")
+    _, full_state = train_supernet(TINY, digits, recipe, checkpoint=tmp_path / "c.pt", resume=True, device="cpu",
+                                   progress=False, sampler="fair")
+    assert "update" not in full_state["config"] and full_state["epoch"] == 2 and len(full_state["history"]) == 2
 
 
 def test_extreme_archs_are_the_largest_and_smallest_of_the_space():
