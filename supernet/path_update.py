@@ -64,7 +64,8 @@ class PathOnlyUpdate:
             ``momentum_buffer`` states are used and kept in its format.
 
     Raises:
-        ValueError: ``opt`` is not SGD, or has dampening, or does not hold a parameter.
+        ValueError: ``opt`` is not SGD, or has dampening, or does not hold a parameter; a
+            parameter of the supernet is frozen (``requires_grad=False``).
     """
 
     def __init__(self, supernet: SuperNet, opt: torch.optim.Optimizer) -> None:
@@ -77,7 +78,11 @@ class PathOnlyUpdate:
                 raise ValueError("path-only update: SGD with dampening or maximize is not supported")
             for p in group["params"]:
                 self._group[p] = group
-        self._params = [p for p in supernet.parameters() if p.requires_grad]
+        frozen = [n for n, p in supernet.named_parameters() if not p.requires_grad]
+        if frozen:  # the index twin addresses every parameter; a frozen one would be read as a weight
+            raise ValueError(f"path-only update: frozen parameters are not supported ({frozen[:3]}); "
+                             f"use update='full' or unfreeze them")
+        self._params = list(supernet.parameters())
         missing = [n for n, p in supernet.named_parameters() if p.requires_grad and p not in self._group]
         if missing:
             raise ValueError(f"path-only update: the optimizer does not hold {missing[:3]}")

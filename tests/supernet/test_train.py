@@ -250,6 +250,21 @@ def test_path_sized_update_equals_torch_sgd_restricted_to_the_path(nesterov, cha
                                        rtol=0, atol=1e-5, msg=n)
 
 
+def test_path_only_update_refuses_frozen_parameters():
+    """The index twin addresses every parameter; a frozen one used to be read as a weight and
+    updated at a wrong offset (found in review: a storage error or silent wrong writes)."""
+    from nas_training.engine import make_optimizer
+    from supernet import SuperNet
+    from supernet.path_update import PathOnlyUpdate
+
+    net = SuperNet(TINY, num_classes=10)
+    opt = make_optimizer(net, Recipe())
+    name, p = next(iter(net.named_parameters()))
+    p.requires_grad_(False)
+    with pytest.raises(ValueError, match=f"frozen parameters are not supported \\(\\['{name}'\\]\\); use update='full'"):
+        PathOnlyUpdate(net, opt)
+
+
 def test_path_sized_update_reads_each_shared_element_at_most_once():
     """The update scatters each subnet element to its own shared element: no two subnet
     elements of a path (of any sharing variant) read the same one, so nothing is summed."""
