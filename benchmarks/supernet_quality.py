@@ -60,9 +60,8 @@ def main() -> None:
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     print(f"data {data.describe()}\nrecipe {recipe}")
     t0 = time.perf_counter()
-    kw = {} if args.update is None else {"update": args.update}
     sup, state = train_supernet(space, data, recipe, device="cpu", progress=False, small_input=None if both else False,
-                                **kw)
+                                update=args.update)
     train_s = time.perf_counter() - t0
     print(f"supernet: {args.epochs} epochs in {train_s:.0f} s ({train_s / args.epochs:.1f} s/epoch), "
           f"last-epoch train loss {state['metrics']['train_loss']:.3f} acc {state['metrics']['train_acc']:.1f}%")
