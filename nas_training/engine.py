@@ -260,7 +260,8 @@ def read_checkpoint(path: Path | None, fmt: str, config: dict[str, Any], what: s
 def fit(model: nn.Module, data: Data, recipe: Recipe, make_step: Callable[..., StepFn], *, device: torch.device,
         fmt: str, config: dict[str, Any], checkpoint: Path | None = None, state: dict[str, Any] | None = None,
         desc: str = "train", validate: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
-        replica: Replica = LOCAL, report: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        replica: Replica = LOCAL, report: Callable[[dict], None] | None = None,
+        after_epoch: Callable[[nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The one training engine: the epoch loop, progress, per-epoch history, checkpoint and resume.
 
     ``make_step(opt, sched, scaler, use_amp)`` returns the step, ``step(x, y, weight, rng, global_step)
@@ -268,7 +269,9 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, make_step: Callable[..., S
     step seed the path, so every worker and a resumed run draw the same ones); for a static model
     it is a plain SGD step. ``state`` (from :func:`read_checkpoint`) continues a run with the result
     of an uninterrupted one. With ``validate``, each epoch records ``val_acc`` (top-1 %, validation
-    split). After every epoch the checkpoint (format ``fmt``, ``config``, epoch, model, optimizer,
+    split). ``after_epoch(model)`` runs after each epoch's training, before validation and the
+    checkpoint (e.g. BN recalibration, ``search.finetune``); the dict it returns is recorded in that
+    epoch's history entry. After every epoch the checkpoint (format ``fmt``, ``config``, epoch, model, optimizer,
     schedule, scaler, history, seconds, workers) is written atomically to ``checkpoint`` by rank 0.
     Returns the last checkpoint dict (``state`` if no epoch ran).
     """
@@ -294,6 +297,8 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, make_step: Callable[..., S
         elapsed += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "lr": opt.param_groups[0]["lr"],
                  "seconds": time.perf_counter() - t0}
+        if after_epoch is not None:
+            entry.update(after_epoch(model))
         if validate:
             model.eval()
             entry["val_acc"] = accuracy(model, data.batches("val", batch_size=256, device=device,

@@ -27,6 +27,16 @@ since top-1 inside it is near chance) or from its inherited weights
 from epoch 1). ``benchmarks/final_pick.py`` measures the rule against the retrained
 shortlists (README "Session 16").
 
+After every epoch a candidate's BatchNorm statistics are re-estimated on the one-shot
+score's fixed training batches (:func:`search.evaluate.calibration_batches`, as SPOS and
+once-for-all do for a subnet) before it is validated and checkpointed. The training is
+unchanged by it (train-mode BN normalises with batch statistics); what changes is the
+judge: early in a schedule the weights move faster than BN's running averages follow, and
+on digits (12 steps an epoch) every from-scratch candidate validated at chance (9.7-11.4%)
+at the epoch-2 rung with its running statistics, and at 30.9-51.5% with recalibrated ones
+(session 21), so the rung halved the shortlist at random. The model validated is the one
+checkpointed and shipped.
+
 Each candidate's training is checkpointed after every epoch, so an
 interrupted pick resumes and ends as an uninterrupted one would (see
 :func:`successive_halving`).
@@ -193,6 +203,11 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     ``cfg.epochs`` (it needs no supernet; its checkpoints do not depend on one, but record the
     recipe, so a checkpoint of another schedule is refused, not read at the wrong epoch).
 
+    Either way, after every epoch the candidate's BN statistics are re-estimated on ``calib``
+    (the one-shot score's batches, :func:`search.evaluate.calibration_batches`, made here when
+    None) before validation and the checkpoint (module docstring); each history entry records
+    ``bn_recalibrated`` (batches used).
+
     Returns ``(step, models)``: ``models[k]`` is candidate k's model as last trained (eval mode).
 
     Raises (from ``step``):
@@ -200,12 +215,21 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     """
     import torch
 
+    from nas_common import resolve_device
     from nas_training.engine import Recipe
-    from search.evaluate import EvalConfig, evaluate_arch
-    from supernet import ShuffleNet
+    from search.evaluate import EvalConfig, calibration_batches, evaluate_arch
+    from supernet import ShuffleNet, recalibrate_bn
     from supernet.train import train_model
 
     models: dict[int, object] = {}
+    dev = resolve_device(device)
+    batches = {"calib": calib}
+
+    def recalibrate(model) -> dict:
+        if batches["calib"] is None:  # made once, on the first epoch trained (a finished pick needs none)
+            batches["calib"] = calibration_batches(data, EvalConfig(), dev, channels_last=dev.type == "cpu")
+        return {"bn_recalibrated": recalibrate_bn(model, batches["calib"])}
+
     if cfg.init == "scratch":
         recipe = scratch_recipe(cfg.epochs, seed)
         origin = {"init": "scratch"}
@@ -218,7 +242,7 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return ShuffleNet(archs[k])
-        return evaluate_arch(supernet, archs[k], data, EvalConfig(), device=device, calib=calib)[1]
+        return evaluate_arch(supernet, archs[k], data, EvalConfig(), device=device, calib=batches["calib"])[1]
 
     def step(k: int, epoch: int) -> float:
         if k not in models:
@@ -227,7 +251,8 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
         # one epoch more per call: the checkpoint carries optimizer and schedule across calls
         hist = train_model(models[k], data, recipe, device=device, progress=False, desc=f"{cfg.init} {k}",
                            checkpoint=Path(ckpt_dir) / f"{name}.pt", resume=True,
-                           config={"arch": str(archs[k]), **origin}, stop_after_epoch=epoch)
+                           config={"arch": str(archs[k]), **origin}, stop_after_epoch=epoch,
+                           after_epoch=recalibrate)
         models[k].eval()
         return float(hist[epoch - 1]["val_acc"])  # a resumed candidate may already be past ``epoch``
 

@@ -290,6 +290,7 @@ def train_model(
     address: str | None = None,
     replica: Replica = LOCAL,
     report: Callable[[dict], None] | None = None,
+    after_epoch: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a static model with the same recipe (SGD, schedule, smoothing, augmentation)
     as the supernet; returns per-epoch ``train_loss``, ``train_acc`` and ``val_acc``.
@@ -300,12 +301,16 @@ def train_model(
 
     ``workers``, ``address``: data-parallel on Ray Train workers, exactly as
     :func:`train_supernet`; ``model`` then receives the trained weights from rank 0's
-    checkpoint. ``replica``, ``report``: set inside each worker.
+    checkpoint. ``replica``, ``report``: set inside each worker. ``after_epoch``: as
+    :func:`nas_training.fit` (one worker only).
 
     Raises:
-        ValueError: a checkpoint of another config; more workers than the cluster holds.
+        ValueError: a checkpoint of another config; more workers than the cluster holds;
+            ``after_epoch`` with more than one worker.
         RuntimeError: a Ray Train worker failed."""
     dev = resolve_device(device)
+    if workers != 1 and after_epoch is not None:
+        raise ValueError(f"after_epoch: runs in this process only; use workers=1 (got {workers})")
     if workers != 1:
         kw = dict(model=model, data=data, recipe=recipe, progress=progress, desc=desc, checkpoint=checkpoint,
                   resume=resume, config=config, stop_after_epoch=stop_after_epoch)
@@ -328,7 +333,7 @@ def train_model(
 
     ckpt = fit(model, data, recipe, make_step, device=dev, fmt=MODEL_CKPT_FORMAT, config=cfg, checkpoint=ckpt_path,
                state=state, desc=desc, validate=True, progress=progress, stop_after_epoch=stop_after_epoch,
-               replica=replica, report=report)
+               replica=replica, report=report, after_epoch=after_epoch)
     return list(ckpt.get("history", []))
 
 

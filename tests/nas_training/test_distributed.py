@@ -282,3 +282,15 @@ def test_two_ray_train_workers_equal_one_and_their_checkpoint_resumes_on_one(clu
         if k in params:
             torch.testing.assert_close(b, a, atol=1e-4, rtol=0, msg=k)
 
+
+
+def test_an_after_epoch_hook_on_several_workers_is_refused_before_any_work():
+    """``after_epoch`` runs in the calling process; Ray Train workers cannot call it back."""
+    from nas_training.engine import Recipe
+    from search_space import get_preset
+    from supernet import ShuffleNet
+    from supernet.train import train_model
+
+    with pytest.raises(ValueError, match=r"after_epoch: runs in this process only; use workers=1 \(got 2\)"):
+        train_model(ShuffleNet(get_preset("shufflenet_v2_x0_5", 10)), load_data("digits"), Recipe(epochs=1),
+                    workers=2, after_epoch=lambda m: {})

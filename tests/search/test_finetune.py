@@ -150,9 +150,10 @@ def test_the_from_scratch_step_is_the_retrain_recipe_over_its_schedule_and_resum
     import torch
 
     from nas_data import load_data
+    from search.evaluate import EvalConfig, calibration_batches
     from search.finetune import finetune_step
     from search.retrain import retrain_recipe
-    from supernet import ShuffleNet
+    from supernet import ShuffleNet, recalibrate_bn
     from supernet.train import train_model
 
     data = load_data("digits")
@@ -163,7 +164,9 @@ def test_the_from_scratch_step_is_the_retrain_recipe_over_its_schedule_and_resum
     a1, a2 = step(0, 1), step(0, 2)
     torch.manual_seed(3)
     ref = ShuffleNet(archs[0])
-    hist = train_model(ref, data, retrain_recipe(2, 3, 0.05, 128), device="cpu", progress=False)
+    calib = calibration_batches(data, EvalConfig(), torch.device("cpu"), channels_last=True)
+    hist = train_model(ref, data, retrain_recipe(2, 3, 0.05, 128), device="cpu", progress=False,
+                       after_epoch=lambda m: {"bn_recalibrated": recalibrate_bn(m, calib)})
     assert [a1, a2] == [h["val_acc"] for h in hist] and len(hist) == 2
     for (n, p), (_, q) in zip(models[0].state_dict().items(), ref.state_dict().items()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
@@ -203,3 +206,42 @@ def test_from_scratch_the_first_rung_waits_for_the_warm_up():
     assert [r["epochs"] for r in scratch] == [4, 4, 2, 2] and winner_index(scratch) == 1
     fine = successive_halving(ARCHS, lambda k, e: curves[k][e - 1], FinetuneConfig(top=4, epochs=4))
     assert [r["epochs"] for r in fine] == [4, 1, 2, 1] and winner_index(fine) == 0  # 1 stopped in the warm-up
+
+
+def test_the_final_pick_validates_with_recalibrated_bn_and_trains_as_without(tmp_path):
+    """After each epoch a candidate's BN statistics are re-estimated on the one-shot score's batches
+    (all 1,438 digits training images: 6 batches of 256) before validation: the weights train exactly
+    as without it, only the BN buffers and the validation figure differ, and the figure is that of
+    the trained weights with recalibrated BN (what is checkpointed and shipped)."""
+    import torch
+
+    from nas_data import load_data
+    from nas_training.engine import accuracy
+    from search.evaluate import EvalConfig, calibration_batches
+    from search.finetune import finetune_step
+    from search.retrain import retrain_recipe
+    from supernet import ShuffleNet, recalibrate_bn
+    from supernet.train import train_model
+
+    data = load_data("digits")
+    arch = Arch.parse("stem8|16:v2s0.5|32:v1g2|64:v2s0.5|conv64|cls10")
+    step, models = finetune_step(None, [arch], data, FinetuneConfig(top=1, epochs=2, init="scratch"), device="cpu",
+                                 seed=5, ckpt_dir=tmp_path, supernet_id="x")
+    acc = step(0, 2)
+    hist = torch.load(next(tmp_path.glob("*.pt")), weights_only=False)["history"]
+    assert [h["bn_recalibrated"] for h in hist] == [6, 6]
+    torch.manual_seed(5)
+    plain = ShuffleNet(arch)
+    plain_hist = train_model(plain, data, retrain_recipe(2, 5, 0.05, 128), device="cpu", progress=False)
+    assert "bn_recalibrated" not in plain_hist[-1]
+    got, ref = models[0].state_dict(), plain.state_dict()
+    for n, p in models[0].named_parameters():  # the training is unchanged, bit for bit
+        torch.testing.assert_close(p, ref[n], rtol=0, atol=0, msg=n)
+    first_bn = next(k for k in ref if k.endswith("running_var"))
+    assert not torch.equal(got[first_bn], ref[first_bn])  # the running averages lag the weights
+    calib = calibration_batches(data, EvalConfig(), torch.device("cpu"), channels_last=True)
+    assert recalibrate_bn(plain, calib) == 6
+    for k in ref:
+        if k.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(got[k], plain.state_dict()[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert acc == pytest.approx(accuracy(plain, data.batches("val", batch_size=256, channels_last=True)), abs=1e-9)
