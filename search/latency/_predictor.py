@@ -308,7 +308,7 @@ class LatencyPredictor:
                 timed in 3 interleaved rounds of 10 runs (:func:`measure_many`). Six rounds until
                 session 21: on 50 held-out archs against a 10-round reference, the fit on 3 rounds
                 put 96% within +-10% as the fit on 6 did, in 78 s instead of 136 s for 100 archs
-                on a 2-core EPYC at 1 thread (``benchmarks/calibration_cost.py``,
+                on a 2-core Xeon at 1 thread (``benchmarks/calibration_cost.py``,
                 ``benchmarks/results/calibration_cost_s21.json``).
             rebuild: ignore an existing cache.
 

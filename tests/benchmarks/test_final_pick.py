@@ -98,3 +98,23 @@ def test_the_replay_runs_the_search_s_final_pick_and_resumes(tmp_path, capsys):
     assert (again["picked"], again["records"]) == (r["replayed"]["picked"], recs)
     assert again["seconds"] > spent  # the training time of the first run, plus the reprint's
     assert "| nas_vs_baseline_tiny | 4 | 64.50% |" in capsys.readouterr().out
+
+
+def test_the_final_pick_replayed_with_fewer_candidates_on_recorded_curves():
+    """benchmarks/final_pick_top.py: the first N candidates, halving within each stem on the recorded
+    curves (6 epochs, rungs 2 and 4), each stem's best a finalist, the best one-shot finalist picked."""
+    spec = importlib.util.spec_from_file_location("final_pick_top", ROOT / "benchmarks" / "final_pick_top.py")
+    fpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fpt)
+    cands = [{"arch": a, "acc": 30.0 - i, "latency_ms": 1.0 + i / 10, "retrained": r}
+             for i, (a, r) in enumerate(zip(ARCHS, RETRAINED))]
+    curves = {ARCHS[0]: [10, 20, 30, 40, 50, 60], ARCHS[1]: [10, 25, 35, 45, 55, 65],
+              ARCHS[2]: [10, 15], ARCHS[3]: [12, 22, 32, 42, 52, 62]}
+    # ImageNet stem: 0, 1, 2 -> rung 2 keeps 1 (25 > 20 > 15), which trains on; small stem: 3 alone.
+    # Finalists 1 (one-shot 29) and 3 (27): 1 is picked; 3 x 2 + 4 + 6 = 16 candidate-epochs
+    assert fpt.replay_top(cands, curves, 4) == {"picked": ARCHS[1], "retrained": 64.5, "best": 64.5, "epochs": 16}
+    # the first two only: rung 2 keeps 1 again; 2 + 2 + 4 = 8 epochs
+    assert fpt.replay_top(cands, curves, 2) == {"picked": ARCHS[1], "retrained": 64.5, "best": 64.5, "epochs": 8}
+    # a pick that needs an epoch the recorded run did not train is no result, not a guess
+    curves[ARCHS[2]] = [10, 99]  # now 2 wins rung 2, but was stopped there in the recorded run
+    assert fpt.replay_top(cands, curves, 3) is None
