@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = ["SearchConfig", "DEFAULTS", "validate_config", "FINETUNE_INITS", "LEGACY_FINETUNE_INIT", "OBJECTIVES",
-           "LEGACY_OBJECTIVE", "STEM_SEARCHES", "LEGACY_STEM_SEARCH", "LEGACY_MAX_REJECTIONS", "run_settings"]
+           "LEGACY_OBJECTIVE", "STEM_SEARCHES", "LEGACY_STEM_SEARCH", "LEGACY_MAX_REJECTIONS",
+           "LEGACY_FINETUNE_WINNER", "run_settings"]
 
 
 _POSITIVE_INTS = ("trials", "epochs", "input_size", "threads", "calib_archs", "top_k", "concurrency", "finetune_epochs",
@@ -39,6 +40,10 @@ LEGACY_STEM_SEARCH = "joint"
 # runs written before ``max_rejections`` existed counted every suggestion as a trial, the ones the
 # predictor put over the budget (never scored) included (also the default)
 LEGACY_MAX_REJECTIONS = 0
+# runs written before ``finetune_winner`` existed fine-tuned a from-scratch pick's winner from its inherited
+# weights too (the default until session 21: on digits those weights never shipped, 96.38 / 87.74% against
+# 97.77 / 98.05% from scratch, sessions 16 and 21, and cost up to 54 s of the main job's 10 minutes)
+LEGACY_FINETUNE_WINNER = True
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
             "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES, "stem_search": STEM_SEARCHES}
 
@@ -82,6 +87,8 @@ def validate_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     v = out["val_fraction"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         raise ValueError(f"val_fraction: must be a number in (0, 1), got {v!r}")
+    if not isinstance(out["finetune_winner"], bool):
+        raise ValueError(f"finetune_winner: must be true or false, got {out['finetune_winner']!r}")
     f = out["min_latency_frac"]
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
         raise ValueError(f"min_latency_frac: must be a number in [0, 1), got {f!r}")
@@ -100,7 +107,11 @@ class SearchConfig:
     objectives: trials spread over the accuracy/latency front, most of them far below the budget);
     ``finetune_top``/``finetune_epochs``/``finetune_init``: the multi-fidelity final pick (0 = the
     one-shot score decides; ``finetune_init``: candidates start from their inherited weights or
-    from scratch, :mod:`search.finetune`); ``stem_search``: ``"joint"`` (default) makes the stem
+    from scratch, :mod:`search.finetune`; 6 candidates since session 21, 8 before: replayed on six
+    retrained CIFAR-10 shortlists, 6 picked 56.02% on average against 56.03% for 8 at 20
+    candidate-epochs instead of 28, ``benchmarks/final_pick_top.py``); ``finetune_winner``: a
+    from-scratch pick's winner is also fine-tuned from its inherited weights for ``finetune_epochs``
+    and the more accurate weights ship (off by default, :data:`LEGACY_FINETUNE_WINNER`); ``stem_search``: ``"joint"`` (default) makes the stem
     variant one more parameter of one study, ``"stratified"`` searches each variant the space
     declares on its own (its share of ``trials`` and of ``finetune_top``;
     :func:`search.pipeline.stem_strata`); ``max_rejections``: rejection sampling, a suggestion the
@@ -129,9 +140,10 @@ class SearchConfig:
     address: str | None = None
     concurrency: int = 2
     min_latency_frac: float = 0.0
-    finetune_top: int = 8
+    finetune_top: int = 6
     finetune_epochs: int = 6
     finetune_init: str = "scratch"
+    finetune_winner: bool = False
     val_fraction: float = 0.1
     train_workers: int = 1
     sandwich: int = 0
@@ -235,11 +247,14 @@ def run_settings(run_yaml: Mapping[str, Any] | None) -> dict[str, Any]:
     ``objective`` existed searched two objectives (:data:`LEGACY_OBJECTIVE`), and one written
     before ``stem_search`` existed searched the stem in one study (:data:`LEGACY_STEM_SEARCH`),
     and one written before ``max_rejections`` existed counted every suggestion as a trial
-    (:data:`LEGACY_MAX_REJECTIONS`); each keeps doing so when it is loaded or resumed."""
+    (:data:`LEGACY_MAX_REJECTIONS`), and one written before ``finetune_winner`` existed fine-tuned
+    a from-scratch pick's winner (:data:`LEGACY_FINETUNE_WINNER`); each keeps doing so when it is
+    loaded or resumed."""
     cfg = dict((run_yaml or {}).get("config", {}))
     if cfg:
         cfg.setdefault("finetune_init", LEGACY_FINETUNE_INIT)
         cfg.setdefault("objective", LEGACY_OBJECTIVE)
         cfg.setdefault("stem_search", LEGACY_STEM_SEARCH)
         cfg.setdefault("max_rejections", LEGACY_MAX_REJECTIONS)
+        cfg.setdefault("finetune_winner", LEGACY_FINETUNE_WINNER)
     return cfg

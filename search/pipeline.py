@@ -494,9 +494,10 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     with ``finetune_top`` > 0 the best ones under the budget train (``finetune_init``: from scratch
     or from their inherited weights, :mod:`search.finetune`) by successive halving (ASHA on Ray)
     within each stem variant, and of the stems' most accurate the one with the best one-shot
-    score wins (:func:`_finetune` says why). From scratch, the winner is then also fine-tuned
-    from its inherited weights for ``finetune_epochs`` (checkpointed in ``finetune/``), so the
-    weights that ship are the best trained ones (:func:`_export_winner`).
+    score wins (:func:`_finetune` says why). From scratch with ``finetune_winner``, the winner is
+    then also fine-tuned from its inherited weights for ``finetune_epochs`` (checkpointed in
+    ``finetune/``); the most accurate of its trained and inherited weights ships
+    (:func:`_export_winner`).
 
     Raises ``ValueError`` when no candidate measures under the budget."""
     from search.finetune import FinetuneConfig
@@ -521,7 +522,7 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
         rec.update(acc_inherited=r.acc, latency_ms=measured[r.arch].median_ms, init=ft.init)
     run.timings["final pick"] = time.perf_counter() - t
     trained = {"fine-tuned" if ft.init == "inherited" else ft.init: (sh[best]["final"], model)}
-    if ft.init != "inherited":
+    if ft.init != "inherited" and cfg.finetune_winner:
         t = time.perf_counter()
         trained["fine-tuned"] = _finetune_winner(run, supernet, picks[best], ft)
         run.timings["winner fine-tune"] = time.perf_counter() - t
@@ -686,7 +687,9 @@ def _export_winner(run: _Run, supernet, ckpt: Path, picked: _Picked):
         weights = _ship_choice({k: v[0] for k, v in options.items()})
         model = options[weights][1]
         winner.update({f"acc_{k.replace('-', '')}": v[0] for k, v in picked.trained.items()}, weights=weights)
-        ft = {"val_acc_finetuned": winner["acc_finetuned"], "finetune": asdict(picked.ft_config), "weights": weights}
+        ft = {"finetune": asdict(picked.ft_config), "weights": weights}
+        if "acc_finetuned" in winner:
+            ft["val_acc_finetuned"] = winner["acc_finetuned"]
         if "scratch" in picked.trained:
             from search.finetune import scratch_recipe
 

@@ -221,6 +221,19 @@ def test_a_run_folder_from_before_finetune_init_loads_and_resumes_as_the_fine_tu
     assert SearchConfig.resolve({"finetune_init": "scratch", "finetune_epochs": 4}, resume=run).finetune_init == "scratch"
 
 
+def test_a_run_folder_from_before_finetune_winner_keeps_fine_tuning_its_winner(tmp_path):
+    """Runs written before ``finetune_winner`` fine-tuned a from-scratch pick's winner from its inherited
+    weights; resumed, they still do. New runs do not unless asked, and train 6 candidates."""
+    old = {k: v for k, v in {**DEFAULTS, "latency_ms": 5.0, "finetune_top": 8}.items() if k != "finetune_winner"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"config": old}))
+    cfg = SearchConfig.resolve({}, resume=run)
+    assert (cfg.finetune_winner, cfg.finetune_top, cfg.finetune_init) == (True, 8, "scratch")
+    new = SearchConfig(latency_ms=5.0)
+    assert (new.finetune_winner, new.finetune_top) == (False, 6)
+
+
 def _strata_run(tmp_path, stem_search="stratified", trials=9, fastest=None, stems=(False, True)):
     from types import SimpleNamespace
 
