@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"label": s["label"], "shortlist_best": max(c["retrained"] for c in sl["candidates"]),
                    "picks": {str(t): replay_top(sl["candidates"], curves, t, epochs, eta) for t in args.top}}
             rows.append(row)
-    print(f"{'shortlist':<34} {'best of 8':>9} " + " ".join(f"{f'top {t}: pick (epochs)':>24}" for t in args.top))
+    print(f"{'shortlist':<34} {'its best':>9} " + " ".join(f"{f'top {t}: pick (epochs)':>24}" for t in args.top))
     for r in rows:
         cells = []
         for t in args.top:
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             means[str(t)] = {"retrained": sum(p["retrained"] for p in ps) / len(ps),
                              "regret_pts": sum(r["shortlist_best"] - p["retrained"] for r, p in zip(rows, ps)) / len(ps),
                              "epochs": sum(p["epochs"] for p in ps) / len(ps)}
-    print("mean: " + "; ".join(f"top {t}: pick {m['retrained']:.2f}%, {m['regret_pts']:.2f} pts below the 8's best, "
+    print("mean: " + "; ".join(f"top {t}: pick {m['retrained']:.2f}%, {m['regret_pts']:.2f} pts below the shortlist's best, "
                                f"{m['epochs']:.1f} candidate-epochs" for t, m in means.items()))
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": vars(args), "shortlists": rows, "mean": means}, indent=1))
         print(f"wrote {args.out}")
     return 0

@@ -42,7 +42,7 @@ LEGACY_STEM_SEARCH = "joint"
 LEGACY_MAX_REJECTIONS = 0
 # runs written before ``finetune_winner`` existed fine-tuned a from-scratch pick's winner from its inherited
 # weights too (the default until session 21: on digits those weights never shipped, 96.38 / 87.74% against
-# 97.77 / 98.05% from scratch, sessions 16 and 21, and cost up to 54 s of the main job's 10 minutes)
+# 97.77 / 98.05% from scratch, sessions 16 and 21, and cost 54 s of the default main job's 805 s in session 21)
 LEGACY_FINETUNE_WINNER = True
 _CHOICES = {"runtime": ("eager", "torchscript", "compile", "onnxruntime"), "backend": ("optuna", "ray"),
             "finetune_init": FINETUNE_INITS, "objective": OBJECTIVES, "stem_search": STEM_SEARCHES}
@@ -107,11 +107,13 @@ class SearchConfig:
     objectives: trials spread over the accuracy/latency front, most of them far below the budget);
     ``finetune_top``/``finetune_epochs``/``finetune_init``: the multi-fidelity final pick (0 = the
     one-shot score decides; ``finetune_init``: candidates start from their inherited weights or
-    from scratch, :mod:`search.finetune`; 6 candidates since session 21, 8 before: replayed on six
-    retrained CIFAR-10 shortlists, 6 picked 56.02% on average against 56.03% for 8 at 20
-    candidate-epochs instead of 28, ``benchmarks/final_pick_top.py``); ``finetune_winner``: a
-    from-scratch pick's winner is also fine-tuned from its inherited weights for ``finetune_epochs``
-    and the more accurate weights ship (off by default, :data:`LEGACY_FINETUNE_WINNER`); ``stem_search``: ``"joint"`` (default) makes the stem
+    from scratch, :mod:`search.finetune`; 6 candidates since session 21, 8 before: replayed on
+    session 16's curves of six retrained CIFAR-10 shortlists, recorded before the final pick
+    re-estimated BN, 6 picked 56.02% on average against 56.03% for 8 at 20 candidate-epochs
+    instead of 28, ``benchmarks/final_pick_top.py``); ``finetune_winner``: a from-scratch pick's
+    winner is also fine-tuned from its inherited weights for ``finetune_epochs`` and the most
+    accurate of its fine-tuned, from-scratch and inherited weights ships (off by default,
+    :data:`LEGACY_FINETUNE_WINNER`); ``stem_search``: ``"joint"`` (default) makes the stem
     variant one more parameter of one study, ``"stratified"`` searches each variant the space
     declares on its own (its share of ``trials`` and of ``finetune_top``;
     :func:`search.pipeline.stem_strata`); ``max_rejections``: rejection sampling, a suggestion the

@@ -36,10 +36,9 @@ judge: early in a schedule the weights move faster than BN's running averages fo
 on digits (12 steps an epoch) every from-scratch candidate validated at chance (9.7-11.4%)
 at the epoch-2 rung with its running statistics, and at 30.9-51.5% with recalibrated ones
 (session 21), so the rung halved the shortlist at random. The model validated is the one
-checkpointed and shipped. Two batches (512 images) cost a third of the eight the one-shot score
-uses (1.2 s against 3.4 s after a 10-s epoch of a small-stem candidate on digits) and validated
-those candidates within 1.7 points of all 1,438 training images at epoch 2, within 0.3 from
-epoch 4.
+checkpointed and shipped. Two batches (512 images) cost a third of all six the one-shot score
+uses on digits (1,438 images; 1.2 s against 3.4 s after a 10-s epoch of a small-stem candidate)
+and validated those candidates within 1.7 points of them at epoch 2, within 0.3 from epoch 4.
 
 Each candidate's training is checkpointed after every epoch, so an
 interrupted pick resumes and ends as an uninterrupted one would (see
@@ -58,7 +57,7 @@ from search.config import FINETUNE_INITS
 from search_space import Arch
 
 __all__ = ["FinetuneConfig", "successive_halving", "winner_index", "finetune_step", "INITS", "scratch_recipe",
-           "BN_CALIB_BATCHES"]
+           "BN_CALIB_BATCHES", "checkpoint_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +193,16 @@ def winner_index(records: Sequence[dict]) -> int:
     return max(range(len(records)), key=lambda k: (not records[k]["pruned"], records[k]["final"]))
 
 
+def checkpoint_folder(cfg: FinetuneConfig) -> str:
+    """The run-folder subfolder of a final pick's checkpoints, named by what they hold (from scratch:
+    the schedule; both: the BN re-estimation), so that a run folder of an older version (a
+    15-epoch schedule cut short, in ``finetune-scratch/``; candidates validated with running BN
+    statistics, in ``finetune/`` or ``finetune-scratch-e6/``) or another ``--finetune-epochs`` on
+    resume starts afresh instead of being refused by :func:`finetune_step`'s checkpoints."""
+    what = "finetune" if cfg.init == "inherited" else f"finetune-{cfg.init}-e{cfg.epochs}"
+    return f"{what}-bn{BN_CALIB_BATCHES}"
+
+
 def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *, device, seed: int,
                   ckpt_dir: Path, supernet_id: str, calib=None) -> tuple[Callable[[int, int], float], dict]:
     """The real ``step`` for :func:`successive_halving`, checkpointed in ``ckpt_dir/<sha1 of the
@@ -231,24 +240,33 @@ def finetune_step(supernet, archs: Sequence[Arch], data, cfg: FinetuneConfig, *,
     dev = resolve_device(device)
     batches = {"calib": calib}
 
-    def recalibrate(model) -> dict:
-        if batches["calib"] is None:  # made once, on the first epoch trained (a finished pick needs none)
-            batches["calib"] = calibration_batches(data, EvalConfig(), dev, channels_last=dev.type == "cpu")
-        return {"bn_recalibrated": recalibrate_bn(model, batches["calib"][:BN_CALIB_BATCHES])}
+    def get_calib() -> list:
+        """The one-shot score's batches, made once when first needed (from scratch only the
+        :data:`BN_CALIB_BATCHES` it uses; a finished pick needs none)."""
+        if batches["calib"] is None:
+            n = EvalConfig().calib_batches if cfg.init == "inherited" else BN_CALIB_BATCHES
+            batches["calib"] = calibration_batches(data, EvalConfig(calib_batches=n), dev, channels_last=dev.type == "cpu")
+        return batches["calib"]
 
+    def recalibrate(model) -> dict:
+        return {"bn_recalibrated": recalibrate_bn(model, get_calib()[:BN_CALIB_BATCHES])}
+
+    # the checkpoints record the BN re-estimation: one validated with running statistics (before
+    # session 21) is refused, not compared at a rung with re-estimated ones (pipeline folders: :func:`checkpoint_folder`)
     if cfg.init == "scratch":
         recipe = scratch_recipe(cfg.epochs, seed)
-        origin = {"init": "scratch"}
+        origin = {"init": "scratch", "bn_calib_batches": BN_CALIB_BATCHES}
     else:
         recipe = Recipe(epochs=cfg.epochs, lr=cfg.lr, warmup_epochs=0, seed=seed)
-        origin = {"finetune": {"epochs": cfg.epochs, "lr": cfg.lr}, "supernet": supernet_id}
+        origin = {"finetune": {"epochs": cfg.epochs, "lr": cfg.lr}, "supernet": supernet_id,
+                  "bn_calib_batches": BN_CALIB_BATCHES}
 
     def start(k: int):
         if cfg.init == "scratch":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return ShuffleNet(archs[k])
-        return evaluate_arch(supernet, archs[k], data, EvalConfig(), device=device, calib=batches["calib"])[1]
+        return evaluate_arch(supernet, archs[k], data, EvalConfig(), device=device, calib=get_calib())[1]
 
     def step(k: int, epoch: int) -> float:
         if k not in models:

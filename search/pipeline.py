@@ -9,7 +9,7 @@ Five stages, each a function over the run's shared state (anchors: NNI's
 3. :func:`search_stage`: the backend searches with the objective -> ``list[TrialRecord]``;
 4. :func:`select`: the best candidates measured end to end, interleaved; the best preset in
    budget (the baseline); the multi-fidelity final pick (successive halving over a few epochs
-   from scratch, or fine-tunes, within each stem) and the winner's fine-tune;
+   from scratch, or fine-tunes, within each stem) and, with ``finetune_winner``, the winner's fine-tune;
 5. :func:`publish`: export, every shipped artefact re-measured, ``trials.csv``, ``pareto.png``,
    ``result.json``, ``report.md``, the ``latest`` link.
 
@@ -59,8 +59,9 @@ class SearchResult:
     """What a run found and wrote (the contents of its folder, typed).
 
     ``winner``: the exported network (``arch``, ``acc`` inherited top-1 %; when the final pick
-    trained: ``acc_finetuned`` % after its fine-tune from inherited weights, ``acc_scratch`` %
-    after its from-scratch training (``finetune_init="scratch"``), and ``weights``, the ones that
+    trained: ``acc_finetuned`` % after its fine-tune from inherited weights (``finetune_init=
+    "inherited"``, or ``finetune_winner``), ``acc_scratch`` % after its from-scratch training
+    (``finetune_init="scratch"``), and ``weights``, the ones that
     ship: the most accurate of ``fine-tuned``, ``scratch`` and (from scratch) ``inherited``;
     ``latency`` = the final interleaved measurement in ms with its
     conditions, ``shipped`` = each artefact's latency as shipped, params, mflops, mac).
@@ -532,14 +533,15 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
 
 def _finetune_winner(run: _Run, supernet, winner: TrialRecord, ft) -> tuple[float, Any]:
     """The winner of a from-scratch pick fine-tuned from its inherited weights for ``ft.epochs``
-    (the fine-tune of :func:`search.finetune.finetune_step`, in ``finetune/``, so it resumes):
+    (the fine-tune of :func:`search.finetune.finetune_step`, in ``finetune-bn2/``, so it resumes):
     (val top-1 %, model)."""
-    from search.finetune import FinetuneConfig, finetune_step
+    from search.finetune import FinetuneConfig, checkpoint_folder, finetune_step
     from search_space import Arch
 
     cfg = FinetuneConfig(top=1, epochs=ft.epochs, init="inherited")
     step, models = finetune_step(supernet, [Arch.parse(winner.arch)], run.data, cfg, device=run.device,
-                                 seed=run.config.seed, ckpt_dir=run.run_dir / "finetune", supernet_id=run.sn_key)
+                                 seed=run.config.seed, ckpt_dir=run.run_dir / checkpoint_folder(cfg),
+                                 supernet_id=run.sn_key)
     acc = float("nan")
     for epoch in range(1, cfg.epochs + 1):
         acc = step(0, epoch)
@@ -591,14 +593,12 @@ def _finetune(run: _Run, supernet, picks: list[TrialRecord], ft, latency_ms: dic
 def _halving(run: _Run, supernet, picks: list[TrialRecord], ft):
     """Successive halving over short trainings of ``picks`` (synchronous in process; ASHA on
     Ray). Returns (records in ``picks`` order, the winner's index, its trained model)."""
-    from search.finetune import finetune_step, successive_halving, winner_index
+    from search.finetune import checkpoint_folder, finetune_step, successive_halving, winner_index
     from search_space import Arch
 
     cfg = run.config
     archs = [Arch.parse(r.arch) for r in picks]
-    # from scratch the folder names the schedule: a run folder of an older version (a 15-epoch schedule
-    # cut short, in finetune-scratch/) or another --finetune-epochs on resume starts afresh, not refused
-    ckpt_dir = run.run_dir / ("finetune" if ft.init == "inherited" else f"finetune-{ft.init}-e{ft.epochs}")
+    ckpt_dir = run.run_dir / checkpoint_folder(ft)
     step, models = finetune_step(supernet, archs, run.data, ft, device=run.device, seed=cfg.seed,
                                  ckpt_dir=ckpt_dir, supernet_id=run.sn_key)
     if cfg.backend == "ray":  # ASHA in Ray Tune: the candidates fine-tune in parallel trials

@@ -80,14 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                          f"score decides)")
     ap.add_argument("--finetune-epochs", type=_number, default=None, metavar="E",
                     help=f"length of a final-pick candidate's schedule (successive halving stops the weaker ones "
-                         f"at its rungs), and of the shipped winner's fine-tune from its inherited weights "
-                         f"(default {DEFAULTS['finetune_epochs']})")
+                         f"at its rungs), and of the winner's fine-tune from its inherited weights with "
+                         f"--finetune-winner (default {DEFAULTS['finetune_epochs']})")
     ap.add_argument("--finetune-init", choices=FINETUNE_INITS, default=None,
                     help="final-pick candidates train from their inherited weights or from scratch (the retrain "
                          f"recipe over --finetune-epochs; default {DEFAULTS['finetune_init']})")
-    ap.add_argument("--finetune-winner", action="store_true", default=None,
+    ap.add_argument("--finetune-winner", action=argparse.BooleanOptionalAction, default=None,
                     help="final pick from scratch: also fine-tune the winner from its inherited weights for "
-                         "--finetune-epochs; the more accurate weights ship (default off)")
+                         "--finetune-epochs; the most accurate of its fine-tuned, from-scratch and inherited weights "
+                         "ships (default off; no effect with --finetune-init inherited or --finetune-top 0)")
     ap.add_argument("--val-fraction", type=_number, default=None, metavar="F",
                     help="imagefolder data: share of each class held out for validation (default 0.1; "
                          "digits and cifar10 have fixed splits)")
@@ -129,9 +130,11 @@ def print_summary(result: SearchResult) -> None:
     if sh:
         print(f"final pick: {len(sh)} candidates {how} ({cfg.finetune_epochs} epochs at most, successive halving): "
               + ", ".join(f"{r['final']:.1f}%" + (f" (stopped at epoch {r['epochs']})" if r["pruned"] else "") for r in sh))
-        ft_txt = (f", {w['acc_scratch']:.2f}% from scratch" if "acc_scratch" in w else "") + (
-            f", {w['acc_finetuned']:.2f}% fine-tuned" if "acc_finetuned" in w else "") + (
-            f", {cfg.finetune_epochs} epochs each; ships the {w.get('weights', 'fine-tuned')} weights")
+        trainings = [f"{w['acc_scratch']:.2f}% from scratch"] if "acc_scratch" in w else []
+        trainings += [f"{w['acc_finetuned']:.2f}% fine-tuned"] if "acc_finetuned" in w else []
+        shipped = {"scratch": "from-scratch"}.get(w.get("weights", "fine-tuned"), w.get("weights", "fine-tuned"))
+        ft_txt = "".join(f", {t}" for t in trainings) + (
+            f", {cfg.finetune_epochs} epochs{' each' if len(trainings) > 1 else ''}; ships the {shipped} weights")
     lat = w["latency"]
     print(f"searched: {w['arch']}\n  top-1 {w['acc']:.2f}% (inherited{ft_txt}) | {lat['median_ms']:.3f} ms median "
           f"(IQR {lat['iqr_ms']:.3f}) <= {cfg.latency_ms:g} ms | {w['params']:,} params | {w['mflops']:.2f} MFLOPs")

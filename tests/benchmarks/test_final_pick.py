@@ -88,7 +88,7 @@ def test_the_replay_runs_the_search_s_final_pick_and_resumes(tmp_path, capsys):
     assert r["replayed"]["retrained"] == RETRAINED[k] and r["replayed"]["regret_pts"] == pytest.approx(64.5 - RETRAINED[k])
     assert r["search_pick"]["retrained"] == 64.5 and r["search_pick"]["rank"] == 1
     ckpts = sorted(out.rglob("*.pt"))
-    assert len(ckpts) == 4 and {c.parent.name for c in ckpts} == {"finetune-scratch-e2"}
+    assert len(ckpts) == 4 and {c.parent.name for c in ckpts} == {"finetune-scratch-e2-bn2"}
     spent = json.loads(next(out.rglob("seconds.json")).read_text())["seconds"]
     assert spent == r["replayed"]["seconds"] > 0
     stamps = [c.stat().st_mtime_ns for c in ckpts]

@@ -245,3 +245,21 @@ def test_the_final_pick_validates_with_recalibrated_bn_and_trains_as_without(tmp
         if k.endswith(("running_mean", "running_var")):
             torch.testing.assert_close(got[k], plain.state_dict()[k], rtol=1e-5, atol=1e-6, msg=k)
     assert acc == pytest.approx(accuracy(plain, data.batches("val", batch_size=256, channels_last=True)), abs=1e-9)
+    # interrupted after epoch 1, a new process ends as the uninterrupted pick did, BN buffers included
+    cut, _ = finetune_step(None, [arch], data, FinetuneConfig(top=1, epochs=2, init="scratch"), device="cpu",
+                           seed=5, ckpt_dir=tmp_path / "cut", supernet_id="x")
+    cut(0, 1)
+    again, models2 = finetune_step(None, [arch], data, FinetuneConfig(top=1, epochs=2, init="scratch"), device="cpu",
+                                   seed=5, ckpt_dir=tmp_path / "cut", supernet_id="x")
+    assert again(0, 2) == acc
+    torch.testing.assert_close(models2[0].state_dict(), models[0].state_dict(), rtol=0, atol=0)
+    # a checkpoint validated with running BN statistics (before the re-estimation) is refused, not compared
+    old = tmp_path / "old"
+    torch.manual_seed(5)
+    train_model(ShuffleNet(arch), data, retrain_recipe(2, 5, 0.05, 128), device="cpu", progress=False,
+                checkpoint=old / next(tmp_path.glob("*.pt")).name, config={"arch": str(arch), "init": "scratch"},
+                stop_after_epoch=1)
+    stale, _ = finetune_step(None, [arch], data, FinetuneConfig(top=1, epochs=2, init="scratch"), device="cpu",
+                             seed=5, ckpt_dir=old, supernet_id="x")
+    with pytest.raises(ValueError, match="trained with a different bn_calib_batches"):
+        stale(0, 2)

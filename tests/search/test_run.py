@@ -51,9 +51,12 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     shipped_acc = max(accs.values())
     assert accs[w["weights"]] == shipped_acc and m.meta["weights"] == w["weights"]
     assert acc == pytest.approx(shipped_acc, abs=1e-9)
-    assert len(list((run / "finetune-scratch-e6").glob("*.pt"))) == 4 and not (run / "finetune").exists()
+    assert len(list((run / "finetune-scratch-e6-bn2").glob("*.pt"))) == 4 and not (run / "finetune-bn2").exists()
     assert "the exported model carries the winner's more accurate weights on the validation split (from scratch " \
            "or inherited)" in (run / "report.md").read_text()
+    kind = {"scratch": "from-scratch"}.get(w["weights"], w["weights"])
+    printed = capsys.readouterr().out
+    assert f"{w['acc_scratch']:.2f}% from scratch, 6 epochs; ships the {kind} weights)" in printed
     assert f"Shipped weights: **{ {'scratch': 'from scratch'}.get(w['weights'], w['weights'])}**" in (
         run / "report.md").read_text()
     ts = load_artefact(run, "torchscript")
@@ -77,7 +80,7 @@ def test_search_exports_a_model_that_fits_and_reloads(env, capsys):
     report = (run / "report.md").read_text()
     assert "| `model.pt` | eager | channels_last |" in report and "budget checked on this one" in report
     assert m.meta["categories"] == data.classes and m.transforms is not None
-    assert "searched:" in capsys.readouterr().out
+    assert "searched:" in printed
     # issue 10: the stem variant is searched (the tiny space declares both), the budget decides
     import csv
 
@@ -107,7 +110,7 @@ def test_finetune_winner_also_fine_tunes_the_winner_from_inherited_weights(env):
     accs = {"fine-tuned": w["acc_finetuned"], "scratch": w["acc_scratch"], "inherited": w["acc"]}
     m = load_model(run)
     assert accs[w["weights"]] == max(accs.values()) and m.meta["val_acc_finetuned"] == w["acc_finetuned"]
-    assert len(list((run / "finetune").glob("*.pt"))) == 1
+    assert len(list((run / "finetune-bn2").glob("*.pt"))) == 1
     assert yaml.safe_load((run / "run.yaml").read_text())["config"]["finetune_winner"] is True
     assert "the winner is then fine-tuned from its inherited weights" in (run / "report.md").read_text()
 

@@ -283,7 +283,7 @@ def test_path_sized_update_reads_each_shared_element_at_most_once():
             arch = space.sample(rng, num_classes=10, small_input=None)
             upd.forward(torch.zeros(2, 3, 32, 32), arch)
             seen: dict[int, list[torch.Tensor]] = {}
-            for leaf, p, where in upd._items:
+            for _leaf, p, where in upd._items:
                 if where.dtype == torch.int64:
                     seen.setdefault(id(p), []).append(where)
                 else:  # a view: its storage positions
