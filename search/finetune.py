@@ -34,7 +34,7 @@ it is validated and checkpointed. The training is
 unchanged by it (train-mode BN normalises with batch statistics); what changes is the
 judge: early in a schedule the weights move faster than BN's running averages follow, and
 on digits (12 steps an epoch) every from-scratch candidate validated at chance (9.7-11.4%)
-at the epoch-2 rung with its running statistics, and at 30.9-51.5% with recalibrated ones
+at the epoch-2 rung with its running statistics, and at 29.8-50.7% with re-estimated ones
 (session 21), so the rung halved the shortlist at random. The model validated is the one
 checkpointed and shipped. Two batches (512 images) cost a third of all six the one-shot score
 uses on digits (1,438 images; 1.2 s against 3.4 s after a 10-s epoch of a small-stem candidate)
