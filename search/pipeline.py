@@ -497,7 +497,7 @@ def select(run: _Run, supernet, records: list[TrialRecord]) -> _Picked:
     within each stem variant, and of the stems' most accurate the one with the best one-shot
     score wins (:func:`_finetune` says why). From scratch with ``finetune_winner``, the winner is
     then also fine-tuned from its inherited weights for ``finetune_epochs`` (checkpointed in
-    ``finetune/``); the most accurate of its trained and inherited weights ships
+    ``finetune-bn2/``); the most accurate of its trained and inherited weights ships
     (:func:`_export_winner`).
 
     Raises ``ValueError`` when no candidate measures under the budget."""
