@@ -100,8 +100,8 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
                      f"{bl['median_ms']:.3f} ms ({bl['iqr_ms']:.3f}) | {baseline['params']:,} | {baseline['mflops']:.2f} |")
     else:
         lines.append("| best preset in budget | none of the presets measures under the budget | | | | |")
-    lines += _finetune_lines(finetune or [], "acc_finetuned" in winner) + _weights_lines(winner) + _shipped_lines(winner.get("shipped") or {},
-                                                                                     config["latency_ms"])
+    lines += _finetune_lines(finetune or [], winner_finetuned="acc_finetuned" in winner) + _weights_lines(winner)
+    lines += _shipped_lines(winner.get("shipped") or {}, config["latency_ms"])
     from search.export import torchvision_equivalent
     from search_space import Arch
 
@@ -125,18 +125,21 @@ def write_report(path: Path, *, config: dict[str, Any], winner: dict, baseline: 
     path.write_text("\n".join(lines))
 
 
-def _finetune_lines(finetune: list[dict], winner_finetuned: bool) -> list[str]:
+def _finetune_lines(finetune: list[dict], *, winner_finetuned: bool) -> list[str]:
     lines: list[str] = []
     if finetune:
         init = finetune[0].get("init", "inherited")  # runs before finetune_init fine-tuned
         how = ("fine-tuned from their inherited weights" if init == "inherited" else
                "trained from scratch (the retrain recipe over a short schedule)")
-        ships = ("the exported model is the winner's fine-tuned weights" if init == "inherited" else
-                 "the winner is then fine-tuned from its inherited weights for as many epochs, and the exported "
-                 "model carries its most accurate weights on the validation split (fine-tuned, from scratch or "
-                 "inherited)" if winner_finetuned else
-                 "the exported model carries the winner's more accurate weights on the validation split (from "
-                 "scratch or inherited)")
+        if init == "inherited":
+            ships = "the exported model is the winner's fine-tuned weights"
+        elif winner_finetuned:  # --finetune-winner (and runs before it existed)
+            ships = ("the winner is then fine-tuned from its inherited weights for as many epochs, and the exported "
+                     "model carries its most accurate weights on the validation split (fine-tuned, from scratch or "
+                     "inherited)")
+        else:
+            ships = ("the exported model carries the winner's more accurate weights on the validation split (from "
+                     "scratch or inherited)")
         lines += ["", f"Final pick: the best candidates under the budget by one-shot score, {how}, with successive "
                   "halving within each stem variant (the weaker stop early); each stem's most accurate is a "
                   "finalist, and the finalist with the best one-shot score ships (a few epochs rank within a stem "
