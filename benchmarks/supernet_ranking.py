@@ -196,7 +196,8 @@ def main() -> None:
             a = Arch.parse(r["arch"])
             net = next(sups[name] for name, (owns, _) in parts.items() if owns(a)) if sups else sup
             net.eval()
-            r[key], _ = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
+            r[key], model = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
+            r[key + NLL] = -mean_nll(model, data.batches("val", batch_size=cfg.batch_size, channels_last=True))
         return {name: corr(sel, key) for name, sel in _groups(rows).items()}
 
     if loaded:
@@ -234,7 +235,8 @@ def main() -> None:
                                                sandwich=args.sandwich, stop_after_epoch=stop)
                 _snapshot(ckpt, at)
             curve.append((stop, score(sup)))
-            print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items()), flush=True)
+            print(f"epoch {stop:3d}: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in curve[-1][1].items())
+                  + "; by loss: " + "  ".join(f"{k} tau {v['tau']:.3f}" for k, v in _by_loss(rows).items()), flush=True)
         label = (f"{variant}, {args.epochs} epochs in {state['train_seconds']:.0f} s, last train acc "
                  f"{state['history'][-1]['train_acc']:.1f}%")
         supernet_id = f"{ckpt.resolve()}@{state['epoch']}"
@@ -276,8 +278,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['name']:<22} {r['retrained']:8.2f}% {r['inherited']:8.2f}%"
               + (f" {r[f'finetuned_e{args.finetune_epochs}']:9.2f}%" if finetuned else ""))
+    by_loss = _by_loss(rows)
     for name, c in curve[-1][1].items():
-        print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}")
+        print(f"{name:<10} n={c['n']:2d}  Kendall tau {c['tau']:6.3f}  Spearman rho {c['rho']:6.3f}"
+              + (f"   scored by minus the val loss: tau {by_loss[name]['tau']:6.3f}" if by_loss else ""))
     if few_shot:
         print(f"few-shot by {'unit family' if args.few_shot_by == 'family' else 'stem variant'} "
               f"(+{args.few_shot_epochs} epochs per sub-supernet): "
@@ -291,10 +295,12 @@ def main() -> None:
     out.write_text(json.dumps({"variant": variant, "args": vars(args), "truth": args.truth, "label": label,
                                "curve": [{"epoch": e, **c} for e, c in curve],
                                "finetuned": {str(e): c for e, c in finetuned.items()}, "few_shot": few_shot,
+                               "by_loss": by_loss,
                                "baselines": sizes,
                                "matched_pairs": {"tolerance": args.pair_tolerance, **matched},
                                "networks": [{k: v for k, v in r.items()
-                                             if k in ("name", "role", "arch", "retrained", "inherited", "few_shot")
+                                             if k in ("name", "role", "arch", "retrained", "inherited", "few_shot",
+                                                      "inherited" + NLL)
                                              or k.startswith("finetuned_e")} for r in rows]}, indent=1))
     _print_baselines(sizes)
     _print_pairs(matched, args.pair_tolerance)
@@ -304,6 +310,30 @@ def main() -> None:
 
 
 GROUPS = ("all", "presets", "sampled")
+NLL = "_neg_nll"  # suffix of a score: minus the mean cross-entropy (nats) on the validation split
+
+
+def mean_nll(model, batches) -> float:
+    """Mean cross-entropy (nats, no label smoothing) of ``model`` (in eval mode) over ``(x, y)`` batches.
+
+    Raises:
+        ValueError: no samples in ``batches``."""
+    import torch
+
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            total += float(torch.nn.functional.cross_entropy(model(x), y, reduction="sum"))
+            n += int(y.numel())
+    if n == 0:
+        raise ValueError("batches: no samples to evaluate")
+    return total / n
+
+
+def _by_loss(rows: list[dict]) -> dict:
+    """Tau per group of the loss score (minus the inherited val loss), where every network has it."""
+    key = "inherited" + NLL
+    return {name: corr(sel, key) for name, sel in _groups(rows).items()} if all(key in r for r in rows) else {}
 
 
 def _groups(rows: list[dict]) -> dict[str, list[dict]]:
@@ -370,7 +400,7 @@ def _score_keys(rows: list[dict]) -> list[str]:
     """The scores a result holds, then the latency baseline (``-latency_ms``, added to ``rows``)."""
     for r in rows:
         r["minus_latency"] = -r["latency_ms"]
-    keys = [k for k in ("inherited", "few_shot") if all(k in r for r in rows)]
+    keys = [k for k in ("inherited", "inherited" + NLL, "few_shot") if all(k in r for r in rows)]
     for prefix in ("finetuned_e", "scratch_e"):
         every = set.intersection(*({k for k in r if k.startswith(prefix)} for r in rows))
         keys += sorted(every, key=lambda k: int(k.removeprefix(prefix)))
@@ -521,6 +551,10 @@ def ensemble(paths: list[str], out: str | None = None) -> dict:
               f"epochs (--finetune-epochs differs)")
         shared = set()
     result = _ensemble_key(runs, "inherited", "inherited score")
+    if all("inherited" + NLL in n for _, _, nets in runs for n in nets.values()):
+        result["by_loss"] = _ensemble_key(runs, "inherited" + NLL, "inherited score: minus the val loss")
+        for row, n in zip(result["networks"], result["by_loss"].pop("networks")):
+            row["inherited" + NLL] = n["inherited" + NLL]
     finetuned = {}
     for key in sorted(shared, key=lambda k: int(k.removeprefix("finetuned_e"))):
         e = key.removeprefix("finetuned_e")

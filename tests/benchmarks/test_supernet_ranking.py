@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -18,9 +19,11 @@ ROLES = ["preset"] * 4 + ["sampled"] * 4
 
 
 def _result(path: Path, inherited: list[float], retrained=RETRAINED, finetuned: dict | None = None,
-            schedule: int | None = None) -> str:
+            schedule: int | None = None, neg_nll: list[float] | None = None) -> str:
     nets = [{"name": f"n{k}", "role": r, "arch": f"arch{k}", "retrained": t, "inherited": i}
             for k, (r, t, i) in enumerate(zip(ROLES, retrained, inherited))]
+    for n, x in zip(nets, neg_nll or []):
+        n["inherited_neg_nll"] = x
     for e, scores in (finetuned or {}).items():
         for n, x in zip(nets, scores):
             n[f"finetuned_e{e}"] = x
@@ -65,6 +68,38 @@ def test_ensemble_also_combines_the_fine_tuned_scores_every_run_has(tmp_path, ca
         assert r["ensemble"][g]["tau"] == pytest.approx(tau(inh, idx), abs=1e-12)  # same inherited scores
     assert [n["finetuned_e1"] for n in r["networks"]] == pytest.approx(mean, abs=1e-12)
     assert "ensemble: mean score fine-tuned 1 epoch(s) of 2 runs" in capsys.readouterr().out
+
+
+def test_ensemble_also_combines_the_loss_score_when_every_run_has_it(tmp_path, capsys):
+    inh = [30.0, 31.0, 29.0, 20.0, 33.0, 25.0, 26.0, 24.0]
+    la = [-1.9, -1.8, -2.0, -2.1, -1.7, -1.95, -1.85, -2.05]
+    lb = [-2.0, -1.7, -1.9, -2.2, -1.6, -1.75, -2.1, -2.0]
+    r = sr.ensemble([_result(tmp_path / "a.json", inh, neg_nll=la), _result(tmp_path / "b.json", inh, neg_nll=lb)])
+    tau = lambda x, idx: kendalltau([RETRAINED[i] for i in idx], [x[i] for i in idx]).statistic  # noqa: E731
+    mean = [(x + y) / 2 for x, y in zip(la, lb)]
+    for g, idx in {"all": range(8), "presets": range(4), "sampled": range(4, 8)}.items():
+        assert r["by_loss"]["runs"][0][g]["tau"] == pytest.approx(tau(la, idx), abs=1e-12)
+        assert r["by_loss"]["runs"][1][g]["tau"] == pytest.approx(tau(lb, idx), abs=1e-12)
+        assert r["by_loss"]["ensemble"][g]["tau"] == pytest.approx(tau(mean, idx), abs=1e-12)
+    assert [n["inherited_neg_nll"] for n in r["networks"]] == pytest.approx(mean, abs=1e-12)
+    assert "ensemble: mean inherited score: minus the val loss of 2 runs" in capsys.readouterr().out
+    # a run without the loss score (written before it existed): top-1 only
+    r = sr.ensemble([_result(tmp_path / "a.json", inh, neg_nll=la), _result(tmp_path / "c.json", inh)])
+    assert "by_loss" not in r and "inherited_neg_nll" not in r["networks"][0]
+
+
+def test_mean_nll_is_the_mean_cross_entropy_in_nats_and_refuses_no_samples():
+    import math
+
+    import torch
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    batches = [(torch.tensor([0, 1]), torch.tensor([0, 2])), (torch.tensor([2]), torch.tensor([1]))]
+    nll = sr.mean_nll(lambda idx: logits[idx], batches)
+    expected = (-(2 - math.log(math.exp(2) + 2)) - (0 - math.log(math.e + 2)) + math.log(3)) / 3
+    assert nll == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="batches: no samples to evaluate"):
+        sr.mean_nll(lambda idx: logits[idx], [])
 
 
 def test_ensemble_does_not_average_fine_tune_epochs_of_different_schedules(tmp_path, capsys):
@@ -168,6 +203,7 @@ class _FakeSupernet:
         return self
 
 
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # the stub's loss is the same for all
 def test_main_few_shot_by_stem_from_a_checkpoint_scores_each_network_with_its_stems_sub_supernet(
         tmp_path, monkeypatch, capsys):
     """The whole ``main()`` path of ``--supernet X --few-shot-epochs 2 --few-shot-by stem``, with
@@ -199,8 +235,11 @@ def test_main_few_shot_by_stem_from_a_checkpoint_scores_each_network_with_its_st
 
     monkeypatch.setattr(st, "train_supernet", train_supernet)
     monkeypatch.setattr(search.evaluate, "calibration_batches", lambda *a, **k: None)
+    import torch
+
+    uniform = lambda x: torch.zeros(len(x), 10)  # noqa: E731  (every class equally likely: loss ln 10)
     monkeypatch.setattr(search.evaluate, "evaluate_arch",
-                        lambda net, a, *args, **k: (net.offset + len(str(a)) % 13, None))
+                        lambda net, a, *args, **k: (net.offset + len(str(a)) % 13, uniform))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--truth", "truth.json", "--supernet", str(ckpt),
                                       "--few-shot-epochs", "2", "--few-shot-by", "stem", "--seed", "3"])
@@ -215,6 +254,7 @@ def test_main_few_shot_by_stem_from_a_checkpoint_scores_each_network_with_its_st
         a = Arch.parse(n["arch"])
         assert n["inherited"] == len(str(a)) % 13
         assert n["few_shot"] == (100.0 if a.small_input else 50.0) + len(str(a)) % 13
+        assert n["inherited_neg_nll"] == pytest.approx(-math.log(10), abs=1e-5)
     rows = [dict(n, latency_ms=t["latency_ms"]) for n, t in zip(res["networks"], truth["networks"])]
     for k in ("inherited", "few_shot"):
         assert res["matched_pairs"][k] == sr.matched_pairs(rows, k, 0.3)
