@@ -29,11 +29,12 @@ LEGACY_FINETUNE_INIT = "inherited"
 OBJECTIVES = ("accuracy", "pareto")
 # the search of runs written before ``objective`` existed: a two-objective study
 LEGACY_OBJECTIVE = "pareto"
-# how the stem variant is searched when the space declares both: one more parameter of one study (joint,
-# the default), or each variant its own search with its share of the trials and of the final pick's
-# shortlist (stratified: the one-shot score does not compare networks across stems, so one study drifts
-# to one stem; sessions 17-18 at matched latency: above joint on three seeds, +2.72/+0.36/+0.10 points,
-# but a final pick slow enough to take the main job over its 10 minutes)
+# how the stem variant is searched when the space declares both: each variant its own search with its
+# share of the trials and of the final pick's shortlist (stratified, the default since session 22: the
+# one-shot score does not compare networks across stems, so one study drifts to one stem; at matched
+# latency on CIFAR-10 above joint on four of four runs, +2.72/+0.36/+0.10 points in sessions 17-18 and
+# +2.79 in session 22 on the same supernet; the main job 542 s cold, its final pick at most half
+# small-stem candidates), or one more parameter of one study (joint, the default before)
 STEM_SEARCHES = ("stratified", "joint")
 # the stem search of runs written before ``stem_search`` existed: one study over both stems
 LEGACY_STEM_SEARCH = "joint"
@@ -113,10 +114,10 @@ class SearchConfig:
     instead of 28, ``benchmarks/final_pick_top.py``); ``finetune_winner``: a from-scratch pick's
     winner is also fine-tuned from its inherited weights for ``finetune_epochs`` and the most
     accurate of its fine-tuned, from-scratch and inherited weights ships (off by default,
-    :data:`LEGACY_FINETUNE_WINNER`); ``stem_search``: ``"joint"`` (default) makes the stem
-    variant one more parameter of one study, ``"stratified"`` searches each variant the space
-    declares on its own (its share of ``trials`` and of ``finetune_top``;
-    :func:`search.pipeline.stem_strata`); ``max_rejections``: rejection sampling, a suggestion the
+    :data:`LEGACY_FINETUNE_WINNER`); ``stem_search``: ``"stratified"`` (default since
+    session 22) searches each stem variant the space declares on its own (its share of ``trials``
+    and of ``finetune_top``; :func:`search.pipeline.stem_strata`), ``"joint"`` makes the stem
+    variant one more parameter of one study (the default before; a run folder records its own); ``max_rejections``: rejection sampling, a suggestion the
     latency predictor puts over the budget (+5%) is told to the sampler as infeasible and drawn again
     instead of counting as a trial, up to that many times in a row (0, the default: every suggestion
     is a trial, scored or not; :mod:`search.backends`; session 18 at matched latency: twice the
@@ -150,7 +151,7 @@ class SearchConfig:
     train_workers: int = 1
     sandwich: int = 0
     objective: str = "accuracy"
-    stem_search: str = "joint"
+    stem_search: str = "stratified"
     max_rejections: int = 0
 
     def __post_init__(self) -> None:

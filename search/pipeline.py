@@ -321,8 +321,11 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     budget) and the final pick never sees the other; stratified sampling gives each stem its
     share. Measured on three search seeds (sessions 17-18, CIFAR-10 at v1_g8's 4.009 ms,
     ``benchmarks/nas_vs_baseline.py``): the winner retrained above joint's on all three (58.25 /
-    56.05 / 53.63% against 55.53 / 55.69 / 53.53%), but the final pick is slower (1.6-7x there;
-    the main job on digits: about 834 s cold against 580 s), so it is not the default."""
+    56.05 / 53.63% against 55.53 / 55.69 / 53.53%); session 22, seed 0 on one supernet with the
+    6-candidate final pick: 54.84% against 52.05%. The default since session 22: the final pick
+    then trains at most half its shortlist with the small stem (about 4x the compute of an
+    ImageNet-stem candidate at 32x32), so the main job on digits took 542 s cold, where a joint
+    shortlist of six small-stem candidates would have taken about 659 s."""
     cfg = run.config
     stems = sorted(set(run.task.stem_variants(run.space.small_input)))  # False (ImageNet) first
     if cfg.stem_search == "joint" or len(stems) < 2:

@@ -14,7 +14,7 @@ from tests.search.conftest import TINY
 def test_run_search_returns_what_the_run_folder_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("SHUFFLENAS_CACHE", str(tmp_path / "cache"))
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu", max_rejections=20,
+    cfg = SearchConfig(latency_ms=1000.0, trials=5, epochs=1, space=str(tmp_path / "tiny.yaml"), device="cpu", max_rejections=20, stem_search="joint",
                        out=str(tmp_path / "results"), calib_archs=20, top_k=3, finetune_top=2, finetune_epochs=1,
                        finetune_init="inherited")
     import search.backends.optuna as optuna_backend
@@ -85,13 +85,13 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
         SearchConfig.resolve({}, resume=tmp_path / "nope")
     with pytest.raises(ValueError, match=r"stem_search: unknown stem_search 'both'; available: \['stratified', 'joint'\]"):
         SearchConfig(latency_ms=5.0, stem_search="both")
-    assert DEFAULTS["stem_search"] == "joint"
+    assert DEFAULTS["stem_search"] == "stratified"
     assert DEFAULTS["max_rejections"] == 0 and SearchConfig(latency_ms=5.0, max_rejections=20).max_rejections == 20
     with pytest.raises(ValueError, match="max_rejections: must be an integer >= 0, got -1"):
         SearchConfig(latency_ms=5.0, max_rejections=-1)
-    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'; resume it with "
-                                         r"the same one \(drop --stem-search stratified, or stem_search: in --config\)"):
-        SearchConfig.resolve({"stem_search": "stratified"}, resume=run)
+    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'stratified'; resume it with "
+                                         r"the same one \(drop --stem-search joint, or stem_search: in --config\)"):
+        SearchConfig.resolve({"stem_search": "joint"}, resume=run)
     # a run folder written before stem_search existed searched the stem in one study, and keeps doing so
     old = tmp_path / "old"
     old.mkdir()
@@ -111,13 +111,13 @@ def test_search_config_is_frozen_validated_and_resolved_in_one_place(tmp_path):
         SearchConfig.resolve({"max_rejections": 5}, resume=ray_run)
     with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'"):
         SearchConfig.resolve({"stem_search": "stratified"}, resume=old)
-    strat = tmp_path / "strat"
-    strat.mkdir()
-    (strat / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "stem_search": "stratified"}}))
-    assert SearchConfig.resolve({}, resume=strat).stem_search == "stratified"  # a resumed run keeps its own
-    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'stratified'; resume it with "
-                                         r"the same one \(drop --stem-search joint, or stem_search: in --config\)"):
-        SearchConfig.resolve({"stem_search": "joint"}, resume=strat)
+    joint = tmp_path / "joint"  # a run of the default before session 22 (joint), recorded in its run.yaml
+    joint.mkdir()
+    (joint / "run.yaml").write_text(yaml.safe_dump({"config": {**DEFAULTS, "latency_ms": 4, "stem_search": "joint"}}))
+    assert SearchConfig.resolve({}, resume=joint).stem_search == "joint"  # a resumed run keeps its own
+    with pytest.raises(ValueError, match="stem_search: .* was searched with stem_search 'joint'; resume it with "
+                                         r"the same one \(drop --stem-search stratified, or stem_search: in --config\)"):
+        SearchConfig.resolve({"stem_search": "stratified"}, resume=joint)
     # run_search(config, resume=...) checks it too, for a config not built by resolve()
     with pytest.raises(ValueError, match="backend: .* was searched with 'optuna'"):
         r.replace(backend="ray").check_resume(run)
