@@ -5,7 +5,8 @@ Every arm scores architectures with the main job's objective (:class:`search.eva
 inherited weights, recalibrated BN, the validation split; the latency predictor, and a
 measurement near the budget, decide feasibility). The TPE arms are the Optuna backend itself
 (:func:`search.backends.optuna.run`, the presets in budget enqueued first, with the main job's rejection sampling)
-with ``pareto`` on and off; the random arm draws from the space uniformly (both stems; a draw predicted over the budget is
+with ``pareto`` on and off, each one study over both stems (the main job's ``stem_search: joint``; since
+session 22 the main job searches each stem variant on its own by default); the random arm draws from the space uniformly (both stems; a draw predicted over the budget is
 drawn again, as the TPE arms' suggestions are, up to ``max_rejections`` in a row), the
 random-search control of Li and Talwalkar (UAI 2019). Each arm gets its own scorer, so its
 seconds include every evaluation it asked for. The figure of merit is the one-shot top-1 of the

@@ -77,7 +77,7 @@ def main() -> None:
                          "(no, the default: the cheapest), small-input stem (yes) or both (the search's setting, "
                          "~5x the compute); with --supernet, the checkpoint's")
     ap.add_argument("--epochs", type=int, default=20,
-                    help="supernet epochs (default 20: every row of the README's ablation table)")
+                    help="supernet epochs (default 20: the README ablation table's default rows)")
     ap.add_argument("--curve-every", type=int, default=0, metavar="K",
                     help="also score the supernet every K epochs: the tau-vs-epochs curve (JSON + PNG)")
     ap.add_argument("--finetune-epochs", type=int, default=0, metavar="E",
@@ -198,7 +198,8 @@ def main() -> None:
             net = next(sups[name] for name, (owns, _) in parts.items() if owns(a)) if sups else sup
             net.eval()
             r[key], model = evaluate_arch(net, a, data, cfg, device="cpu", calib=calib)
-            r[key + NLL] = -mean_nll(model, data.batches("val", batch_size=cfg.batch_size, channels_last=True))
+            if key == "inherited":  # the loss score of the one-shot supernet (a second pass over val)
+                r[key + NLL] = -mean_nll(model, data.batches("val", batch_size=cfg.batch_size, channels_last=True))
         return {name: corr(sel, key) for name, sel in _groups(rows).items()}
 
     if loaded:
@@ -522,7 +523,8 @@ def pairs_report(paths: list[str], truth: str, tolerance: float = 0.3) -> dict[s
 def ensemble(paths: list[str], out: str | None = None) -> dict:
     """Per-run tau, its mean and spread over the runs, and the tau of the mean score.
 
-    Done for the inherited top-1 (``runs``, ``tau_over_runs``, ``ensemble``) and, when every
+    Done for the inherited top-1 (``runs``, ``tau_over_runs``, ``ensemble``), for minus the
+    inherited validation loss (``by_loss``, the same three keys) when every run has it, and, when every
     run has it and all fine-tuned on the same schedule (``--finetune-epochs``), for the top-1
     after each fine-tune epoch E (``finetuned[E]``, the same three keys).
 

@@ -323,7 +323,8 @@ def stem_strata(run: _Run, margin: float = 0.0) -> list[tuple[Any, int, Path]]:
     ``benchmarks/nas_vs_baseline.py``): the winner retrained above joint's on all three (58.25 /
     56.05 / 53.63% against 55.53 / 55.69 / 53.53%); session 22, seed 0 on one supernet with the
     6-candidate final pick: 54.84% against 52.05%. The default since session 22: the final pick
-    then trains at most half its shortlist with the small stem (about 4x the compute of an
+    then trains at most half its shortlist with the small stem unless the ImageNet stem has too
+    few candidates under the budget (about 4x the compute of an
     ImageNet-stem candidate at 32x32), so the main job on digits took 542 s cold, where a joint
     shortlist of six small-stem candidates would have taken about 659 s."""
     cfg = run.config

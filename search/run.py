@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="joint: the stem variant one more parameter of one study; stratified: each stem variant "
                          "(ImageNet, small-input) searched on its own with half the trials and half the final "
                          "pick's shortlist, since the one-shot score does not compare stems (CIFAR-10 at matched "
-                         "latency: above joint on four runs of four; the main job 542 s cold against 516-578 s) "
+                         "latency: above joint on four runs of four, two within seed noise; the main job 542 s cold against 516-578 s) "
                          f"(default {DEFAULTS['stem_search']}; a resumed run keeps its own)")
     ap.add_argument("--max-rejections", type=_number, default=None, metavar="N",
                     help="rejection sampling: a suggestion predicted over the budget (+5%%) is told to the sampler "

@@ -65,14 +65,12 @@ def _get(url: str) -> dict:
 def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluster, env):
     base, out = env
     rc = main(base + ["--epochs", "1", "--latency-ms", "1000", "--trials", "6", "--backend", "ray",
-                      "--concurrency", "2"])
+                      "--concurrency", "2", "--stem-search", "joint"])
     assert rc == 0
     run = (out / "latest").resolve()
     res = json.loads((run / "result.json").read_text())
     assert res["n_trials"] == 6 and res["winner"]["latency"]["median_ms"] <= 1000
-    # the default stratified stem search: one Tune study per stem variant, each restorable by its name
-    assert (run / "model.pt").is_file()
-    assert sorted(p.parent.name for p in run.glob("search-*/ray_study.txt")) == ["search-imagenet", "search-small"]
+    assert (run / "model.pt").is_file() and (run / "ray_study.txt").is_file()
     url = "http://" + cluster.dashboard_url
     from search.backends.ray import dashboard_hint
 
@@ -84,9 +82,9 @@ def test_ray_backend_runs_trials_as_named_actors_visible_in_the_dashboard(cluste
     names = [a.get("class_name") for a in actors]
     # 6 trials with 2 concurrent ran on reused actors (reuse_actors), not 6 new ones. Tune's actor cache
     # may keep one actor beyond the concurrency (ray/tune/utils/object_cache.py, may_keep_one=True), so
-    # the bound is concurrency + 1 = 3 (seen once under CI load; 2 on a quiet machine) per study, and the
-    # stratified search runs two studies one after the other.
-    assert 1 <= names.count("ArchTrial") <= 6, names
+    # the bound is concurrency + 1 = 3 (seen once under CI load; 2 on a quiet machine). One joint study, so
+    # the bound is below the trial count (stratified, the default, runs two studies: 3 trials each).
+    assert 1 <= names.count("ArchTrial") <= 3, names
     jobs = _get(url + "/api/v0/jobs")["data"]["result"]["result"]
     assert any(j.get("job_id") == ray.get_runtime_context().get_job_id() for j in jobs), jobs
 
