@@ -32,9 +32,10 @@ LEGACY_OBJECTIVE = "pareto"
 # how the stem variant is searched when the space declares both: each variant its own search with its
 # share of the trials and of the final pick's shortlist (stratified, the default since session 22: the
 # one-shot score does not compare networks across stems, so one study drifts to one stem; at matched
-# latency on CIFAR-10 above joint on four of four runs (two within the retrains' seed noise), +2.72/+0.36/+0.10 points in sessions 17-18 and
-# +2.79 in session 22 on the same supernet; the main job 542 s cold, its final pick at most half
-# small-stem candidates unless the ImageNet stem has too few under the budget), or one more parameter of one study (joint, the default before)
+# latency on CIFAR-10 above joint on four of four runs, two within the retrains' seed noise: +2.72/+0.36/
+# +0.10 points in sessions 17-18, +2.79 in session 22 on one supernet; the main job 542 s cold, its final
+# pick at most half small-stem candidates unless the ImageNet stem has too few under the budget), or one
+# more parameter of one study (joint, the default before)
 STEM_SEARCHES = ("stratified", "joint")
 # the stem search of runs written before ``stem_search`` existed: one study over both stems
 LEGACY_STEM_SEARCH = "joint"

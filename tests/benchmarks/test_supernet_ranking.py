@@ -89,8 +89,6 @@ def test_ensemble_also_combines_the_loss_score_when_every_run_has_it(tmp_path, c
 
 
 def test_mean_nll_is_the_mean_cross_entropy_in_nats_and_refuses_no_samples():
-    import math
-
     import torch
 
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
